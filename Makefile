@@ -1,0 +1,42 @@
+# vesukit: every target creates or refreshes its own virtual environment from pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEVICE ?= cpu
+DRY    ?= build/dry
+
+.PHONY: help venv test submit-dry bench kernel wheels kaggle-sim clean
+
+help:
+	@echo "make submit-dry   synthetic competition + tiny teachers -> predict -> validated submission.zip"
+	@echo "make test         the test suite (CPU)"
+	@echo "make bench        benchmarks against peers (results: docs/benchmarks.md)"
+	@echo "make kernel       generate the Kaggle notebook + kernel-metadata.json"
+	@echo "make wheels       vendor the offline wheels (build_wheels.sh)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+submit-dry: $(STAMP)
+	DEVICE=$(DEVICE) DRY=$(DRY) PY=$(PY) bash scripts/submit_dry.sh
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+kernel: $(STAMP)
+	$(PY) -m vesukit.kernelgen
+
+wheels:
+	bash build_wheels.sh
+
+clean:
+	rm -rf build .pytest_cache

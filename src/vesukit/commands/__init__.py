@@ -1,0 +1,1 @@
+"""One module per `vesukit` command: ``register(subparsers)`` and ``run(args) -> int``."""

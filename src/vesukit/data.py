@@ -1,0 +1,351 @@
+"""Volume I/O and competition-root discovery.
+
+Volumes are uint8 arrays shaped (Z, Y, X), stored as multipage TIFFs with one page per Z
+slice, the way the competition ships them and the way the scorer reads them (Pillow, page by
+page, stacked on axis 0). Competition volumes are LZW-compressed: tifffile decodes LZW only
+with imagecodecs, which the Kaggle image lacks, so :func:`read_volume` falls back to Pillow,
+which decodes LZW natively.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import tifffile
+
+from vesukit._optional import has
+from vesukit.errors import CompetitionRootError, VolumeError
+
+COMPETITION_SLUG = "vesuvius-challenge-surface-detection"
+DEFAULT_INPUT_BASE = "/kaggle/input"
+VOLUME_SUFFIX = ".tif"
+
+# Compressions tifffile decodes with the standard library alone; any other (LZW above all)
+# needs imagecodecs, or Pillow.
+_STDLIB_COMPRESSIONS = {1, 8, 32946}  # none, adobe deflate (zlib), deflate
+
+_FIX_WRITE = "write it with vesukit.data.write_volume (or tifffile.imwrite(path, volume_zyx))"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_volume(path: str | os.PathLike) -> np.ndarray:
+    """Read a multipage TIFF as a uint8 (Z, Y, X) array.
+
+    Raises :class:`VolumeError` naming the file for a missing file, a 2D image, RGB or
+    multi-sample pages, non-uint8 samples, pages of different shapes, and truncated or
+    corrupt data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError(
+            f"{path}: no such file. Check the path; test volumes live in "
+            f"<competition root>/test_images/<id>{VOLUME_SUFFIX}."
+        )
+    try:
+        with tifffile.TiffFile(path) as tif:
+            n_pages, page_shape, compression = _check_pages(path, tif)
+            if compression not in _STDLIB_COMPRESSIONS and not has("imagecodecs"):
+                volume = _read_pages_with_pillow(path)
+            else:
+                volume = tif.asarray(key=range(n_pages))
+    except VolumeError:
+        raise
+    except Exception as exc:  # tifffile and Pillow raise many types for damaged files
+        raise VolumeError(
+            f"{path}: cannot be decoded as a TIFF volume ({type(exc).__name__}: {exc}). "
+            "The file is truncated or corrupt: copy it again, or re-write it."
+        ) from exc
+    volume = np.asarray(volume)
+    expected = (n_pages, *page_shape)
+    if volume.shape != expected:
+        raise VolumeError(
+            f"{path}: decoded to shape {volume.shape}, expected {expected} from its pages. "
+            "The file is truncated or corrupt: copy it again, or re-write it."
+        )
+    return np.ascontiguousarray(volume, dtype=np.uint8)
+
+
+def _check_pages(path: Path, tif: tifffile.TiffFile) -> tuple[int, tuple[int, int], int]:
+    """Check every page is one uint8 grey (Y, X) plane of one common shape."""
+    pages = tif.pages
+    n_pages = len(pages)
+    if n_pages == 0:
+        raise VolumeError(f"{path}: the TIFF has no pages. The file is corrupt: re-write it.")
+    first = pages.first
+    for index in range(n_pages):
+        page = pages[index]
+        spp = getattr(page, "samplesperpixel", 1)
+        if spp != 1:
+            raise VolumeError(
+                f"{path}: page {index} has {spp} samples per pixel (RGB or extra channels); "
+                "a volume needs one grey uint8 sample per voxel. Keep one channel "
+                f"(e.g. volume[..., 0]) and {_FIX_WRITE}."
+            )
+        if page.dtype != np.uint8:
+            raise VolumeError(
+                f"{path}: page {index} holds {page.dtype} samples; volumes and masks must be "
+                "uint8. Convert (e.g. mask.astype(np.uint8)) and " + _FIX_WRITE + "."
+            )
+        if getattr(page, "imagedepth", 1) != 1:
+            raise VolumeError(
+                f"{path}: page {index} is a tiled 3D block (image depth "
+                f"{page.imagedepth}), which Pillow cannot stack. {_FIX_WRITE[0].upper()}"
+                f"{_FIX_WRITE[1:]} so that each Z slice is one page."
+            )
+        if page.shape != first.shape:
+            raise VolumeError(
+                f"{path}: page {index} has shape {page.shape} but page 0 has {first.shape}; "
+                f"all Z slices must share one (Y, X) shape. Re-write the volume."
+            )
+    if len(first.shape) != 2:
+        raise VolumeError(
+            f"{path}: pages have shape {first.shape}, expected (Y, X) grey planes. "
+            f"{_FIX_WRITE[0].upper()}{_FIX_WRITE[1:]}."
+        )
+    if n_pages == 1:
+        raise VolumeError(
+            f"{path}: holds a single 2D page of shape {first.shape}, not a (Z, Y, X) volume. "
+            "The scorer stacks pages on axis 0, so a volume needs one page per Z slice: "
+            f"{_FIX_WRITE} with a 3D array."
+        )
+    return n_pages, tuple(first.shape), int(first.compression)
+
+
+def read_volume_pillow(source: str | os.PathLike | bytes | BinaryIO) -> np.ndarray:
+    """Read a TIFF exactly as the official scorer does: Pillow, page by page, stacked on axis 0.
+
+    Returns whatever that reader produces (2D pages stack to 3D, RGB pages to 4D, any dtype),
+    so callers can compare it with what the source volume needs.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    return _read_pages_with_pillow(source)
+
+
+def _read_pages_with_pillow(source) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(source) as image:
+        planes = []
+        for index in range(getattr(image, "n_frames", 1)):
+            image.seek(index)
+            planes.append(np.array(image))
+    return np.stack(planes, axis=0)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def encode_volume(volume: np.ndarray, compression: str | None = "zlib") -> bytes:
+    """Encode a uint8 (Z, Y, X) array as multipage TIFF bytes (one page per Z slice).
+
+    ``compression``: ``"zlib"`` (default; needs no imagecodecs), ``"lzw"`` (imagecodecs, or
+    Pillow when it is absent) or ``None``.
+    """
+    volume = _checked_for_writing(volume)
+    buffer = io.BytesIO()
+    if compression == "lzw" and not has("imagecodecs"):
+        _write_lzw_with_pillow(buffer, volume)
+    else:
+        tifffile.imwrite(
+            buffer,
+            volume,
+            photometric="minisblack",
+            compression=compression,
+            metadata=None,
+        )
+    return buffer.getvalue()
+
+
+def write_volume(
+    path: str | os.PathLike, volume: np.ndarray, compression: str | None = "zlib"
+) -> Path:
+    """Write a uint8 (Z, Y, X) volume or mask as a multipage TIFF, atomically.
+
+    The file appears under its final name only once it is complete, so a crash never leaves
+    a half-written TIFF behind.
+    """
+    path = Path(path)
+    data = encode_volume(volume, compression)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _checked_for_writing(volume: np.ndarray) -> np.ndarray:
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise VolumeError(
+            f"cannot write a volume of shape {volume.shape}: it must be 3D (Z, Y, X). "
+            "A 2D mask would be read by the scorer as a single slice."
+        )
+    if volume.dtype == np.bool_:
+        volume = volume.view(np.uint8)
+    if volume.dtype != np.uint8:
+        raise VolumeError(
+            f"cannot write a volume of dtype {volume.dtype}: it must be uint8. "
+            "Threshold probabilities first and cast with .astype(np.uint8)."
+        )
+    return np.ascontiguousarray(volume)
+
+
+def _write_lzw_with_pillow(handle: BinaryIO, volume: np.ndarray) -> None:
+    from PIL import Image
+
+    pages = [Image.fromarray(plane) for plane in volume]
+    pages[0].save(handle, format="TIFF", save_all=True, append_images=pages[1:],
+                  compression="tiff_lzw")
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_competition_root(
+    path: str | os.PathLike | None = None,
+    base: str | os.PathLike | None = None,
+    slug: str = COMPETITION_SLUG,
+) -> Path:
+    """Return the competition root: ``path`` when given, else the first match under ``base``.
+
+    ``base`` defaults to ``$VESUKIT_INPUT_BASE`` or ``/kaggle/input``. Both Kaggle mount
+    layouts (``<base>/<slug>`` and ``<base>/competitions/<slug>``) are tried first, then
+    dataset copies (``<base>/datasets/<owner>/<slug>``), then any folder up to three levels
+    down that looks like a root (holds ``test.csv`` or ``test_images/``).
+    """
+    if path is not None:
+        root = Path(path)
+        if not root.is_dir():
+            raise CompetitionRootError(
+                f"{root}: not a directory. Pass the competition folder that holds "
+                "test.csv and test_images/."
+            )
+        if not _looks_like_root(root):
+            raise CompetitionRootError(
+                f"{root}: holds neither test.csv nor test_images/. Pass the competition folder "
+                "itself (the one with train.csv, test.csv, train_images/, test_images/)."
+            )
+        return root
+
+    base = Path(base or os.environ.get("VESUKIT_INPUT_BASE", DEFAULT_INPUT_BASE))
+    patterns = [slug, f"competitions/{slug}", f"datasets/*/{slug}", "*", "*/*", "*/*/*"]
+    seen: list[Path] = []
+    for pattern in patterns:
+        for candidate in sorted(base.glob(pattern)):
+            if candidate in seen or not candidate.is_dir():
+                continue
+            seen.append(candidate)
+            if _looks_like_root(candidate):
+                return candidate
+    raise CompetitionRootError(
+        f"no competition root found under {base} (looked for {slug}/, competitions/{slug}/ "
+        "and any folder holding test.csv or test_images/). On Kaggle, add the competition as "
+        "an input of the notebook; elsewhere pass --data <folder with test.csv, test_images/>."
+    )
+
+
+def _looks_like_root(folder: Path) -> bool:
+    return (folder / "test.csv").is_file() or (folder / "test_images").is_dir()
+
+
+def list_test_ids(root: str | os.PathLike) -> list[str]:
+    """Test volume ids from ``test.csv`` and ``test_images/``, which must agree."""
+    return list_ids(root, "test")
+
+
+def list_ids(root: str | os.PathLike, split: str = "test") -> list[str]:
+    """Volume ids of a split (``test`` or ``train``) from ``<split>.csv`` and ``<split>_images/``.
+
+    With both present they must name the same volumes; with one present it is used alone.
+    The csv order is kept (it is the order Kaggle lists); otherwise ids are sorted.
+    """
+    root = Path(root)
+    csv_path = root / f"{split}.csv"
+    image_dir = root / f"{split}_images"
+    csv_ids = read_csv_ids(csv_path) if csv_path.is_file() else None
+    image_ids = image_ids_in(image_dir) if image_dir.is_dir() else None
+
+    if csv_ids is None and image_ids is None:
+        raise CompetitionRootError(
+            f"{root}: has neither {split}.csv nor {split}_images/. Point --data at the "
+            "competition root."
+        )
+    if csv_ids is not None and image_ids is not None:
+        without_image = [i for i in csv_ids if i not in set(image_ids)]
+        without_row = [i for i in image_ids if i not in set(csv_ids)]
+        problems = []
+        if without_image:
+            problems.append(
+                f"{len(without_image)} row(s) of {csv_path} have no {split}_images/<id>.tif: "
+                + _preview(without_image)
+            )
+        if without_row:
+            problems.append(
+                f"{len(without_row)} image(s) in {image_dir} have no row in {csv_path}: "
+                + _preview(without_row)
+            )
+        if problems:
+            raise CompetitionRootError(
+                "; ".join(problems)
+                + ". The csv and the image folder must list the same volumes: restore the "
+                "missing files or fix the csv."
+            )
+    ids = csv_ids if csv_ids is not None else image_ids
+    if not ids:
+        where = csv_path if csv_ids is not None else image_dir
+        raise CompetitionRootError(
+            f"{where}: lists no {split} volumes. Point --data at a root with at least one."
+        )
+    return list(ids)
+
+
+def read_csv_ids(csv_path: Path) -> list[str]:
+    """The ``id`` column of a competition csv, as strings, in file order."""
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "id" not in reader.fieldnames:
+            raise CompetitionRootError(
+                f"{csv_path}: has no 'id' column (columns: {reader.fieldnames}). "
+                "Competition csv files start with the header 'id,scroll_id'."
+            )
+        ids = [row["id"].strip() for row in reader if row.get("id", "").strip()]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise CompetitionRootError(f"{csv_path}: ids listed twice: {_preview(duplicates)}.")
+    return ids
+
+
+def image_ids_in(folder: Path) -> list[str]:
+    """Ids of the ``<id>.tif`` volumes in a folder, sorted."""
+    return sorted(p.name[: -len(VOLUME_SUFFIX)] for p in folder.glob(f"*{VOLUME_SUFFIX}")
+                  if p.is_file())
+
+
+def volume_path(root: str | os.PathLike, volume_id: str, kind: str = "test_images") -> Path:
+    """``<root>/<kind>/<id>.tif``; ``kind`` is test_images, train_images or train_labels."""
+    return Path(root) / kind / f"{volume_id}{VOLUME_SUFFIX}"
+
+
+def _preview(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -1,0 +1,67 @@
+"""Environment diagnosis behind `vesukit doctor` (returns data; the command prints it)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from pathlib import Path
+
+from vesukit import __version__
+from vesukit.data import DEFAULT_INPUT_BASE, _looks_like_root
+
+# Distribution name -> what it is for.
+PACKAGES = (
+    "numpy", "tifffile", "pillow", "scipy",                       # core
+    "torch", "torchvision", "timm", "segmentation-models-pytorch", "safetensors",  # inference
+    "numba", "imagecodecs", "zarr", "connected-components-3d",   # scorer, codecs, optional
+)
+
+
+def diagnose(input_base: str | None = None) -> dict:
+    base = Path(input_base or os.environ.get("VESUKIT_INPUT_BASE", DEFAULT_INPUT_BASE))
+    return {
+        "python": sys.version.split()[0],
+        "vesukit": __version__,
+        "torch": _torch_info(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "wheel_folders": [str(p) for p in _wheel_folders(base)],
+        "competition_roots": [str(p) for p in _competition_roots(base)],
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_info() -> dict:
+    try:
+        import torch
+    except ImportError:
+        return {}
+    info = {"version": torch.__version__, "cuda": torch.version.cuda, "devices": []}
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            info["devices"].append({"index": index, "name": props.name,
+                                    "memory_gb": props.total_memory / 2**30})
+    return info
+
+
+def _wheel_folders(base: Path) -> list[Path]:
+    candidates = [Path.cwd() / "wheels"]
+    if base.is_dir():
+        candidates += sorted({p.parent for p in base.glob("**/*.whl")})
+    return [c for c in candidates if c.is_dir() and any(c.glob("*.whl"))]
+
+
+def _competition_roots(base: Path) -> list[Path]:
+    if not base.is_dir():
+        return []
+    found = []
+    for pattern in ("*", "*/*", "*/*/*"):
+        found += [p for p in sorted(base.glob(pattern)) if p.is_dir() and _looks_like_root(p)]
+    return found
