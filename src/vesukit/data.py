@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import struct
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,6 +79,14 @@ def _check_pages(path: Path, tif: tifffile.TiffFile) -> tuple[int, tuple[int, in
     n_pages = len(pages)
     if n_pages == 0:
         raise VolumeError(f"{path}: the TIFF has no pages. The file is corrupt: re-write it.")
+    # tifffile (and Pillow) silently stop at a broken page chain, which would turn a cut file
+    # into a shorter volume; check that the chain ends properly and the data is all there.
+    file_size = tif.filehandle.size
+    if _next_ifd_offset(tif, pages[n_pages - 1].offset) != 0:
+        raise VolumeError(
+            f"{path}: the page chain breaks after page {n_pages - 1} (file of {file_size} "
+            "bytes). The file is truncated or corrupt: copy it again, or re-write it."
+        )
     first = pages.first
     for index in range(n_pages):
         page = pages[index]
@@ -99,6 +108,12 @@ def _check_pages(path: Path, tif: tifffile.TiffFile) -> tuple[int, tuple[int, in
                 f"{page.imagedepth}), which Pillow cannot stack. {_FIX_WRITE[0].upper()}"
                 f"{_FIX_WRITE[1:]} so that each Z slice is one page."
             )
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+        if ends and max(ends) > file_size:
+            raise VolumeError(
+                f"{path}: page {index} needs bytes up to {max(ends)} but the file has "
+                f"{file_size}. The file is truncated or corrupt: copy it again, or re-write it."
+            )
         if page.shape != first.shape:
             raise VolumeError(
                 f"{path}: page {index} has shape {page.shape} but page 0 has {first.shape}; "
@@ -116,6 +131,22 @@ def _check_pages(path: Path, tif: tifffile.TiffFile) -> tuple[int, tuple[int, in
             f"{_FIX_WRITE} with a 3D array."
         )
     return n_pages, tuple(first.shape), int(first.compression)
+
+
+def _next_ifd_offset(tif: tifffile.TiffFile, ifd_offset: int) -> int:
+    """The 'next page' pointer stored at the end of the IFD at ``ifd_offset`` (0 = last)."""
+    fmt = tif.tiff
+    handle = tif.filehandle
+    handle.seek(ifd_offset)
+    raw_count = handle.read(fmt.tagnosize)
+    if len(raw_count) != fmt.tagnosize:
+        return -1
+    (count,) = struct.unpack(fmt.tagnoformat, raw_count)
+    handle.seek(ifd_offset + fmt.tagnosize + count * fmt.tagsize)
+    raw_next = handle.read(fmt.offsetsize)
+    if len(raw_next) != fmt.offsetsize:
+        return -1
+    return struct.unpack(fmt.offsetformat, raw_next)[0]
 
 
 def read_volume_pillow(source: str | os.PathLike | bytes | BinaryIO) -> np.ndarray:

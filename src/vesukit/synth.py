@@ -112,7 +112,8 @@ def make_competition_root(
 ) -> Path:
     """Write a Kaggle-like root: train.csv, test.csv, train_images/, train_labels/, test_images/.
 
-    Volumes are LZW-compressed like the real ones. Shapes cycle through ``shapes``. Ids are
+    Volumes are LZW-compressed like the real ones. Within each split, shapes cycle through
+    ``shapes``. Ids are
     numeric strings like Kaggle's, derived from the seed; the same seed gives the same root.
     """
     out = Path(out)
@@ -127,7 +128,8 @@ def make_competition_root(
     rows = {"train": [], "test": []}
     for index, (volume_id, volume_seed) in enumerate(zip(ids, volume_seeds)):
         split = "train" if index < n_train else "test"
-        shape = tuple(shapes[index % len(shapes)])
+        index_in_split = index if split == "train" else index - n_train
+        shape = tuple(shapes[index_in_split % len(shapes)])
         image, label = synth_volume(shape, volume_seed, style)
         write_volume(out / f"{split}_images" / f"{volume_id}.tif", image, compression="lzw")
         if split == "train":
