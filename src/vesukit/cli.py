@@ -17,6 +17,7 @@ from vesukit.errors import VesukitError
 # Order is the order of `vesukit --help`.
 COMMAND_MODULES = (
     "vesukit.commands.synth",
+    "vesukit.commands.predict",
     "vesukit.commands.doctor",
 )
 

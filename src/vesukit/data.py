@@ -133,6 +133,27 @@ def _check_pages(path: Path, tif: tifffile.TiffFile) -> tuple[int, tuple[int, in
     return n_pages, tuple(first.shape), int(first.compression)
 
 
+def read_volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """The (Z, Y, X) shape of a volume TIFF from its page headers, without decoding it.
+
+    Runs the same checks as :func:`read_volume` except decoding the data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError(f"{path}: no such file. Check the path.")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            n_pages, page_shape, _ = _check_pages(path, tif)
+    except VolumeError:
+        raise
+    except Exception as exc:
+        raise VolumeError(
+            f"{path}: cannot be read as a TIFF ({type(exc).__name__}: {exc}). The file is "
+            "truncated or corrupt: copy it again, or re-write it."
+        ) from exc
+    return (n_pages, *page_shape)
+
+
 def _next_ifd_offset(tif: tifffile.TiffFile, ifd_offset: int) -> int:
     """The 'next page' pointer stored at the end of the IFD at ``ifd_offset`` (0 = last)."""
     fmt = tif.tiff

@@ -1,0 +1,1 @@
+"""The predict pipeline: wiring, progress, run record. See :func:`run_predict`."""

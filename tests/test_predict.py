@@ -1,0 +1,138 @@
+"""End to end: `vesukit predict` on a tiny synthetic root writes a valid, deterministic zip."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from vesukit.cli import main  # noqa: E402
+from vesukit.data import list_test_ids, read_volume, read_volume_pillow  # noqa: E402
+from vesukit.synth import make_competition_root  # noqa: E402
+from vesukit.teachers import write_preset  # noqa: E402
+
+SHAPES = [(20, 36, 28), (24, 24, 24)]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_competition_root(tmp_path_factory.mktemp("comp"), n_test=2, n_train=0,
+                                 shapes=SHAPES, seed=1)
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teachers")
+    write_preset(folder, preset="seed9", size="tiny", seed=0)
+    return folder
+
+
+def masks_in(zip_path):
+    with zipfile.ZipFile(zip_path) as archive:
+        return {name[:-4]: read_volume_pillow(io.BytesIO(archive.read(name)))
+                for name in archive.namelist()}
+
+
+def test_predict_writes_a_valid_deterministic_zip(root, teachers, tmp_path, capsys):
+    runs = []
+    for attempt in ("a", "b"):
+        out = tmp_path / attempt / "submission.zip"
+        code = main(["predict", "--data", str(root), "--teachers", str(teachers),
+                     "--out", str(out), "--device", "cpu", "--tta", "flip",
+                     "--workdir", str(tmp_path / attempt / "work")])
+        assert code == 0, capsys.readouterr().err
+        runs.append(masks_in(out))
+    printed = capsys.readouterr().out
+    assert "VALID" in printed and "device busy" in printed
+
+    ids = list_test_ids(root)
+    assert sorted(runs[0]) == sorted(ids)
+    for volume_id in ids:
+        source = read_volume(root / "test_images" / f"{volume_id}.tif")
+        mask = runs[0][volume_id]
+        assert mask.shape == source.shape and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 1}
+        np.testing.assert_array_equal(mask, runs[1][volume_id])  # deterministic
+
+    record = json.loads((tmp_path / "a" / "work" / "run.json").read_text())
+    assert [v["volume_id"] for v in record["volumes"]] == ids
+    assert len(record["teachers"]) == 9 and record["tta"] == "flip"
+    assert record["zip_valid"] is True and record["finished"]
+    for volume in record["volumes"]:
+        assert set(volume["teacher_seconds"]) == {t["name"] for t in record["teachers"]}
+    # every finished mask is also kept in the workdir
+    for volume_id in ids:
+        kept = read_volume(tmp_path / "a" / "work" / "masks" / f"{volume_id}.tif")
+        np.testing.assert_array_equal(kept, runs[0][volume_id])
+
+
+def test_calibration_file_sets_the_threshold(root, teachers, tmp_path, capsys):
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"format": 1,
+                                       "threshold": {"rule": "fixed", "threshold": 1.5}}))
+    out = tmp_path / "sub.zip"
+    code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
+                 "--device", "cpu", "--calibration", str(calibration),
+                 "--audit", str(tmp_path / "audit")])
+    assert code == 0
+    # probability never reaches 1.5: every mask is empty, and the validator still passes it
+    assert all(not m.any() for m in masks_in(out).values())
+    audit = json.loads((tmp_path / "audit" / f"{list_test_ids(root)[0]}.json").read_text())
+    assert audit["threshold"] == 1.5 and audit["rule"] == "fixed(threshold=1.5)"
+
+
+def test_unreadable_volume_is_named_and_finished_masks_are_kept(root, teachers, tmp_path,
+                                                               capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    ids = list_test_ids(broken)
+    victim = broken / "test_images" / f"{ids[1]}.tif"
+    victim.write_bytes(victim.read_bytes()[:200])
+    code = main(["predict", "--data", str(broken), "--teachers", str(teachers),
+                 "--out", str(tmp_path / "s.zip"), "--device", "cpu",
+                 "--workdir", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ids[1] in err and "truncated or corrupt" in err
+    assert not (tmp_path / "s.zip").exists()  # never a half-written zip
+
+
+def test_teacher_that_fails_to_load_is_named(root, teachers, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "teachers"
+    shutil.copytree(teachers, copy)
+    manifest = json.loads((copy / "teachers.json").read_text())
+    name = manifest["teachers"][2]["name"]
+    checkpoint = copy / manifest["teachers"][2]["checkpoint"]
+    if checkpoint.is_dir():
+        shutil.rmtree(checkpoint)
+        checkpoint.mkdir()
+    else:
+        checkpoint.write_bytes(b"not a checkpoint")
+    code = main(["predict", "--data", str(root), "--teachers", str(copy),
+                 "--out", str(tmp_path / "s.zip"), "--device", "cpu"])
+    assert code == 1
+    assert name in capsys.readouterr().err
+
+
+def test_empty_test_set_and_unwritable_zip(root, teachers, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "test_images").mkdir(parents=True)
+    (empty / "test.csv").write_text("id,scroll_id\n")
+    assert main(["predict", "--data", str(empty), "--teachers", str(teachers),
+                 "--out", str(tmp_path / "s.zip"), "--device", "cpu"]) == 1
+    assert "lists no test volumes" in capsys.readouterr().err
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["predict", "--data", str(root), "--teachers", str(teachers),
+                 "--out", str(blocker / "s.zip"), "--device", "cpu"]) == 1
+    assert "cannot create its folder" in capsys.readouterr().err
