@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         "predict", help="run the teacher ensemble over the test volumes and write submission.zip",
         description="Find the competition root and its test ids, run every teacher over every "
         "test volume (sliding window, TTA), ensemble, threshold, post-process, stream masks "
-        "into submission.zip, then validate it.")
+        "into submission.zip, then validate it. Exit 0: valid zip; 3: valid zip, but some "
+        "volumes were degraded (fallback masks, dropped teachers, less TTA); 1: failed.")
     parser.add_argument("--data", type=Path, default=None,
                         help="competition root (default: discovered under /kaggle/input)")
     parser.add_argument("--input-base", type=Path, default=None,
@@ -22,13 +23,20 @@ def register(subparsers) -> None:
                         help="folder with teachers.json and the checkpoints")
     parser.add_argument("--out", type=Path, required=True, help="submission zip to write")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: one per visible GPU, 1 on CPU)")
     parser.add_argument("--tta", default="none", choices=["none", "flip", "full"])
     parser.add_argument("--overlap", type=float, default=0.5,
                         help="sliding-window overlap in [0, 1) (0.5)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="calibration.json (threshold rule + post-processing)")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="run.json and finished masks (default: <out folder>/vesukit-work)")
+                        help="run.json, masks/ and state/ (default: <out folder>/vesukit-work)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip volumes the workdir already holds for the same settings")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="finish every volume within this many seconds, degrading TTA and "
+                        "then the lowest-weight teachers when behind (default: 8.5 h)")
     parser.add_argument("--audit", type=Path, default=None,
                         help="write audit/<id>.json per volume into this folder")
     parser.set_defaults(handler=run)
@@ -36,25 +44,41 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vesukit.errors import UsageError
+    from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
     from vesukit.runtime.pipeline import PredictConfig, run_predict
     from vesukit.runtime.progress import format_seconds
 
     if not 0 <= args.overlap < 1:
         raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be >= 1.")
+    budget = DEFAULT_TIME_BUDGET if args.time_budget is None else args.time_budget
+    if budget <= 0:
+        raise UsageError(f"--time-budget {args.time_budget}: must be > 0 seconds.")
     config = PredictConfig(teachers=args.teachers, out=args.out, data=args.data,
-                           input_base=args.input_base, device=args.device, tta=args.tta,
-                           calibration=args.calibration, workdir=args.workdir,
-                           audit=args.audit, overlap=args.overlap)
+                           input_base=args.input_base, device=args.device, workers=args.workers,
+                           tta=args.tta, calibration=args.calibration, workdir=args.workdir,
+                           audit=args.audit, overlap=args.overlap, time_budget=budget,
+                           resume=args.resume)
     result = run_predict(config)
-    print(f"\n{'id':>12}  {'shape':>13}  {'threshold':>9}  {'fg %':>6}  {'seconds':>8}")
+    print(f"\n{'id':>12}  {'shape':>13}  {'threshold':>9}  {'fg %':>6}  {'seconds':>8}  status")
     for v in result.volumes:
-        print(f"{v.volume_id:>12}  {'x'.join(map(str, v.shape)):>13}  {v.threshold:9.3f}  "
-              f"{100 * v.foreground:6.2f}  {v.seconds:8.2f}")
+        threshold = f"{v.threshold:9.3f}" if v.threshold is not None else f"{'-':>9}"
+        status = v.status + (" (resumed)" if v.volume_id in result.resumed else "")
+        if v.degraded:
+            status += " degraded: " + "; ".join(v.degraded)
+        print(f"{v.volume_id:>12}  {'x'.join(map(str, v.shape)):>13}  {threshold}  "
+              f"{100 * v.foreground:6.2f}  {v.seconds:8.2f}  {status}")
     print(f"\n{len(result.volumes)} volume(s) in {format_seconds(result.wall_seconds)}; device "
           f"busy {100 * result.device_busy_share:.0f}% of the wall time. Run record: "
           f"{result.record_path}")
+    if result.fallbacks:
+        print(f"DEGRADED: {len(result.fallbacks)} volume(s) got empty fallback masks: "
+              + ", ".join(v.volume_id for v in result.fallbacks))
+    elif result.degraded:
+        print("DEGRADED: some volumes ran with fewer teachers or less TTA (see status)")
     report = result.validation
     print(f"{result.zip_path}: " + ("VALID" if report.valid else "INVALID"))
     for issue in list(report.errors) + list(report.warnings):
         print(f"  {issue.message}", file=sys.stderr)
-    return 0 if report.valid else 1
+    return result.exit_code

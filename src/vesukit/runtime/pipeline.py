@@ -1,17 +1,23 @@
-"""The predict pipeline: test volumes in, a validated submission.zip out.
+"""The predict pipeline: test volumes in, a validated submission.zip out, whatever happens.
 
-For each test volume: read -> every teacher (sliding window / 2.5D, TTA) -> streaming ensemble
--> threshold rule -> post-processing -> SubmissionWriter. Reading the next volume and
-encoding/writing the previous mask run in background threads while the device computes.
-This module only wires stages; each stage lives in its own module.
+Stages, each in its own module: discover the root and ids (:mod:`vesukit.data`) -> per device,
+teachers over volumes with faults isolated and the time budget kept
+(:mod:`~vesukit.runtime.worker`, :mod:`~vesukit.runtime.compute`,
+:mod:`~vesukit.runtime.budget`) -> each mask saved to the workdir
+(:mod:`~vesukit.runtime.state`) -> the zip assembled in test-id order as masks arrive
+(:class:`vesukit.submission.SubmissionWriter`) -> validated. Volumes that could not be
+predicted (unreadable, interrupted, out of time) get flagged empty fallback masks, so the zip
+always holds every test id.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+import signal
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,26 +25,23 @@ from typing import Callable
 import numpy as np
 
 from vesukit import __version__
-from vesukit.calibrate import Calibration, binarize, load_calibration
-from vesukit.data import (
-    atomic_write_bytes,
-    encode_volume,
-    find_competition_root,
-    list_test_ids,
-    read_volume,
-    read_volume_shape,
-    volume_path,
-)
-from vesukit.errors import UsageError, VesukitError, VolumeError
-from vesukit.postprocess import apply_postprocess
+from vesukit.calibrate import load_calibration
+from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
+from vesukit.errors import UsageError, VesukitError
+from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
 from vesukit.runtime.progress import Progress
 from vesukit.runtime.record import RunRecord
+from vesukit.runtime.state import DONE, StateStore, VolumeState, fingerprint
+from vesukit.runtime.worker import (
+    WorkerSetup,
+    fallback_state,
+    process_volumes,
+    run_worker_processes,
+)
 
+log = logging.getLogger("vesukit.predict")
 TTA_PRESETS = ("none", "flip", "full")
-
-
-class TeacherLoadError(VesukitError):
-    """A teacher named in the manifest cannot be loaded."""
+EXIT_DEGRADED = 3  # the zip is valid and complete, but some volumes were predicted with less
 
 
 @dataclass(frozen=True)
@@ -48,39 +51,51 @@ class PredictConfig:
     data: Path | None = None          # competition root; None: discover under input_base
     input_base: Path | None = None
     device: str = "auto"              # auto | cpu | cuda | cuda:N
+    workers: int | None = None        # None: one per visible GPU (1 on CPU)
     tta: str = "none"
     calibration: Path | None = None
-    workdir: Path | None = None       # run.json and finished masks; default: beside the zip
+    workdir: Path | None = None       # run.json, masks/, state/; default: beside the zip
     audit: Path | None = None
     overlap: float = 0.5
+    time_budget: float = DEFAULT_TIME_BUDGET
+    resume: bool = False
 
     def resolved_workdir(self) -> Path:
         return Path(self.workdir) if self.workdir else Path(self.out).parent / "vesukit-work"
 
 
 @dataclass
-class VolumeResult:
-    volume_id: str
-    shape: tuple[int, int, int]
-    threshold: float
-    foreground: float            # share of voxels in the mask
-    seconds: float               # this volume's wall time in the main loop
-    device_seconds: float        # time spent in the ensemble (device busy)
-    teacher_seconds: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class RunResult:
     zip_path: Path
-    volumes: list[VolumeResult]
+    volumes: list[VolumeState]        # in test-id order
     wall_seconds: float
-    device_seconds: float
-    validation: object           # vesukit.submission.ValidationReport
+    validation: object                # vesukit.submission.ValidationReport
     record_path: Path
+    warnings: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+
+    @property
+    def device_seconds(self) -> float:
+        return sum(v.device_seconds for v in self.volumes)
 
     @property
     def device_busy_share(self) -> float:
-        return self.device_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        workers = max(len({v.worker for v in self.volumes}), 1)
+        return self.device_seconds / (self.wall_seconds * workers) if self.wall_seconds else 0.0
+
+    @property
+    def fallbacks(self) -> list[VolumeState]:
+        return [v for v in self.volumes if v.status != DONE]
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.fallbacks) or any(v.degraded for v in self.volumes)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.validation.valid:
+            return 1
+        return EXIT_DEGRADED if self.degraded else 0
 
 
 def resolve_device(name: str):
@@ -96,169 +111,193 @@ def resolve_device(name: str):
         raise UsageError(f"--device {name}: not a torch device ({exc}).") from exc
 
 
-def load_teachers(folder: Path, device) -> tuple[object, list]:
-    """The manifest and every teacher's model, loaded once for the whole run."""
-    from vesukit.teachers import load_manifest, load_teacher
+def worker_devices(device: str, workers: int | None) -> list[str]:
+    """One device name per worker: cuda:0, cuda:1... for GPUs, 'cpu' repeated on CPU."""
+    import torch
 
-    manifest = load_manifest(folder)
-    models = []
-    for spec in manifest.teachers:
-        try:
-            models.append(load_teacher(spec, manifest.root, device=device))
-        except VesukitError:
-            raise
-        except Exception as exc:
-            raise TeacherLoadError(
-                f"teacher '{spec.name}' ({spec.checkpoint} in {manifest.root}) failed to load: "
-                f"{type(exc).__name__}: {exc}. Check it with `vesukit teachers check "
-                f"{manifest.root}`, or remove it from the manifest."
-            ) from exc
-    return manifest, models
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        if resolved.index is not None:
+            return [str(resolved)] * (workers or 1)
+        count = torch.cuda.device_count()
+        return [f"cuda:{i % count}" for i in range(workers or count)]
+    return ["cpu"] * (workers or 1)
 
 
 def check_writable(path: Path) -> None:
     """Fail before any compute if the zip cannot be written where asked."""
-    parent = path.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VesukitError(f"{path}: cannot create its folder ({exc}). Choose another --out.")
     if path.is_dir():
         raise VesukitError(f"{path}: is a directory. --out must be a file path ending in .zip.")
-    if not os.access(parent, os.W_OK):
-        raise VesukitError(f"{path}: folder {parent} is not writable. Choose another --out.")
+    if not os.access(path.parent, os.W_OK):
+        raise VesukitError(f"{path}: folder {path.parent} is not writable. Choose another --out.")
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag: the run stops between volumes and finishes the zip."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        return self.requested
 
 
 def run_predict(config: PredictConfig, progress_stream=None,
-                on_volume: Callable[[VolumeResult], None] | None = None) -> RunResult:
-    """Run the whole pipeline; returns what was done and the validator's verdict."""
-    from vesukit.infer import EnsembleAccumulator, predict_teacher
+                on_volume: Callable[[VolumeState], None] | None = None) -> RunResult:
+    """Run the whole pipeline and return what was done and the validator's verdict."""
     from vesukit.submission import SubmissionWriter, validate_zip
+    from vesukit.teachers import load_manifest
 
     if config.tta not in TTA_PRESETS:
         raise UsageError(f"--tta {config.tta}: choose one of {', '.join(TTA_PRESETS)}.")
     wall_start = time.perf_counter()
+    deadline = time.time() + config.time_budget
     out = Path(config.out)
     check_writable(out)
-    calibration: Calibration = load_calibration(config.calibration)
+    calibration = load_calibration(config.calibration)
     root = find_competition_root(config.data, base=config.input_base)
     ids = list_test_ids(root)
-    shapes = {volume_id: read_volume_shape(volume_path(root, volume_id)) for volume_id in ids}
-    device = resolve_device(config.device)
-    manifest, models = load_teachers(Path(config.teachers), device)
+    shapes = {i: read_volume_shape(volume_path(root, i)) for i in ids}
+    manifest = load_manifest(config.teachers)
+    devices = worker_devices(config.device, config.workers)
 
     workdir = config.resolved_workdir()
-    masks_dir = workdir / "masks"
-    masks_dir.mkdir(parents=True, exist_ok=True)
-    record = RunRecord.start(workdir / "run.json", config, device, manifest, calibration,
-                             root, ids)
+    store = StateStore(workdir)
+    run_fingerprint = fingerprint(
+        [spec.to_dict() for spec in manifest.teachers], config.tta, config.overlap,
+        calibration.to_dict())
+    resumed: dict[str, VolumeState] = {}
+    if config.resume:
+        for volume_id in ids:
+            state = store.finished(volume_id, run_fingerprint, shapes[volume_id])
+            if state is not None:
+                resumed[volume_id] = state
+    todo = tuple(i for i in ids if i not in resumed)
+
+    record = RunRecord.start(workdir / "run.json", config, devices, manifest, calibration,
+                             root, ids, list(resumed))
     progress = Progress(len(ids), stream=progress_stream)
-    results: list[VolumeResult] = []
+    warnings: list[str] = []
+    states: dict[str, VolumeState] = dict(resumed)
+    lock = threading.Lock()
 
-    def write_mask(writer: SubmissionWriter, volume_id: str, mask: np.ndarray) -> None:
-        # Keep every finished mask in the workdir too: a crash later loses nothing.
-        atomic_write_bytes(masks_dir / f"{volume_id}.tif", encode_volume(mask))
-        writer.add(volume_id, mask)
+    def warn(text: str) -> None:
+        with lock:
+            warnings.append(text)
+            record.event(text)
+            progress.note(f"WARNING {text}")
 
-    with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="write") as writer_pool, \
-            SubmissionWriter(out, shapes) as writer:
-        next_read: Future = reader.submit(read_volume, volume_path(root, ids[0]))
-        pending_write: Future | None = None
-        for index, volume_id in enumerate(ids):
-            start = time.perf_counter()
-            try:
-                volume = next_read.result()
-            except VolumeError as exc:
-                raise VolumeError(
-                    f"test volume '{volume_id}' cannot be read: {exc} "
-                    f"{len(results)} finished mask(s) are kept in {masks_dir}."
-                ) from exc
-            if index + 1 < len(ids):
-                next_read = reader.submit(read_volume, volume_path(root, ids[index + 1]))
+    with SubmissionWriter(out, shapes) as writer, StopRequest() as stop:
+        assembler = OrderedAssembler(writer, ids, store)
 
-            device_start = time.perf_counter()
-            accumulator = EnsembleAccumulator(volume.shape, device)
-            teacher_seconds = {}
-            for spec, model in zip(manifest.teachers, models):
-                teacher_start = time.perf_counter()
-                probability = predict_teacher(volume, model, spec, device=device,
-                                              tta=config.tta, overlap=config.overlap)
-                accumulator.add(probability, spec.weight)
-                teacher_seconds[spec.name] = time.perf_counter() - teacher_start
-            maps = accumulator.result()
-            threshold = calibration.rule(maps)
-            mask = binarize(maps.mean, threshold)
-            _synchronize(device)
-            device_seconds = time.perf_counter() - device_start
-
-            mask = apply_postprocess(mask, calibration.postprocess, maps)
-            if pending_write is not None:
-                pending_write.result()  # one mask in flight at most; surfaces write errors
-            pending_write = writer_pool.submit(write_mask, writer, volume_id, mask)
-
-            result = VolumeResult(volume_id, tuple(volume.shape), float(threshold),
-                                  float(mask.mean()), time.perf_counter() - start,
-                                  device_seconds, teacher_seconds)
-            results.append(result)
+        def on_state(state: VolumeState) -> None:
+            with lock:
+                states[state.volume_id] = state
+                record.add_volume(state)
+                label = "fallback" if state.status != DONE else f"thr {state.threshold:.3f}"
+                progress.advance(f"{state.volume_id} {'x'.join(map(str, state.shape))} "
+                                 f"({label})", state.seconds)
+                assembler.ready(state.volume_id)
             if config.audit is not None:
-                _write_audit(Path(config.audit), result, maps, mask, calibration, config)
-            record.add_volume(result)
-            progress.advance(f"{volume_id} {'x'.join(map(str, volume.shape))}", result.seconds)
+                _write_audit(Path(config.audit), state, config)
             if on_volume:
-                on_volume(result)
-        if pending_write is not None:
-            pending_write.result()
+                on_volume(state)
+
+        for volume_id in resumed:
+            progress.done += 1
+            assembler.ready(volume_id)
+        if resumed:
+            progress.note(f"resumed: {len(resumed)} volume(s) already done in {workdir}")
+
+        setup = WorkerSetup(Path(config.teachers), root, workdir, todo, shapes,
+                            calibration.to_dict(), config.tta, config.overlap,
+                            run_fingerprint, deadline, len(devices))
+        error: BaseException | None = None
+        if todo:
+            if len(devices) == 1:
+                counter = iter(range(len(todo)))
+                try:
+                    process_volumes(0, devices[0], setup, lambda: next(counter, None),
+                                    on_state, stop, warn)
+                except VesukitError as exc:
+                    error = exc
+            else:
+                for message in run_worker_processes(devices, setup, on_state, warn, stop):
+                    error = error or VesukitError(message)
+
+        reason = ("interrupted (SIGTERM/SIGINT)" if stop() else
+                  "time budget exhausted" if time.time() >= deadline else
+                  f"not predicted ({error})" if error else "not predicted")
+        for volume_id in ids:
+            if volume_id not in states:
+                state, mask_tiff = fallback_state(setup, volume_id, reason)
+                store.save(state, mask_tiff)
+                warn(f"volume '{volume_id}' gets an empty fallback mask: {reason}")
+                on_state(state)
         zip_path = writer.finish()
 
     report = validate_zip(zip_path, root)
-    wall = time.perf_counter() - wall_start
-    device_total = sum(r.device_seconds for r in results)
-    record.finish(wall, device_total, report.valid)
-    return RunResult(zip_path, results, wall, device_total, report, record.path)
+    result = RunResult(zip_path, [states[i] for i in ids], time.perf_counter() - wall_start,
+                       report, record.path, warnings, list(resumed))
+    record.finish(result)
+    if error is not None and not any(v.status == DONE for v in result.volumes if
+                                     v.volume_id not in resumed):
+        raise type(error)(f"{error} A valid zip with fallback masks was still written: "
+                          f"{zip_path}.") if isinstance(error, VesukitError) else error
+    return result
 
 
-def _synchronize(device) -> None:
-    if getattr(device, "type", "cpu") == "cuda":
-        import torch
+class OrderedAssembler:
+    """Adds finished masks to the zip in test-id order, as soon as the next one is ready.
 
-        torch.cuda.synchronize(device)
+    The order (and the bytes) therefore do not depend on which worker finished first, so one
+    worker, two workers and a resumed run all give the same zip.
+    """
+
+    def __init__(self, writer, ids: list[str], store: StateStore):
+        self.writer = writer
+        self.ids = list(ids)
+        self.store = store
+        self.ready_ids: set[str] = set()
+        self.next = 0
+
+    def ready(self, volume_id: str) -> None:
+        self.ready_ids.add(volume_id)
+        while self.next < len(self.ids) and self.ids[self.next] in self.ready_ids:
+            current = self.ids[self.next]
+            self.writer.add_encoded(current, self.store.mask_bytes(current))
+            self.next += 1
 
 
-def _write_audit(folder: Path, result: VolumeResult, maps, mask: np.ndarray,
-                 calibration: Calibration, config: PredictConfig) -> None:
+def _write_audit(folder: Path, state: VolumeState, config: PredictConfig) -> None:
     import json
 
-    mean = _to_numpy(maps.mean)
-    disagreement = _to_numpy(maps.disagreement)
-    inside = mask.astype(bool)
-    audit = {
-        "id": result.volume_id,
-        "shape": list(result.shape),
-        "threshold": result.threshold,
-        "rule": calibration.rule.describe(),
-        "postprocess": [dict(s) for s in calibration.postprocess],
-        "foreground_fraction": result.foreground,
-        "mean_probability_in_mask": float(mean[inside].mean()) if inside.any() else None,
-        "max_probability": float(mean.max()),
-        "disagreement_mean": float(disagreement.mean()),
-        "disagreement_in_mask": float(disagreement[inside].mean()) if inside.any() else None,
-        "teachers": result.teacher_seconds,
-        "tta": config.tta,
-        "seconds": result.seconds,
-    }
+    from vesukit.data import atomic_write_bytes
+
+    audit = {**state.to_json(), "tta_requested": config.tta}
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / f"{result.volume_id}.json",
-                       json.dumps(audit, indent=2).encode())
+    atomic_write_bytes(folder / f"{state.volume_id}.json", json.dumps(audit, indent=2).encode())
 
 
-def _to_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().float().cpu().numpy()
-    return np.asarray(value)
-
-
-def environment_summary(device) -> dict:
+def environment_summary(devices: list[str]) -> dict:
     import torch
 
     info = {
@@ -266,11 +305,10 @@ def environment_summary(device) -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
-        "device": str(device),
+        "devices": devices,
     }
-    if getattr(device, "type", "cpu") == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
-        info["cpu_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    info["cpu"] = platform.processor() or platform.machine()
+    info["cpu_threads"] = torch.get_num_threads()
     return info

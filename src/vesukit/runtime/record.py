@@ -1,16 +1,21 @@
 """The run record (`run.json` in the workdir): enough to trace a submission later.
 
-Rewritten atomically after every volume, so it is current even if the run dies.
+Versions, devices, teachers and weights, TTA, calibration, every volume's timings, threshold
+and degradations, and every warning or time-budget decision. Rewritten atomically after each
+change, so it is current even if the run dies.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from vesukit.data import atomic_write_bytes
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 class RunRecord:
@@ -19,14 +24,16 @@ class RunRecord:
         self.data = data
 
     @classmethod
-    def start(cls, path, config, device, manifest, calibration, root, ids) -> "RunRecord":
+    def start(cls, path, config, devices, manifest, calibration, root, ids,
+              resumed) -> RunRecord:
         from vesukit.runtime.pipeline import environment_summary
 
         data = {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": environment_summary(device),
+            "started": _now(),
+            "environment": environment_summary(devices),
             "data_root": str(root),
             "test_ids": list(ids),
+            "resumed": list(resumed),
             "teachers_dir": str(manifest.root),
             "teachers": [
                 {"name": s.name, "arch": s.arch, "encoder": s.encoder,
@@ -35,28 +42,34 @@ class RunRecord:
             ],
             "tta": config.tta,
             "overlap": config.overlap,
+            "time_budget_seconds": config.time_budget,
             "calibration": calibration.to_dict(),
             "calibration_file": str(config.calibration) if config.calibration else None,
             "out": str(config.out),
             "volumes": [],
+            "events": [],
             "finished": None,
         }
         record = cls(path, data)
         record.save()
         return record
 
-    def add_volume(self, result) -> None:
-        entry = asdict(result)
-        entry["shape"] = list(result.shape)
-        self.data["volumes"].append(entry)
+    def add_volume(self, state) -> None:
+        self.data["volumes"].append(state.to_json())
         self.save()
 
-    def finish(self, wall_seconds: float, device_seconds: float, valid: bool) -> None:
-        self.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self.data["wall_seconds"] = wall_seconds
-        self.data["device_seconds"] = device_seconds
-        self.data["device_busy_share"] = device_seconds / wall_seconds if wall_seconds else 0.0
-        self.data["zip_valid"] = valid
+    def event(self, text: str) -> None:
+        self.data["events"].append({"time": _now(), "message": text})
+        self.save()
+
+    def finish(self, result) -> None:
+        self.data["finished"] = _now()
+        self.data["wall_seconds"] = result.wall_seconds
+        self.data["device_seconds"] = result.device_seconds
+        self.data["device_busy_share"] = result.device_busy_share
+        self.data["fallbacks"] = [v.volume_id for v in result.fallbacks]
+        self.data["degraded"] = result.degraded
+        self.data["zip_valid"] = result.validation.valid
         self.save()
 
     def save(self) -> None:

@@ -1,0 +1,122 @@
+"""One device's share of the work: teachers over volumes, with faults isolated.
+
+A teacher that raises is retried (batch 1, then on the CPU); if it still fails, or if it
+returns NaN/inf, it is dropped for the rest of the run with a warning and the volume goes on
+with the others. A volume that cannot be read, or that no teacher could predict, gets a
+flagged empty fallback mask: never a missing entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vesukit.calibrate import Calibration, binarize
+from vesukit.errors import VesukitError
+from vesukit.postprocess import apply_postprocess
+
+log = logging.getLogger("vesukit.predict")
+
+
+class NoTeacherLeft(VesukitError):
+    """Every teacher has been dropped; nothing can predict the remaining volumes."""
+
+
+@dataclass
+class Outcome:
+    mask: np.ndarray
+    threshold: float
+    teacher_seconds: dict[str, float]
+    device_seconds: float
+    teachers: list[str]
+    degraded: list[str] = field(default_factory=list)
+
+
+class VolumeComputer:
+    """The loaded ensemble on one device."""
+
+    def __init__(self, specs, models, device, calibration: Calibration, overlap: float,
+                 warn=log.warning):
+        self.specs = {spec.name: spec for spec in specs}
+        self.models = {spec.name: model for spec, model in zip(specs, models)}
+        self.device = device
+        self.calibration = calibration
+        self.overlap = overlap
+        self.warn = warn
+        self.dropped: dict[str, str] = {}
+
+    @property
+    def active(self) -> list[str]:
+        return [name for name in self.specs if name not in self.dropped]
+
+    def drop(self, name: str, reason: str) -> None:
+        self.dropped[name] = reason
+        self.warn(f"teacher '{name}' dropped for the rest of the run: {reason}")
+
+    def run(self, volume: np.ndarray, teachers: list[str], tta: str) -> Outcome:
+        import torch
+
+        from vesukit.infer import EnsembleAccumulator
+
+        start = time.perf_counter()
+        accumulator = EnsembleAccumulator(volume.shape, self.device)
+        seconds: dict[str, float] = {}
+        used: list[str] = []
+        for name in teachers:
+            if name in self.dropped:
+                continue
+            teacher_start = time.perf_counter()
+            probability = self._predict(name, volume, tta)
+            if probability is None:
+                continue
+            if not bool(torch.isfinite(probability).all()):
+                self.drop(name, "its output holds NaN or inf")
+                continue
+            accumulator.add(probability, self.specs[name].weight)
+            seconds[name] = time.perf_counter() - teacher_start
+            used.append(name)
+        if not used:
+            raise NoTeacherLeft(
+                "no teacher produced a usable prediction ("
+                + "; ".join(f"{n}: {r}" for n, r in self.dropped.items()) + ")")
+        maps = accumulator.result()
+        threshold = float(self.calibration.rule(maps))
+        mask = binarize(maps.mean, threshold)
+        if getattr(self.device, "type", "cpu") == "cuda":
+            torch.cuda.synchronize(self.device)
+        device_seconds = time.perf_counter() - start
+        mask = apply_postprocess(mask, self.calibration.postprocess, maps)
+        degraded = [f"without teacher '{n}' ({r})" for n, r in self.dropped.items()]
+        return Outcome(mask, threshold, seconds, device_seconds, used, degraded)
+
+    def _predict(self, name: str, volume: np.ndarray, tta: str):
+        """The teacher's probability map, retrying with batch 1 and then on the CPU."""
+        import torch
+
+        from vesukit.infer import predict_teacher
+
+        spec, model = self.specs[name], self.models[name]
+        attempts = [("as configured", self.device, None), ("with batch 1", self.device, 1)]
+        if getattr(self.device, "type", "cpu") != "cpu":
+            attempts.append(("on the CPU", torch.device("cpu"), 1))
+        errors = []
+        for label, device, batch_size in attempts:
+            try:
+                if device != self.device:
+                    model = model.to(device)
+                probability = predict_teacher(volume, model, spec, device=device, tta=tta,
+                                              overlap=self.overlap, batch_size=batch_size)
+                return probability.to(self.device)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a teacher must not take the run down with it
+                errors.append(f"{label}: {type(exc).__name__}: {exc}")
+                self.warn(f"teacher '{name}' failed {label} ({type(exc).__name__}: {exc})")
+            finally:
+                if device != self.device:
+                    self.models[name] = model.to(self.device)
+        self.drop(name, "it raised on every retry (" + " | ".join(errors) + ")")
+        return None
