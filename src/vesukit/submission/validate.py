@@ -14,8 +14,11 @@ No torch import, directly or indirectly: this runs on an image with numpy, tifff
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -188,7 +191,8 @@ def validate_zip(zip_path: str | os.PathLike, root: str | os.PathLike | None = N
                          "know which volumes the submission must hold.")
 
     report = ValidationReport(str(zip_path), expected_ids, strict=strict)
-    _check(Path(zip_path), expected_ids, expected_shapes, report, workers)
+    with _quiet_readers():
+        _check(Path(zip_path), expected_ids, expected_shapes, report, workers)
     for volume_id, shape in expected_shapes.items():
         if shape is None and root is not None and shapes is None:
             report.warnings.append(Issue(
@@ -201,6 +205,20 @@ def validate_zip(zip_path: str | os.PathLike, root: str | os.PathLike | None = N
         report.warnings = []
     _set_verdicts(report)
     return report
+
+
+@contextlib.contextmanager
+def _quiet_readers():
+    """Damaged files make tifffile log and Pillow warn; the report already says it all."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape | None],

@@ -33,7 +33,8 @@ class SubmissionWriter:
 
     ``expected``: the test ids, as a mapping id -> (Z, Y, X) shape when the shapes are known
     (then every mask's shape is checked) or a sequence of ids. Use as a context manager: an
-    exception inside the block removes the temporary zip, so no partial ``path`` ever exists.
+    exception inside the block (or a failed :meth:`finish` at its end) removes the temporary
+    zip, so no partial ``path`` ever exists and an older ``path`` is left as it was.
     """
 
     def __init__(self, path: str | os.PathLike,
@@ -69,7 +70,11 @@ class SubmissionWriter:
         if exc_type is not None:
             self.abort()
         elif self._state == "open":
-            self.finish()
+            try:
+                self.finish()
+            except BaseException:
+                self.abort()
+                raise
 
     def _open(self) -> None:
         if self._state == "open":
