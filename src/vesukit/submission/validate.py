@@ -20,6 +20,7 @@ import logging
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -43,14 +44,16 @@ Shape = tuple[int, ...]
 # float32 or RGB mask as such) plus headers. Anything beyond is refused unread as a zip bomb.
 BYTES_PER_VOXEL_CAP = 4
 HEADER_ALLOWANCE = 1 << 20
-# Without a known shape (ids only), allow a 512^3 volume at that rate.
-DEFAULT_ENTRY_CAP = BYTES_PER_VOXEL_CAP * 512**3 + HEADER_ALLOWANCE
+# Without a known shape (ids only), allow a 512^3 uint8 volume (competition volumes are at
+# most 384^3).
+DEFAULT_ENTRY_CAP = 512**3 + HEADER_ALLOWANCE
+DEFAULT_DECODE_CAP = 512**3
 # More entries than this (beyond the expected ids) is not a submission; stop listing.
 MAX_EXTRA_ENTRIES = 10_000
 _STDLIB_COMPRESSIONS = {1, 8, 32946}  # TIFF compressions tifffile decodes without imagecodecs
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_FIX_WRITE = ("write each mask with vesukit's SubmissionWriter (or "
-              "tifffile.imwrite(f'{id}.tif', mask_zyx.astype(np.uint8), compression='zlib'))")
+_FIX = ("Write each mask with vesukit's SubmissionWriter (or "
+        "tifffile.imwrite(f'{id}.tif', mask_zyx.astype(np.uint8), compression='zlib')).")
 
 # Warnings a valid submission may carry; --strict makes them errors.
 WARNING_CODES = ("values_0_255", "in_subfolder", "empty_mask", "stored_zip", "ignored_entry",
@@ -97,6 +100,7 @@ class ValidationReport:
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     files: dict[str, FileInfo] = field(default_factory=dict)
+    shapes_known: int = 0  # expected ids whose source shape was known and compared
 
     @property
     def valid(self) -> bool:
@@ -111,6 +115,7 @@ class ValidationReport:
             "zip": self.zip_path,
             "strict": self.strict,
             "expected": len(self.expected_ids),
+            "shapes_known": self.shapes_known,
             "errors": [i.to_json() for i in self.errors],
             "warnings": [i.to_json() for i in self.warnings],
             "files": {k: v.to_json() for k, v in self.files.items()},
@@ -193,8 +198,10 @@ def validate_zip(zip_path: str | os.PathLike, root: str | os.PathLike | None = N
     report = ValidationReport(str(zip_path), expected_ids, strict=strict)
     with _quiet_readers():
         _check(Path(zip_path), expected_ids, expected_shapes, report, workers)
+    report.shapes_known = sum(1 for shape in expected_shapes.values() if shape is not None)
+    images = Path(root) / "test_images" if root is not None and shapes is None else None
     for volume_id, shape in expected_shapes.items():
-        if shape is None and root is not None and shapes is None:
+        if shape is None and images is not None and images.is_dir():
             report.warnings.append(Issue(
                 "source_shape_unknown",
                 f"{volume_id}: no readable test_images/{volume_id}.tif under {root}, so the "
@@ -317,13 +324,17 @@ def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape
                           f"{volume_id!r} in {path.name}. Every test id needs one; check the "
                           "prediction log for this volume.", id=volume_id))
 
-        jobs = [(volume_id, info, expected_shapes.get(volume_id)) for volume_id, info in scored]
+        # Extra ids are already errors: they are listed, not decoded.
+        results = [(FileInfo(volume_id, info.filename, verdict="error"), [])
+                   for volume_id, info in scored if volume_id not in expected_set]
+        jobs = [(volume_id, info, expected_shapes.get(volume_id))
+                for volume_id, info in scored if volume_id in expected_set]
         n_workers = workers or min(4, os.cpu_count() or 1, max(1, len(jobs)))
         if n_workers > 1 and len(jobs) > 1:
             with ThreadPoolExecutor(n_workers) as pool:
-                results = list(pool.map(lambda job: _check_entry(archive, *job), jobs))
+                results += pool.map(lambda job: _check_entry(archive, *job), jobs)
         else:
-            results = [_check_entry(archive, *job) for job in jobs]
+            results += [_check_entry(archive, *job) for job in jobs]
     for info, issues in results:
         report.files[info.id] = info
         for issue in issues:
@@ -331,9 +342,15 @@ def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape
 
 
 def _entry_cap(shape: Shape | None) -> int:
+    """Bytes an entry may inflate to before it is refused as a zip bomb."""
     if shape is None:
         return DEFAULT_ENTRY_CAP
     return BYTES_PER_VOXEL_CAP * int(np.prod(shape)) + HEADER_ALLOWANCE
+
+
+def _decode_cap(shape: Shape | None) -> int:
+    """Pixel bytes a uint8 TIFF may decode to (twice the volume: a padded mask is described)."""
+    return DEFAULT_DECODE_CAP if shape is None else 2 * int(np.prod(shape))
 
 
 def _check_entry(archive: zipfile.ZipFile, volume_id: str, zinfo: zipfile.ZipInfo,
@@ -349,15 +366,15 @@ def _check_entry(archive: zipfile.ZipFile, volume_id: str, zinfo: zipfile.ZipInf
     # 1. Size: the declared size first, then the bytes really inflated (headers can lie).
     cap = _entry_cap(expected)
     need = (f"a uint8 volume of shape {'x'.join(map(str, expected))} needs about "
-            f"{int(np.prod(expected)):,} bytes" if expected else "")
+            f"{int(np.prod(expected)):,} bytes" if expected else "no volume is that large")
     if zinfo.file_size > cap:
         return issue("zip_bomb", f"declares {zinfo.file_size:,} bytes uncompressed, far beyond "
-                     f"the {cap:,} allowed ({need or 'no volume is that large'}); refused "
-                     "without decompressing it. Write uint8 masks of the source shape.")
+                     f"the {cap:,} allowed ({need}); refused without decompressing it. Write "
+                     "uint8 masks of the source shape.")
     try:
         with archive.open(zinfo) as stream:
             data = stream.read(cap + 1)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as exc:
         return issue("corrupt_zip", f"cannot be decompressed ({type(exc).__name__}: {exc}); "
                      "the zip is damaged. Write it again.")
     except (RuntimeError, NotImplementedError) as exc:  # encrypted / exotic compression
@@ -367,28 +384,39 @@ def _check_entry(archive: zipfile.ZipFile, volume_id: str, zinfo: zipfile.ZipInf
         return issue("zip_bomb", f"inflates beyond {cap:,} bytes although its header says "
                      f"{zinfo.file_size:,}; refused. Write the zip again with SubmissionWriter.")
 
-    # 2. TIFF structure, from headers only (a header may promise gigapixels in a tiny file).
+    # 2. TIFF structure, from headers only. Pixels are decoded only for a single-sample uint8
+    # page stack of bounded size, so a header promising gigapixels costs nothing.
     if not data.startswith(_TIFF_MAGICS):
-        return issue("not_tiff", f"is not a TIFF file (starts with {data[:4]!r}); "
-                     f"{_FIX_WRITE}.")
+        return issue("not_tiff", f"is not a TIFF file (starts with {data[:4]!r}); {_FIX}")
     try:
         header = _tiff_header(data)
     except Exception as exc:
         return issue("truncated_tiff", f"has a damaged TIFF structure ({type(exc).__name__}: "
-                     f"{exc}); the file is truncated or corrupt. {_FIX_WRITE[0].upper()}"
-                     f"{_FIX_WRITE[1:]}.")
+                     f"{exc}); the file is truncated or corrupt. {_FIX}")
     info.tiff_compression = header["compression"]
-    declared_shape = header["shape"]
-    if header["decoded_bytes"] > cap:
-        return issue("shape_mismatch" if expected else "zip_bomb",
-                     f"its TIFF header declares shape {declared_shape} "
-                     f"({header['decoded_bytes']:,} bytes decoded)"
-                     + (f", not the source volume's {tuple(expected)}" if expected else "")
-                     + f"; not decoded. {_FIX_WRITE[0].upper()}{_FIX_WRITE[1:]}.")
+    info.shape, info.dtype = list(header["shape"]), header["dtype"]
     if header["mixed_pages"]:
         return issue("shape_mismatch", f"its pages have different shapes or types "
                      f"({header['mixed_pages']}); Pillow cannot stack them into one volume. "
-                     f"{_FIX_WRITE[0].upper()}{_FIX_WRITE[1:]}.")
+                     f"{_FIX}")
+    # For a single-sample stack the header's (pages, Y, X) is exactly what Pillow will stack.
+    structural = _shape_problem(header["shape"], expected, header, decoded=False)
+    too_big = (header["dtype"] == "uint8" and header["spp"] == 1
+               and header["decoded_bytes"] > _decode_cap(expected))
+    if header["dtype"] != "uint8":
+        issue("not_uint8", f"holds {header['dtype']} values; masks must be uint8. Cast with "
+              "(mask > 0).astype(np.uint8) before writing.")
+    undecodable = (header["dtype"] != "uint8" or header["spp"] != 1
+                   or header["imagedepth"] != 1 or too_big)
+    if structural and undecodable:
+        issue("shape_mismatch", f"{structural} (Read from the TIFF header; pixels not "
+              "decoded.)")
+    elif too_big:
+        issue("zip_bomb", f"its TIFF header declares shape {header['shape']} "
+              f"({header['decoded_bytes']:,} bytes decoded), more than any volume; not "
+              f"decoded. {_FIX}")
+    if issues:
+        return info, issues
 
     # 3. Pixels, through the scorer's reader and through tifffile.
     try:
@@ -396,8 +424,7 @@ def _check_entry(archive: zipfile.ZipFile, volume_id: str, zinfo: zipfile.ZipInf
         info.readers.append("pillow")
     except Exception as exc:
         return issue("truncated_tiff", f"Pillow, the scorer's reader, cannot decode it "
-                     f"({type(exc).__name__}: {exc}); the file is truncated or corrupt. "
-                     f"{_FIX_WRITE[0].upper()}{_FIX_WRITE[1:]}.")
+                     f"({type(exc).__name__}: {exc}); the file is truncated or corrupt. {_FIX}")
     info.shape, info.dtype = list(pillow.shape), str(pillow.dtype)
 
     other = None
@@ -407,29 +434,24 @@ def _check_entry(archive: zipfile.ZipFile, volume_id: str, zinfo: zipfile.ZipInf
             info.readers.append("tifffile")
         except Exception as exc:
             issue("truncated_tiff", f"tifffile cannot decode it ({type(exc).__name__}: "
-                  f"{exc}) although Pillow can; the file is truncated or corrupt. "
-                  f"{_FIX_WRITE[0].upper()}{_FIX_WRITE[1:]}.")
+                  f"{exc}) although Pillow can; the file is truncated or corrupt. {_FIX}")
     else:
         issue("tifffile_cannot_decode", f"{header['compression']} pages cannot be decoded by "
               "tifffile without imagecodecs, so only Pillow read it. Write zlib pages "
               "(SubmissionWriter does) to have both readers check it.")
 
-    shape_problem = _shape_problem(pillow.shape, expected, header)
+    if other is not None and (other.shape != pillow.shape or not np.array_equal(other, pillow)):
+        where = (f"shapes {pillow.shape} (Pillow) vs {other.shape} (tifffile)"
+                 if other.shape != pillow.shape else
+                 f"{int(np.count_nonzero(other != pillow)):,} voxels differ")
+        issue("reader_mismatch", f"Pillow (the scorer's reader) and tifffile disagree "
+              f"({where}); the file is malformed. {_FIX}")
+    shape_problem = _shape_problem(pillow.shape, expected, header, decoded=True)
     if shape_problem:
         issue("shape_mismatch", shape_problem)
-    if other is not None and not shape_problem:
-        if other.shape != pillow.shape or not np.array_equal(other, pillow):
-            where = ("shapes " + f"{pillow.shape} (Pillow) vs {other.shape} (tifffile)"
-                     if other.shape != pillow.shape else
-                     f"{int(np.count_nonzero(other != pillow)):,} voxels differ")
-            issue("reader_mismatch", f"Pillow (the scorer's reader) and tifffile disagree "
-                  f"({where}); the file is malformed. {_FIX_WRITE[0].upper()}"
-                  f"{_FIX_WRITE[1:]}.")
-    if pillow.dtype != np.uint8 or header["dtype"] != "uint8":
-        dtype = pillow.dtype if pillow.dtype != np.uint8 else header["dtype"]
-        issue("not_uint8", f"holds {dtype} values; masks must be uint8. Cast with "
-              "(mask > 0).astype(np.uint8) before writing.")
-        return info, issues
+    if pillow.dtype != np.uint8:
+        return issue("not_uint8", f"Pillow reads it as {pillow.dtype}; masks must be uint8. "
+                     "Cast with (mask > 0).astype(np.uint8) before writing.")
     _check_values(pillow, info, issue)
     return info, issues
 
@@ -474,18 +496,20 @@ def _read_tifffile(data: bytes) -> np.ndarray:
         return array.reshape((n, *tif.pages.first.shape))
 
 
-def _shape_problem(found: Shape, expected: Shape | None, header: dict) -> str:
-    """Why the scorer's page stack is not the source volume's shape ('' when it is)."""
+def _shape_problem(found: Shape, expected: Shape | None, header: dict, decoded: bool) -> str:
+    """Why the page stack is not the source volume's shape ('' when it is).
+
+    ``found`` is Pillow's page stack when ``decoded``, else the shape the TIFF header declares.
+    """
     found = tuple(found)
     want = f"the source volume's {tuple(expected)}" if expected else "a (Z, Y, X) volume"
     if header["spp"] != 1 or len(found) == 4:
-        return (f"pages have {header['spp']} samples per pixel (RGB or extra samples); the "
-                f"scorer reads shape {found}, {want} needs one grey sample per voxel. Write "
-                "the mask as a 3D (Z, Y, X) uint8 array, no channel axis.")
+        return (f"pages have {header['spp']} samples per pixel (RGB or extra samples): the "
+                f"file holds shape {header['shape']}, while {want} needs one grey sample per "
+                "voxel. Write the mask as a 3D (Z, Y, X) uint8 array, no channel axis.")
     if header["imagedepth"] != 1:
         return (f"is one tiled 3D block of depth {header['imagedepth']}, which Pillow does not "
-                f"stack into {want}. {_FIX_WRITE[0].upper()}{_FIX_WRITE[1:]} (one page per Z "
-                "slice).")
+                f"stack into {want}. {_FIX} (one page per Z slice).")
     if header["pages"] == 1 and (expected is None or expected[0] != 1):
         return (f"is a single 2D page of shape {header['page_shape']}, so the scorer reads "
                 f"{found}, not {want}. Write the whole (Z, Y, X) mask as a multipage TIFF, "
@@ -561,7 +585,11 @@ def format_report(report: ValidationReport) -> str:
     for label, issues in (("ERROR", report.errors), ("warning", report.warnings)):
         for issue in issues:
             lines.append(f"{label} [{issue.code}] {issue.message}")
-    n_ok = sum(1 for f in report.files.values() if f.verdict != "error")
+    if report.expected_ids and not report.shapes_known:
+        lines.append("note: no test_images/ to read source shapes from, so shapes were not "
+                     "compared (2D and multi-channel files are still caught)")
+    n_ok = sum(1 for f in report.files.values()
+               if f.verdict != "error" and f.id in set(report.expected_ids))
     verdict = "VALID" if report.valid else "INVALID"
     lines.append(f"{verdict}: {report.zip_path} — {n_ok}/{len(report.expected_ids)} test "
                  f"volumes readable as the scorer reads them, {len(report.errors)} error(s), "
