@@ -1,6 +1,8 @@
 """Validate a submission zip on Kaggle exactly as the scorer will read it. Needs no torch.
 
-    python validate_submission.py [/kaggle/working/submission.zip] [--data ROOT] [--json] [--strict]
+    python validate_submission.py [ZIP] [--data ROOT] [--json] [--strict]
+
+ZIP defaults to /kaggle/working/submission.zip.
 
 The competition root is discovered under /kaggle/input when --data is not given. vesukit is
 imported from a src/ folder beside this file, else from the environment, else from a src/

@@ -59,7 +59,8 @@ def test_json_output(bad_zip, root, expected, capsys):
 
 
 def test_strict_turns_warnings_into_exit_1(tmp_path, root, expected, capsys):
-    path = write_zip(tmp_path / "s.zip", {f"sub/{k}": v for k, v in good_entries(expected).items()})
+    entries = {f"sub/{k}": v for k, v in good_entries(expected).items()}
+    path = write_zip(tmp_path / "s.zip", entries)
     assert main(["validate", str(path), "--data", str(root)]) == 0
     assert main(["validate", str(path), "--data", str(root), "--strict"]) == 1
 

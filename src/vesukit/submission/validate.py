@@ -292,7 +292,7 @@ def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape
                           entry=name, id=volume_id))
                 continue
             first_entry[volume_id] = name
-            if "/" in name or "\\" in name:
+            if "/" in name:
                 warn(Issue("in_subfolder", f"{name}: is inside a folder. The scorer searches "
                            "folders too, but flat names are safer: zip the masks with "
                            "`zip -j` or SubmissionWriter.", entry=name, id=volume_id))
@@ -303,9 +303,10 @@ def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape
             scored.append((volume_id, info))
 
         if stored:
-            warn(Issue("stored_zip", f"{path}: {len(stored)} entr{'y is' if len(stored) == 1 else 'ies are'} "
-                       f"stored uncompressed (e.g. {stored[0]}); the zip is larger than it "
-                       "needs to be. Use ZIP_DEFLATED (SubmissionWriter does).",
+            count = "1 entry is" if len(stored) == 1 else f"{len(stored)} entries are"
+            warn(Issue("stored_zip", f"{path}: {count} stored uncompressed (e.g. {stored[0]}); "
+                       "the zip is larger than it needs to be. Use ZIP_DEFLATED "
+                       "(SubmissionWriter does).",
                        entry=stored[0]))
         if not scored:
             err(Issue("no_tif", f"{path}: holds no *.tif entry, so the scorer finds no mask "
