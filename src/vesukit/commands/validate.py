@@ -22,7 +22,7 @@ def register(subparsers) -> None:
                         help='print {"valid", "errors", "warnings", "files"} as JSON')
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="entries read in parallel (default: up to 4)")
+                        help="entries read in parallel threads (default: half the cores, at most 2)")
     parser.set_defaults(handler=run)
 
 

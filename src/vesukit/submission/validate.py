@@ -330,7 +330,7 @@ def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape
                    for volume_id, info in scored if volume_id not in expected_set]
         jobs = [(volume_id, info, expected_shapes.get(volume_id))
                 for volume_id, info in scored if volume_id in expected_set]
-        n_workers = workers or min(4, os.cpu_count() or 1, max(1, len(jobs)))
+        n_workers = workers or default_workers()
         if n_workers > 1 and len(jobs) > 1:
             with ThreadPoolExecutor(n_workers) as pool:
                 results += pool.map(lambda job: _check_entry(archive, *job), jobs)
@@ -340,6 +340,15 @@ def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape
         report.files[info.id] = info
         for issue in issues:
             (report.warnings if issue.code in WARNING_CODES else report.errors).append(issue)
+
+
+def default_workers() -> int:
+    """Threads for reading entries: half the cores, at most 2.
+
+    Pillow parses each TIFF page in Python under the GIL; only the strip decoding runs in
+    parallel, so more threads do not pay (docs/benchmarks.md, "Validation").
+    """
+    return max(1, min(2, (os.cpu_count() or 1) // 2))
 
 
 def _entry_cap(shape: Shape | None) -> int:
