@@ -228,30 +228,34 @@ def _holds_weights(obj: Any) -> bool:
         k in obj and _holds_weights(obj[k]) for k in PLAIN_KEYS + EMA_KEYS)
 
 
-def strip_prefixes(state: dict[str, Any], expected: set[str]
+def strip_prefixes(state: dict[str, Any], expected: set[str], max_depth: int = 4
                    ) -> tuple[dict[str, Any], tuple[str, ...], list[str]]:
-    """Remove wrapper prefixes while that makes more keys fit ``expected``.
+    """Remove wrapper prefixes (any chain of up to ``max_depth`` of them, e.g. ``module.`` +
+    ``_orig_mod.``) so that the most keys fit ``expected``; fewer removals win ties.
 
     Returns (state dict, prefixes removed in order, keys dropped because they lay outside
     the prefix - e.g. a Lightning module's loss buffers or an EMA counter)."""
-    stripped: list[str] = []
-    dropped: list[str] = []
-    while True:
-        fit = sum(k in expected for k in state)
-        best = None
-        for prefix in KNOWN_PREFIXES:
-            inside = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not inside:
-                continue
-            gain = sum(k in expected for k in inside)
-            if gain > fit and (best is None or gain > best[1]):
-                best = (prefix, gain, inside)
-        if best is None:
-            return state, tuple(stripped), dropped
-        prefix, _, inside = best
-        dropped += [k for k in state if not k.startswith(prefix)]
-        stripped.append(prefix)
-        state = inside
+    def fit(candidate: dict[str, Any]) -> int:
+        return sum(k in expected for k in candidate)
+
+    best = (fit(state), state, (), [])
+    frontier = [(state, (), [])]
+    for _ in range(max_depth):
+        next_frontier = []
+        for current, chain, dropped in frontier:
+            for prefix in KNOWN_PREFIXES:
+                inside = {k[len(prefix):]: v for k, v in current.items()
+                          if k.startswith(prefix)}
+                if not inside:
+                    continue
+                entry = (inside, chain + (prefix,),
+                         dropped + [k for k in current if not k.startswith(prefix)])
+                next_frontier.append(entry)
+                if fit(inside) > best[0]:
+                    best = (fit(inside), *entry)
+        frontier = next_frontier
+    _, state, chain, dropped = best
+    return state, chain, dropped
 
 
 def read_state_dict(path: str | Path, *, key: str | None = None,
