@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import ALL_ARCHS, tiny_spec
+from teacher_fixtures import ALL_ARCHS, tiny_spec
 from vesukit.teachers import TeacherError, build_model, load_teacher
 from vesukit.teachers.checkpoint import load_weights, read_state_dict
 
