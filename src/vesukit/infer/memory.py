@@ -40,7 +40,9 @@ def free_device_memory(device: torch.device) -> int | None:
     """Bytes free on ``device``, or None where that cannot be asked (CPU)."""
     if device.type == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        # Blocks PyTorch's caching allocator holds but does not use are free to us too.
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(0, cached))
     return None
 
 
