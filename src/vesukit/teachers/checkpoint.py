@@ -358,8 +358,9 @@ def load_teacher(spec: TeacherSpec, root: str | Path, device: str | torch.device
     path = resolve_checkpoint(root, spec)
     if not path.exists():
         raise TeacherError(f"teacher '{spec.name}': field 'checkpoint': {path} does not exist")
-    model = build_model(spec)
     state, report = read_state_dict(path, key=spec.checkpoint_key, spec=spec)
+    # Strict loading overwrites every parameter (or fails), so random init would be wasted.
+    model = build_model(spec, init_weights=not strict)
     load_weights(model, state, report, strict=strict, who=f"teacher '{spec.name}' ({path})")
     model.vesukit_load_report = report  # type: ignore[attr-defined]  # for `teachers check`
     return model.to(device).eval()
