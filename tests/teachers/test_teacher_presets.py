@@ -94,7 +94,7 @@ def test_cli_init_and_check(tmp_path, capsys):
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()
     assert header == ["name", "architecture", "parameters", "input", "patch", "weight",
-                      "forward"]
+                      "load", "forward"]
     assert "unet3d_resenc" in out and "32x32x32" in out and "all 1 teacher(s) OK" in out
 
 
