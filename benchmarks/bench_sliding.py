@@ -191,6 +191,9 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
+    def identity(batch):
+        return batch
+
     def predictor(batch):
         return torch.sigmoid(model(batch).float())
 
@@ -210,6 +213,10 @@ def main() -> None:
         "monai": lambda: run_monai(x, predictor, args, views, device),
         "naive": lambda: run_naive(x, predictor, args, views, device),
         "floor": lambda: run_floor(batches, predictor, device),
+        # The engines alone: an identity "model" costs nothing, what remains is blending,
+        # cutting windows, TTA and bookkeeping (a less noisy view of the overhead).
+        "vesukit-engine": lambda: run_vesukit(x, identity, args, views),
+        "monai-engine": lambda: run_monai(x, identity, args, views, device),
     }
     if args.skip_naive:
         del runs["naive"]
@@ -229,13 +236,17 @@ def main() -> None:
     base_time, ours = results["vesukit"]
     voxels = args.size**3
     for name, (seconds, _) in results.items():
-        print(f"{name:8s} {seconds:8.3f} s  {seconds / base_time:6.2f}x vesukit  {voxels / seconds / 1e6:8.2f} Mvox/s")
+        each = " ".join(f"{t:.2f}" for t in times[name])
+        print(f"{name:8s} {seconds:8.3f} s  {seconds / base_time:6.2f}x vesukit  {voxels / seconds / 1e6:8.3f} Mvox/s  [{each}]")
     monai_out = results["monai"][1]
     print(f"MONAI / vesukit time: {results['monai'][0] / base_time:.2f}x")
     if "naive" in results:
         print(f"naive / vesukit time: {results['naive'][0] / base_time:.2f}x")
         print(f"max |vesukit - naive| = {float((ours - results['naive'][1]).abs().max()):.2e}")
     print(f"vesukit overhead above the bare forward floor: {100 * (base_time / results['floor'][0] - 1):.1f} %")
+    engine = results["vesukit-engine"][0]
+    print(f"engine alone (identity model): vesukit {engine:.3f} s = {100 * engine / results['floor'][0]:.1f} % of the "
+          f"forward floor; MONAI {results['monai-engine'][0]:.3f} s ({results['monai-engine'][0] / engine:.2f}x vesukit)")
     print(f"max |vesukit - MONAI| probability = {float((ours - monai_out).abs().max()):.2e}")
     if peak is not None:
         print(f"vesukit peak GPU memory: {peak:.2f} GiB")
