@@ -16,10 +16,11 @@ Peers:
 - floor: only the model calls on the same windows and views in batches of the same size (the
   windows are cut before the clock starts), i.e. what any sliding-window engine must pay.
 
-Model: until ``vesukit.teachers`` is merged, a small real 3D U-Net defined below
-(``BenchUNet3D``: 3 levels, instance norm, LeakyReLU, transposed-conv upsampling). Once it is,
-``--model resenc`` builds the project's ``resenc_unet3d`` teacher through
-``vesukit.teachers.build_model`` instead (the switch point is :func:`build_model`).
+Model: ``--model local`` (default) is a small real 3D U-Net defined below (``BenchUNet3D``:
+3 levels, instance norm, LeakyReLU, transposed-conv upsampling), usable without the teachers
+package; ``--model resenc`` builds the project's ``resenc_unet3d`` teacher (the ``unet3d``
+preset, ``--teacher-size tiny|full``) through ``vesukit.teachers.build_model`` (switch point:
+:func:`build_model`).
 On CUDA every peer runs under the same fp16 autocast.
 """
 
@@ -75,15 +76,14 @@ class BenchUNet3D(nn.Module):
         return self.head(d1)
 
 
-def build_model(kind: str, base: int) -> nn.Module:
+def build_model(kind: str, base: int, teacher_size: str = "full") -> nn.Module:
+    """The benchmark network: the local U-Net, or the project's 3D ResEnc U-Net teacher."""
     if kind == "local":
         return BenchUNet3D(base)
-    from vesukit.teachers import build_model as build_teacher  # available once merged
+    from vesukit.teachers import build_model as build_teacher  # needs the teachers package
+    from vesukit.teachers import preset_specs
 
-    raise SystemExit(
-        "--model resenc: build the spec with vesukit.teachers and call build_teacher(spec) here "
-        f"({build_teacher.__name__} found); not wired yet"
-    )
+    return build_teacher(preset_specs("unet3d", teacher_size)[0])
 
 
 def autocast(device: torch.device):
@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--tta", default="flip", choices=("none", "flip", "full"))
     parser.add_argument("--base", type=int, default=8, help="U-Net width (first level channels)")
     parser.add_argument("--model", default="local", choices=("local", "resenc"))
+    parser.add_argument("--teacher-size", default="full", choices=("tiny", "full"), help="for --model resenc")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave)")
     parser.add_argument("--skip-naive", action="store_true")
@@ -187,7 +188,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_model(args.model, args.base).to(device).eval()
+    model = build_model(args.model, args.base, args.teacher_size).to(device).eval()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -205,7 +206,9 @@ def main() -> None:
           f"windows={n_windows} tta={args.tta}({len(views)} views) batch={args.batch} model={args.model}/{args.base} "
           f"threads={torch.get_num_threads()} repeats={args.repeats} (median)")
 
-    # warm-up (cuDNN autotuning, allocator)
+    # warm-up (cuDNN autotuning, allocator) and MONAI's import, which takes seconds
+    import monai.inferers  # noqa: F401
+
     run_vesukit(x, predictor, args, views)
     batches = cut_batches(x, args, views)
     runs = {
