@@ -1,0 +1,599 @@
+"""numba kernels of the metric. Imported only through :func:`vesukit.metric._numba.kernels`.
+
+All kernels work on one C-contiguous boolean block (uint8, 0/1) flattened, with its shape
+(n0, n1, n2). Voxel ``v = (x*n1 + y)*n2 + z``; edge and square ids are ``3*v + t`` with the
+orientation t of docs/metric.md section 2, so id order is the lexicographic (x, y, z, t) order
+the official code uses for ties. Every kernel releases the GIL so octants run in threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, nogil=True)
+
+
+@njit(**_JIT)
+def _find(parent, i):
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:  # path compression
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+# ---------------------------------------------------------------- counts of one input
+
+
+@njit(**_JIT)
+def complex_counts(a, n0, n1, n2):
+    """(c6, #vertices, #edges, #squares, #cubes) of the V-construction complex K(a)."""
+    nvox = n0 * n1 * n2
+    parent = np.arange(nvox, dtype=np.int32)
+    s0 = n1 * n2
+    s1 = n2
+    nv = 0
+    ne = 0
+    ns = 0
+    nc = 0
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                if a[v] == 0:
+                    continue
+                nv += 1
+                bx = x + 1 < n0 and a[v + s0] != 0
+                by = y + 1 < n1 and a[v + s1] != 0
+                bz = z + 1 < n2 and a[v + 1] != 0
+                if bx:
+                    ne += 1
+                    ra = _find(parent, v)
+                    rb = _find(parent, v + s0)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                if by:
+                    ne += 1
+                    ra = _find(parent, v)
+                    rb = _find(parent, v + s1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                if bz:
+                    ne += 1
+                    ra = _find(parent, v)
+                    rb = _find(parent, v + 1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                byz = by and bz and a[v + s1 + 1] != 0
+                bxz = bx and bz and a[v + s0 + 1] != 0
+                bxy = bx and by and a[v + s0 + s1] != 0
+                if byz:
+                    ns += 1
+                if bxz:
+                    ns += 1
+                if bxy:
+                    ns += 1
+                if byz and bxz and bxy and a[v + s0 + s1 + 1] != 0:
+                    nc += 1
+    c6 = 0
+    for v in range(nvox):
+        if a[v] != 0 and parent[v] == v:
+            c6 += 1
+    return c6, nv, ne, ns, nc
+
+
+@njit(**_JIT)
+def cavity_labels(a, n0, n1, n2):
+    """26-connected components of the background of ``a`` (label = root voxel, -1 on a).
+
+    Returns (labels, bounded) where bounded[r] is 1 for a root r whose component touches
+    no block face (a cavity, an H2 class of K(a)).
+    """
+    nvox = n0 * n1 * n2
+    labels = np.full(nvox, -1, dtype=np.int32)
+    for v in range(nvox):
+        if a[v] == 0:
+            labels[v] = v
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                if a[v] != 0:
+                    continue
+                # the 13 lexicographically forward neighbours
+                for dx in range(0, 2):
+                    if x + dx >= n0:
+                        continue
+                    for dy in range(-1, 2):
+                        if dx == 0 and dy < 0:
+                            continue
+                        yy = y + dy
+                        if yy < 0 or yy >= n1:
+                            continue
+                        for dz in range(-1, 2):
+                            if dx == 0 and dy == 0 and dz <= 0:
+                                continue
+                            zz = z + dz
+                            if zz < 0 or zz >= n2:
+                                continue
+                            w = ((x + dx) * n1 + yy) * n2 + zz
+                            if a[w] != 0:
+                                continue
+                            ra = _find(labels, v)
+                            rb = _find(labels, w)
+                            if ra != rb:
+                                labels[max(ra, rb)] = min(ra, rb)
+    bounded = np.zeros(nvox, dtype=np.uint8)
+    for v in range(nvox):
+        if a[v] == 0:
+            r = _find(labels, v)
+            labels[v] = r
+            if r == v:
+                bounded[r] = 1
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                if x == 0 or y == 0 or z == 0 or x == n0 - 1 or y == n1 - 1 or z == n2 - 1:
+                    v = (x * n1 + y) * n2 + z
+                    if a[v] == 0:
+                        bounded[labels[v]] = 0
+    return labels, bounded
+
+
+@njit(**_JIT)
+def cavity_keys(labels, bounded, u, nvox):
+    """Mark, per cavity, its lexicographically last voxel outside U (docs/metric.md 6.4)."""
+    keymax = np.full(nvox, -1, dtype=np.int32)
+    for v in range(nvox):
+        r = labels[v]
+        if r >= 0 and bounded[r] != 0 and u[v] == 0:
+            keymax[r] = v  # v ascends, so the last write is the maximum
+    return keymax
+
+
+@njit(**_JIT)
+def count_common_keys(keys_f, keys_g, nvox):
+    marked = np.zeros(nvox, dtype=np.uint8)
+    for r in range(nvox):
+        if keys_f[r] >= 0:
+            marked[keys_f[r]] = 1
+    m = 0
+    for r in range(nvox):
+        if keys_g[r] >= 0 and marked[keys_g[r]] != 0:
+            m += 1
+    return m
+
+
+# ---------------------------------------------------------------- dim 0
+
+
+@njit(**_JIT)
+def dim0_matches(f, g, n0, n1, n2):
+    """m_0 of one block: raster-order Kruskal over edges touching U^c (metric.md 6.3)."""
+    nvox = n0 * n1 * n2
+    parent = np.arange(nvox, dtype=np.int32)
+    flags = np.zeros(nvox, dtype=np.uint8)
+    s0 = n1 * n2
+    s1 = n2
+    for v in range(nvox):
+        flags[v] = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
+    # 6-components of U
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                if flags[v] == 0:
+                    continue
+                for t in range(3):
+                    if t == 0:
+                        if x + 1 >= n0:
+                            continue
+                        w = v + s0
+                    elif t == 1:
+                        if y + 1 >= n1:
+                            continue
+                        w = v + s1
+                    else:
+                        if z + 1 >= n2:
+                            continue
+                        w = v + 1
+                    if flags[w] == 0:
+                        continue
+                    ra = _find(parent, v)
+                    rb = _find(parent, w)
+                    if ra != rb:
+                        parent[rb] = ra
+                        flags[ra] |= flags[rb]
+    m0 = 0
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                inu_v = f[v] != 0 or g[v] != 0
+                for t in range(3):
+                    if t == 0:
+                        if x + 1 >= n0:
+                            continue
+                        w = v + s0
+                    elif t == 1:
+                        if y + 1 >= n1:
+                            continue
+                        w = v + s1
+                    else:
+                        if z + 1 >= n2:
+                            continue
+                        w = v + 1
+                    if inu_v and (f[w] != 0 or g[w] != 0):
+                        continue
+                    ra = _find(parent, v)
+                    rb = _find(parent, w)
+                    if ra != rb:
+                        if flags[ra] == 3 and flags[rb] == 3:
+                            m0 += 1
+                        parent[rb] = ra
+                        flags[ra] |= flags[rb]
+    return m0
+
+
+# ---------------------------------------------------------------- dim 1
+
+
+@njit(**_JIT)
+def _square_edges(s, n1, n2, out):
+    """The 4 boundary edge ids of square s (metric.md section 2)."""
+    v = s // 3
+    t = s - 3 * v
+    s0 = n1 * n2
+    s1 = n2
+    if t == 0:  # {x} x {y,y+1} x {z,z+1}
+        out[0] = 3 * v + 1
+        out[1] = 3 * (v + 1) + 1
+        out[2] = 3 * v + 2
+        out[3] = 3 * (v + s1) + 2
+    elif t == 1:  # {x,x+1} x {y} x {z,z+1}
+        out[0] = 3 * v + 0
+        out[1] = 3 * (v + 1) + 0
+        out[2] = 3 * v + 2
+        out[3] = 3 * (v + s0) + 2
+    else:  # {x,x+1} x {y,y+1} x {z}
+        out[0] = 3 * v + 0
+        out[1] = 3 * (v + s1) + 0
+        out[2] = 3 * v + 1
+        out[3] = 3 * (v + s0) + 1
+
+
+@njit(**_JIT)
+def _square_state(u, v, t, x, y, z, n0, n1, n2):
+    """-1: the square does not exist; 1: it is in K(U); 0: it exists, not in K(U)."""
+    s0 = n1 * n2
+    s1 = n2
+    if t == 0:
+        if y + 1 >= n1 or z + 1 >= n2:
+            return -1
+        w1 = v + s1
+        w2 = v + 1
+        w3 = v + s1 + 1
+    elif t == 1:
+        if x + 1 >= n0 or z + 1 >= n2:
+            return -1
+        w1 = v + s0
+        w2 = v + 1
+        w3 = v + s0 + 1
+    else:
+        if x + 1 >= n0 or y + 1 >= n1:
+            return -1
+        w1 = v + s0
+        w2 = v + s1
+        w3 = v + s0 + s1
+    if u[v] != 0 and u[w1] != 0 and u[w2] != 0 and u[w3] != 0:
+        return 1
+    return 0
+
+
+@njit(**_JIT)
+def square_classes(u, n0, n1, n2):
+    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 a comparison dim-2 birth (cleared).
+
+    Births come from the dual union-find over cubes plus the outside node, squares in
+    descending (value, index) order (metric.md section 4): a square that joins two dual
+    components creates a 2-cycle in the ascending filtration, so its column reduces to zero.
+    """
+    nvox = n0 * n1 * n2
+    nsq = 3 * nvox
+    cls = np.zeros(nsq, dtype=np.uint8)
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                for t in range(3):
+                    st = _square_state(u, v, t, x, y, z, n0, n1, n2)
+                    if st == 1:
+                        cls[3 * v + t] = 1
+                    elif st == 0:
+                        cls[3 * v + t] = 2
+    omega = nvox
+    parent = np.arange(nvox + 1, dtype=np.int32)
+    s0 = n1 * n2
+    s1 = n2
+    for phase in range(2):
+        want = 2 if phase == 0 else 1
+        for s in range(nsq - 1, -1, -1):
+            if cls[s] != want:
+                continue
+            v = s // 3
+            t = s - 3 * v
+            x = v // s0
+            y = (v // s1) % n1
+            z = v % n2
+            # cube with base v, and the cube on the other side of the square
+            c1 = v if (x + 1 < n0 and y + 1 < n1 and z + 1 < n2) else omega
+            if t == 0:
+                c2 = v - s0 if x >= 1 else omega
+            elif t == 1:
+                c2 = v - s1 if y >= 1 else omega
+            else:
+                c2 = v - 1 if z >= 1 else omega
+            ra = _find(parent, c1)
+            rb = _find(parent, c2)
+            if ra != rb:
+                if ra < rb:
+                    parent[ra] = rb
+                else:
+                    parent[rb] = ra
+                cls[s] = 3
+    return cls
+
+
+@njit(**_JIT)
+def _xor_desc(a, na, b, nb, out):
+    """Symmetric difference of two strictly descending arrays into out; returns its length."""
+    i = 0
+    j = 0
+    k = 0
+    while i < na and j < nb:
+        if a[i] > b[j]:
+            out[k] = a[i]
+            i += 1
+            k += 1
+        elif a[i] < b[j]:
+            out[k] = b[j]
+            j += 1
+            k += 1
+        else:
+            i += 1
+            j += 1
+    while i < na:
+        out[k] = a[i]
+        i += 1
+        k += 1
+    while j < nb:
+        out[k] = b[j]
+        j += 1
+        k += 1
+    return k
+
+
+@njit(**_JIT)
+def _keys_of_square(s, n1, n2, is_a_edge, big, edges, out):
+    _square_edges(s, n1, n2, edges)
+    for i in range(4):
+        e = edges[i]
+        out[i] = e if is_a_edge[e] != 0 else e + big
+    # sort 4 keys descending (insertion sort)
+    for i in range(1, 4):
+        key = out[i]
+        j = i - 1
+        while j >= 0 and out[j] < key:
+            out[j + 1] = out[j]
+            j -= 1
+        out[j + 1] = key
+
+
+@njit(**_JIT)
+def dim1_drops(a, cls, n0, n1, n2, target):
+    """The image reduction for input A (metric.md 6.5); returns drop_A per square id.
+
+    Rows: edges keyed by (not in K(A), id), so K(A)-edges come first; pivot = largest key.
+    Columns: K(U) squares, then the other squares in id order, cleared squares skipped.
+    ``target`` = dim Z_1(K(A)): once that many pivots sit on K(A) rows no further column can
+    drop, so the reduction stops early.
+    """
+    nvox = n0 * n1 * n2
+    nsq = 3 * nvox
+    big = 3 * nvox
+    s0 = n1 * n2
+    s1 = n2
+    is_a_edge = np.zeros(3 * nvox, dtype=np.uint8)
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                if a[v] == 0:
+                    continue
+                if x + 1 < n0 and a[v + s0] != 0:
+                    is_a_edge[3 * v] = 1
+                if y + 1 < n1 and a[v + s1] != 0:
+                    is_a_edge[3 * v + 1] = 1
+                if z + 1 < n2 and a[v + 1] != 0:
+                    is_a_edge[3 * v + 2] = 1
+    drops = np.zeros(nsq, dtype=np.uint8)
+    # owner[edge] = 2*square (column unchanged) or 2*slot+1 (reduced column in the pool)
+    owner = np.full(3 * nvox, -1, dtype=np.int64)
+    pool = np.empty(1 << 16, dtype=np.int64)
+    pool_start = np.empty(1 << 10, dtype=np.int64)
+    pool_len = np.empty(1 << 10, dtype=np.int64)
+    pool_used = 0
+    nslots = 0
+    cap = 1 << 12
+    work = np.empty(cap, dtype=np.int64)
+    tmp = np.empty(cap, dtype=np.int64)
+    other = np.empty(4, dtype=np.int64)
+    edges = np.empty(4, dtype=np.int64)
+    found = 0
+    if target <= 0:
+        return drops
+    for phase in range(2):
+        want = 1 if phase == 0 else 2
+        for s in range(nsq):
+            if cls[s] != want:
+                continue
+            _keys_of_square(s, n1, n2, is_a_edge, big, edges, other)
+            n = 4
+            for i in range(4):
+                work[i] = other[i]
+            modified = False
+            while n > 0:
+                piv = work[0]
+                e = piv - big if piv >= big else piv
+                o = owner[e]
+                if o < 0:
+                    break
+                modified = True
+                if o % 2 == 0:
+                    _keys_of_square(o // 2, n1, n2, is_a_edge, big, edges, other)
+                    if n + 4 > cap:
+                        cap = 2 * (n + 4)
+                        nw = np.empty(cap, dtype=np.int64)
+                        nw[:n] = work[:n]
+                        work = nw
+                        tmp = np.empty(cap, dtype=np.int64)
+                    n = _xor_desc(work, n, other, 4, tmp)
+                else:
+                    slot = o // 2
+                    st = pool_start[slot]
+                    ln = pool_len[slot]
+                    if n + ln > cap:
+                        cap = 2 * (n + ln)
+                        nw = np.empty(cap, dtype=np.int64)
+                        nw[:n] = work[:n]
+                        work = nw
+                        tmp = np.empty(cap, dtype=np.int64)
+                    n = _xor_desc(work, n, pool[st:st + ln], ln, tmp)
+                work, tmp = tmp, work
+            if n == 0:
+                continue  # a 2-cycle the clearing did not catch; it cannot drop
+            piv = work[0]
+            e = piv - big if piv >= big else piv
+            if not modified:
+                owner[e] = 2 * s
+            else:
+                if nslots == pool_start.shape[0]:
+                    ns_ = np.empty(2 * nslots, dtype=np.int64)
+                    ns_[:nslots] = pool_start
+                    pool_start = ns_
+                    nl_ = np.empty(2 * nslots, dtype=np.int64)
+                    nl_[:nslots] = pool_len
+                    pool_len = nl_
+                if pool_used + n > pool.shape[0]:
+                    np_ = np.empty(2 * (pool_used + n), dtype=np.int64)
+                    np_[:pool_used] = pool[:pool_used]
+                    pool = np_
+                pool[pool_used:pool_used + n] = work[:n]
+                pool_start[nslots] = pool_used
+                pool_len[nslots] = n
+                pool_used += n
+                owner[e] = 2 * nslots + 1
+                nslots += 1
+            if piv < big:
+                found += 1
+                if want == 2:
+                    drops[s] = 1
+                if found >= target:
+                    return drops
+    return drops
+
+
+@njit(**_JIT)
+def count_both(drop_f, drop_g):
+    m = 0
+    for i in range(drop_f.shape[0]):
+        if drop_f[i] != 0 and drop_g[i] != 0:
+            m += 1
+    return m
+
+
+# ---------------------------------------------------------------- surface Dice
+
+
+@njit(**_JIT)
+def surfels(mask, n0, n1, n2):
+    """Neighbour codes of every 2x2x2 window of the zero-padded mask that is a surfel.
+
+    Window position p (0..n per axis) covers voxels p-1 and p, weights as the DeepMind
+    kernel: 128 for (p-1, p-1, p-1) ... 1 for (p, p, p). Returns (flat positions in the
+    (n0+1, n1+1, n2+1) grid, codes), both in ascending position order.
+    """
+    m0 = n0 + 1
+    m1 = n1 + 1
+    m2 = n2 + 1
+    cnt = 0
+    cap = 1 << 16
+    pos = np.empty(cap, dtype=np.int64)
+    codes = np.empty(cap, dtype=np.uint8)
+    for i in range(m0):
+        for j in range(m1):
+            for k in range(m2):
+                code = 0
+                for a in range(2):
+                    x = i - 1 + a
+                    if x < 0 or x >= n0:
+                        continue
+                    for b in range(2):
+                        y = j - 1 + b
+                        if y < 0 or y >= n1:
+                            continue
+                        for c in range(2):
+                            z = k - 1 + c
+                            if z < 0 or z >= n2:
+                                continue
+                            if mask[(x * n1 + y) * n2 + z] != 0:
+                                code |= 1 << (7 - (4 * a + 2 * b + c))
+                if code != 0 and code != 255:
+                    if cnt == cap:
+                        cap *= 2
+                        p2 = np.empty(cap, dtype=np.int64)
+                        p2[:cnt] = pos[:cnt]
+                        pos = p2
+                        c2 = np.empty(cap, dtype=np.uint8)
+                        c2[:cnt] = codes[:cnt]
+                        codes = c2
+                    pos[cnt] = (i * m1 + j) * m2 + k
+                    codes[cnt] = code
+                    cnt += 1
+    return pos[:cnt].copy(), codes[:cnt].copy()
+
+
+@njit(**_JIT)
+def near_surface(pos, grid_size, m1, m2, offsets):
+    """Boolean grid: within the tolerance ball (offsets) of any surfel position."""
+    near = np.zeros(grid_size, dtype=np.uint8)
+    m0 = grid_size // (m1 * m2)
+    for q in range(pos.shape[0]):
+        p = pos[q]
+        i = p // (m1 * m2)
+        j = (p // m2) % m1
+        k = p % m2
+        for o in range(offsets.shape[0]):
+            ii = i + offsets[o, 0]
+            jj = j + offsets[o, 1]
+            kk = k + offsets[o, 2]
+            if ii < 0 or jj < 0 or kk < 0 or ii >= m0 or jj >= m1 or kk >= m2:
+                continue
+            near[(ii * m1 + jj) * m2 + kk] = 1
+    return near
+
+
+@njit(**_JIT)
+def area_within(pos, codes, area_table, near):
+    total = 0.0
+    within = 0.0
+    for q in range(pos.shape[0]):
+        a = area_table[codes[q]]
+        total += a
+        if near[pos[q]] != 0:
+            within += a
+    return within, total

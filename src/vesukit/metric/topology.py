@@ -1,0 +1,143 @@
+"""TopoScore: Betti matching of binary volumes per octant block (docs/metric.md, part 2).
+
+Per block, p_k/g_k come from Betti numbers, m_0 from a raster-order Kruskal, m_2 from cavity
+keys, and m_1 from two GF(2) image reductions (one per input). Everything that depends on
+the label only (its counts and cavity labelling) lives in :class:`LabelBlock` and is reused.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+import time
+
+import numpy as np
+
+from vesukit.metric._numba import kernels
+
+Counts = dict[int, tuple[int, int, int]]
+
+
+def octant_slices(shape: tuple[int, ...]) -> list[tuple[slice, slice, slice]]:
+    """The 8 blocks: each axis split in two, the first part larger by at most one."""
+    halves = []
+    for n in shape:
+        cut = (n + 1) // 2
+        halves.append((slice(0, cut), slice(cut, n)))
+    return [(a, b, c) for a in halves[0] for b in halves[1] for c in halves[2]]
+
+
+@dataclass
+class InputBlock:
+    """One input (pred or label) restricted to one block, with its own Betti numbers."""
+
+    mask: np.ndarray  # flat uint8 0/1
+    shape: tuple[int, int, int]
+    betti: tuple[int, int, int]  # (max(c6-1,0), beta1, beta2)
+    z1_dim: int  # dim Z_1(K(A)): pivots on K(A) rows when the reduction is complete
+    cav_labels: np.ndarray
+    cav_bounded: np.ndarray
+
+    @classmethod
+    def build(cls, block: np.ndarray) -> "InputBlock":
+        k = kernels()
+        mask = np.ascontiguousarray(block, dtype=np.uint8).reshape(-1)
+        n0, n1, n2 = block.shape
+        c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2)
+        labels, bounded = k.cavity_labels(mask, n0, n1, n2)
+        beta2 = int(bounded.sum())
+        beta1 = c6 + beta2 - (nv - ne + ns - nc)
+        return cls(mask, (n0, n1, n2), (max(c6 - 1, 0), int(beta1), beta2),
+                   int(ne - nv + c6), labels, bounded)
+
+
+def _block_tasks(f: InputBlock, g: InputBlock, timings: dict | None):
+    """Split one block's work in pieces that can run in parallel threads."""
+    k = kernels()
+    n0, n1, n2 = f.shape
+    nvox = n0 * n1 * n2
+    state: dict = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    def prep():
+        u = (f.mask | g.mask).astype(np.uint8)
+        state["u"] = u
+        state["m0"] = timed("dim0", lambda: k.dim0_matches(f.mask, g.mask, n0, n1, n2))
+
+        def dim2():
+            kf = k.cavity_keys(f.cav_labels, f.cav_bounded, u, nvox)
+            kg = k.cavity_keys(g.cav_labels, g.cav_bounded, u, nvox)
+            return k.count_common_keys(kf, kg, nvox)
+
+        state["m2"] = timed("dim2", dim2)
+        state["cls"] = timed("dim1", lambda: k.square_classes(u, n0, n1, n2))
+
+    def reduce(inp: InputBlock, key: str):
+        def run():
+            state[key] = timed("dim1", lambda: k.dim1_drops(inp.mask, state["cls"], n0, n1, n2,
+                                                            inp.z1_dim))
+        return run
+
+    def finish() -> Counts:
+        if f.betti[1] == 0 or g.betti[1] == 0:
+            m1 = 0
+        else:
+            m1 = int(k.count_both(state["drop_f"], state["drop_g"]))
+        return {0: (int(state["m0"]), f.betti[0], g.betti[0]),
+                1: (m1, f.betti[1], g.betti[1]),
+                2: (int(state["m2"]), f.betti[2], g.betti[2])}
+
+    need_dim1 = f.betti[1] > 0 and g.betti[1] > 0
+    reductions = [reduce(f, "drop_f"), reduce(g, "drop_g")] if need_dim1 else []
+    return prep, reductions, finish
+
+
+def match_blocks(pred_blocks: list[InputBlock], gt_blocks: list[InputBlock], *,
+                 workers: int = 1, timings: dict | None = None) -> Counts:
+    """Sum the per-block (m_k, p_k, g_k) over all blocks."""
+    plans = [_block_tasks(f, g, timings) for f, g in zip(pred_blocks, gt_blocks)]
+    if workers <= 1:
+        for prep, reductions, _ in plans:
+            prep()
+            for r in reductions:
+                r()
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda p: p[0](), plans))
+            futures = [pool.submit(r) for p in plans for r in p[1]]
+            for fut in futures:
+                fut.result()
+    total = {0: [0, 0, 0], 1: [0, 0, 0], 2: [0, 0, 0]}
+    for _, _, finish in plans:
+        for dim, trip in finish().items():
+            for i in range(3):
+                total[dim][i] += trip[i]
+    return {dim: tuple(v) for dim, v in total.items()}
+
+
+def build_blocks(mask: np.ndarray, *, workers: int = 1) -> list[InputBlock]:
+    blocks = [mask[s] for s in octant_slices(mask.shape)]
+    if workers <= 1:
+        return [InputBlock.build(b) for b in blocks]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(InputBlock.build, blocks))
+
+
+def topo_score(counts: Counts, weights=(0.34, 0.33, 0.33)) -> float:
+    """Weighted F1 over the active dimensions (docs/metric.md part 1, step 4)."""
+    num = 0.0
+    den = 0.0
+    for dim, w in zip((0, 1, 2), weights):
+        m, p, g = counts[dim]
+        if p == 0 and g == 0:
+            continue
+        f1 = 2.0 * m / (p + g) if g > 0 else 0.5 / (p + 0.5)
+        num += w * f1
+        den += w
+    return 1.0 if den == 0 else num / den
