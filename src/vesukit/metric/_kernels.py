@@ -87,82 +87,118 @@ def complex_counts(a, n0, n1, n2):
 
 
 @njit(**_JIT)
-def cavity_labels(a, n0, n1, n2):
-    """26-connected components of the background of ``a`` (label = root voxel, -1 on a).
+def background_runs(a, n0, n1, n2):
+    """Maximal z-runs of background voxels of ``a``, joined 26-connectedly (union-find on runs).
 
-    Returns (labels, bounded) where bounded[r] is 1 for a root r whose component touches
-    no block face (a cavity, an H2 class of K(a)).
+    Returns (row_start, z0, z1, root, bounded): runs of row r = x*n1 + y are
+    row_start[r]:row_start[r+1]; root[i] is the run's component (a run id) and
+    bounded[root] is 1 for a component that touches no block face (a cavity of K(a)).
+    Runs instead of voxels: a sparse foreground leaves one or two runs per row.
     """
-    nvox = n0 * n1 * n2
-    labels = np.full(nvox, -1, dtype=np.int32)
-    for v in range(nvox):
-        if a[v] == 0:
-            labels[v] = v
+    nrows = n0 * n1
+    row_start = np.zeros(nrows + 1, dtype=np.int64)
+    count = 0
+    for r in range(nrows):
+        row_start[r] = count
+        base = r * n2
+        prev = 1
+        for z in range(n2):
+            cur = a[base + z]
+            if cur == 0 and prev != 0:
+                count += 1
+            prev = cur
+    row_start[nrows] = count
+    z0 = np.empty(count, dtype=np.int32)
+    z1 = np.empty(count, dtype=np.int32)
+    i = 0
+    for r in range(nrows):
+        base = r * n2
+        z = 0
+        while z < n2:
+            if a[base + z] == 0:
+                start = z
+                while z < n2 and a[base + z] == 0:
+                    z += 1
+                z0[i] = start
+                z1[i] = z - 1
+                i += 1
+            else:
+                z += 1
+    parent = np.arange(count, dtype=np.int32)
     for x in range(n0):
         for y in range(n1):
-            for z in range(n2):
-                v = (x * n1 + y) * n2 + z
-                if a[v] != 0:
+            r = x * n1 + y
+            if row_start[r] == row_start[r + 1]:
+                continue
+            for q in range(4):
+                if q == 0:
+                    xx = x
+                    yy = y + 1
+                else:
+                    xx = x + 1
+                    yy = y + q - 2
+                if xx >= n0 or yy < 0 or yy >= n1:
                     continue
-                # the 13 lexicographically forward neighbours
-                for dx in range(0, 2):
-                    if x + dx >= n0:
-                        continue
-                    for dy in range(-1, 2):
-                        if dx == 0 and dy < 0:
-                            continue
-                        yy = y + dy
-                        if yy < 0 or yy >= n1:
-                            continue
-                        for dz in range(-1, 2):
-                            if dx == 0 and dy == 0 and dz <= 0:
-                                continue
-                            zz = z + dz
-                            if zz < 0 or zz >= n2:
-                                continue
-                            w = ((x + dx) * n1 + yy) * n2 + zz
-                            if a[w] != 0:
-                                continue
-                            ra = _find(labels, v)
-                            rb = _find(labels, w)
-                            if ra != rb:
-                                labels[max(ra, rb)] = min(ra, rb)
-    bounded = np.zeros(nvox, dtype=np.uint8)
-    for v in range(nvox):
-        if a[v] == 0:
-            r = _find(labels, v)
-            labels[v] = r
-            if r == v:
-                bounded[r] = 1
+                rr = xx * n1 + yy
+                i = row_start[r]
+                j = row_start[rr]
+                ie = row_start[r + 1]
+                je = row_start[rr + 1]
+                while i < ie and j < je:
+                    # overlap of [z0-1, z1+1] with the other run: 26-adjacent
+                    if z0[j] <= z1[i] + 1 and z0[i] <= z1[j] + 1:
+                        ra = _find(parent, i)
+                        rb = _find(parent, j)
+                        if ra != rb:
+                            parent[max(ra, rb)] = min(ra, rb)
+                    if z1[i] < z1[j]:
+                        i += 1
+                    else:
+                        j += 1
+    root = np.empty(count, dtype=np.int32)
+    bounded = np.zeros(count, dtype=np.uint8)
+    for i in range(count):
+        root[i] = _find(parent, i)
+        if root[i] == i:
+            bounded[i] = 1
     for x in range(n0):
         for y in range(n1):
-            for z in range(n2):
-                if x == 0 or y == 0 or z == 0 or x == n0 - 1 or y == n1 - 1 or z == n2 - 1:
-                    v = (x * n1 + y) * n2 + z
-                    if a[v] == 0:
-                        bounded[labels[v]] = 0
-    return labels, bounded
+            r = x * n1 + y
+            edge_row = x == 0 or y == 0 or x == n0 - 1 or y == n1 - 1
+            for i in range(row_start[r], row_start[r + 1]):
+                if edge_row or z0[i] == 0 or z1[i] == n2 - 1:
+                    bounded[root[i]] = 0
+    return row_start, z0, z1, root, bounded
 
 
 @njit(**_JIT)
-def cavity_keys(labels, bounded, u, nvox):
-    """Mark, per cavity, its lexicographically last voxel outside U (docs/metric.md 6.4)."""
-    keymax = np.full(nvox, -1, dtype=np.int32)
-    for v in range(nvox):
-        r = labels[v]
-        if r >= 0 and bounded[r] != 0 and u[v] == 0:
-            keymax[r] = v  # v ascends, so the last write is the maximum
-    return keymax
+def cavity_keys(row_start, z0, z1, root, bounded, u, n2):
+    """Per cavity root: its lexicographically last voxel outside U (-1: none), metric.md 6.4."""
+    count = z0.shape[0]
+    keys = np.full(count, -1, dtype=np.int64)
+    nrows = row_start.shape[0] - 1
+    for r in range(nrows):
+        for i in range(row_start[r], row_start[r + 1]):
+            c = root[i]
+            if bounded[c] == 0:
+                continue
+            for z in range(z1[i], z0[i] - 1, -1):
+                v = r * n2 + z
+                if u[v] == 0:
+                    if v > keys[c]:
+                        keys[c] = v
+                    break
+    return keys
 
 
 @njit(**_JIT)
 def count_common_keys(keys_f, keys_g, nvox):
     marked = np.zeros(nvox, dtype=np.uint8)
-    for r in range(nvox):
+    for r in range(keys_f.shape[0]):
         if keys_f[r] >= 0:
             marked[keys_f[r]] = 1
     m = 0
-    for r in range(nvox):
+    for r in range(keys_g.shape[0]):
         if keys_g[r] >= 0 and marked[keys_g[r]] != 0:
             m += 1
     return m
@@ -524,47 +560,37 @@ def surfels(mask, n0, n1, n2):
     """Neighbour codes of every 2x2x2 window of the zero-padded mask that is a surfel.
 
     Window position p (0..n per axis) covers voxels p-1 and p, weights as the DeepMind
-    kernel: 128 for (p-1, p-1, p-1) ... 1 for (p, p, p). Returns (flat positions in the
-    (n0+1, n1+1, n2+1) grid, codes), both in ascending position order.
+    kernel: 128 for (p-1, p-1, p-1) ... 1 for (p, p, p). Each foreground voxel ORs its bit
+    into the 8 windows that contain it, so the work follows the foreground. Returns (flat
+    positions in the (n0+1, n1+1, n2+1) grid, codes), in ascending position order.
     """
-    m0 = n0 + 1
     m1 = n1 + 1
     m2 = n2 + 1
-    cnt = 0
-    cap = 1 << 16
-    pos = np.empty(cap, dtype=np.int64)
-    codes = np.empty(cap, dtype=np.uint8)
-    for i in range(m0):
-        for j in range(m1):
-            for k in range(m2):
-                code = 0
+    grid = np.zeros((n0 + 1) * m1 * m2, dtype=np.uint8)
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                if mask[(x * n1 + y) * n2 + z] == 0:
+                    continue
                 for a in range(2):
-                    x = i - 1 + a
-                    if x < 0 or x >= n0:
-                        continue
                     for b in range(2):
-                        y = j - 1 + b
-                        if y < 0 or y >= n1:
-                            continue
                         for c in range(2):
-                            z = k - 1 + c
-                            if z < 0 or z >= n2:
-                                continue
-                            if mask[(x * n1 + y) * n2 + z] != 0:
-                                code |= 1 << (7 - (4 * a + 2 * b + c))
-                if code != 0 and code != 255:
-                    if cnt == cap:
-                        cap *= 2
-                        p2 = np.empty(cap, dtype=np.int64)
-                        p2[:cnt] = pos[:cnt]
-                        pos = p2
-                        c2 = np.empty(cap, dtype=np.uint8)
-                        c2[:cnt] = codes[:cnt]
-                        codes = c2
-                    pos[cnt] = (i * m1 + j) * m2 + k
-                    codes[cnt] = code
-                    cnt += 1
-    return pos[:cnt].copy(), codes[:cnt].copy()
+                            # window p = voxel + (a,b,c); the voxel is its corner (1-a,1-b,1-c)
+                            bit = 1 << (7 - (4 * (1 - a) + 2 * (1 - b) + (1 - c)))
+                            grid[((x + a) * m1 + y + b) * m2 + z + c] |= bit
+    cnt = 0
+    for p in range(grid.shape[0]):
+        if grid[p] != 0 and grid[p] != 255:
+            cnt += 1
+    pos = np.empty(cnt, dtype=np.int64)
+    codes = np.empty(cnt, dtype=np.uint8)
+    i = 0
+    for p in range(grid.shape[0]):
+        if grid[p] != 0 and grid[p] != 255:
+            pos[i] = p
+            codes[i] = grid[p]
+            i += 1
+    return pos, codes
 
 
 @njit(**_JIT)

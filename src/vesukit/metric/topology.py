@@ -35,8 +35,7 @@ class InputBlock:
     shape: tuple[int, int, int]
     betti: tuple[int, int, int]  # (max(c6-1,0), beta1, beta2)
     z1_dim: int  # dim Z_1(K(A)): pivots on K(A) rows when the reduction is complete
-    cav_labels: np.ndarray
-    cav_bounded: np.ndarray
+    cavities: tuple  # background_runs(...) of the block
 
     @classmethod
     def build(cls, block: np.ndarray) -> "InputBlock":
@@ -44,11 +43,11 @@ class InputBlock:
         mask = np.ascontiguousarray(block, dtype=np.uint8).reshape(-1)
         n0, n1, n2 = block.shape
         c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2)
-        labels, bounded = k.cavity_labels(mask, n0, n1, n2)
-        beta2 = int(bounded.sum())
+        cavities = k.background_runs(mask, n0, n1, n2)
+        beta2 = int(cavities[4].sum())
         beta1 = c6 + beta2 - (nv - ne + ns - nc)
         return cls(mask, (n0, n1, n2), (max(c6 - 1, 0), int(beta1), beta2),
-                   int(ne - nv + c6), labels, bounded)
+                   int(ne - nv + c6), cavities)
 
 
 def _block_tasks(f: InputBlock, g: InputBlock, timings: dict | None):
@@ -71,8 +70,10 @@ def _block_tasks(f: InputBlock, g: InputBlock, timings: dict | None):
         state["m0"] = timed("dim0", lambda: k.dim0_matches(f.mask, g.mask, n0, n1, n2))
 
         def dim2():
-            kf = k.cavity_keys(f.cav_labels, f.cav_bounded, u, nvox)
-            kg = k.cavity_keys(g.cav_labels, g.cav_bounded, u, nvox)
+            if f.betti[2] == 0 or g.betti[2] == 0:
+                return 0
+            kf = k.cavity_keys(*f.cavities, u, n2)
+            kg = k.cavity_keys(*g.cavities, u, n2)
             return k.count_common_keys(kf, kg, nvox)
 
         state["m2"] = timed("dim2", dim2)
