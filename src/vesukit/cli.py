@@ -18,6 +18,7 @@ from vesukit.errors import VesukitError
 COMMAND_MODULES = (
     "vesukit.commands.synth",
     "vesukit.commands.doctor",
+    "vesukit.commands.score",
 )
 
 
