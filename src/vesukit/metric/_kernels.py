@@ -88,7 +88,14 @@ def complex_counts(a, n0, n1, n2):
 
 @njit(**_JIT)
 def background_runs(a, n0, n1, n2):
-    """Maximal z-runs of background voxels of ``a``, joined 26-connectedly (union-find on runs).
+    """:func:`runs26` of the background (cavities: components that touch no face)."""
+    return runs26(a, n0, n1, n2, False)
+
+
+@njit(**_JIT)
+def runs26(a, n0, n1, n2, fg):
+    """Maximal z-runs of foreground (fg) or background voxels of ``a``, joined
+    26-connectedly (union-find on runs).
 
     Returns (row_start, z0, z1, root, bounded): runs of row r = x*n1 + y are
     row_start[r]:row_start[r+1]; root[i] is the run's component (a run id) and
@@ -101,10 +108,10 @@ def background_runs(a, n0, n1, n2):
     for r in range(nrows):
         row_start[r] = count
         base = r * n2
-        prev = 1
+        prev = False
         for z in range(n2):
-            cur = a[base + z]
-            if cur == 0 and prev != 0:
+            cur = (a[base + z] != 0) == fg
+            if cur and not prev:
                 count += 1
             prev = cur
     row_start[nrows] = count
@@ -115,9 +122,9 @@ def background_runs(a, n0, n1, n2):
         base = r * n2
         z = 0
         while z < n2:
-            if a[base + z] == 0:
+            if (a[base + z] != 0) == fg:
                 start = z
-                while z < n2 and a[base + z] == 0:
+                while z < n2 and (a[base + z] != 0) == fg:
                     z += 1
                 z0[i] = start
                 z1[i] = z - 1
@@ -430,20 +437,10 @@ def _keys_of_square(s, n1, n2, is_a_edge, big, edges, out):
 
 
 @njit(**_JIT)
-def dim1_drops(a, cls, n0, n1, n2, target):
-    """The image reduction for input A (metric.md 6.5); returns drop_A per square id.
-
-    Rows: edges keyed by (not in K(A), id), so K(A)-edges come first; pivot = largest key.
-    Columns: K(U) squares, then the other squares in id order, cleared squares skipped.
-    ``target`` = dim Z_1(K(A)): once that many pivots sit on K(A) rows no further column can
-    drop, so the reduction stops early.
-    """
-    nvox = n0 * n1 * n2
-    nsq = 3 * nvox
-    big = 3 * nvox
+def _a_edges(a, n0, n1, n2):
     s0 = n1 * n2
     s1 = n2
-    is_a_edge = np.zeros(3 * nvox, dtype=np.uint8)
+    is_a_edge = np.zeros(3 * n0 * n1 * n2, dtype=np.uint8)
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
@@ -456,91 +453,151 @@ def dim1_drops(a, cls, n0, n1, n2, target):
                     is_a_edge[3 * v + 1] = 1
                 if z + 1 < n2 and a[v + 1] != 0:
                     is_a_edge[3 * v + 2] = 1
-    drops = np.zeros(nsq, dtype=np.uint8)
-    # owner[edge] = 2*square (column unchanged) or 2*slot+1 (reduced column in the pool)
-    owner = np.full(3 * nvox, -1, dtype=np.int64)
-    pool = np.empty(1 << 16, dtype=np.int64)
-    pool_start = np.empty(1 << 10, dtype=np.int64)
-    pool_len = np.empty(1 << 10, dtype=np.int64)
-    pool_used = 0
-    nslots = 0
-    cap = 1 << 12
-    work = np.empty(cap, dtype=np.int64)
-    tmp = np.empty(cap, dtype=np.int64)
-    other = np.empty(4, dtype=np.int64)
+    return is_a_edge
+
+
+@njit(**_JIT)
+def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, work, tmp,
+                   edges, other):
+    """Reduce column s against the columns reduced so far; record its pivot.
+
+    owner[edge] = 2*square (the column was never modified, so its boundary is recomputed
+    when needed) or 2*slot+1 (a modified column stored in the pool). meta holds
+    (pool entries used, slots used). Returns (pivot key or -1, and the possibly grown
+    arrays)."""
+    # Fast path (most columns, far from both masks): the column has no K(A)-edge, so its
+    # pivot is its largest edge id, and nobody owns that edge yet.
+    v = s // 3
+    t = s - 3 * v
+    if t == 0:
+        top = 3 * (v + n2) + 2
+    elif t == 1:
+        top = 3 * (v + n1 * n2) + 2
+    else:
+        top = 3 * (v + n1 * n2) + 1
+    if owner[top] < 0 and is_a_edge[top] == 0:
+        _square_edges(s, n1, n2, edges)
+        if (is_a_edge[edges[0]] | is_a_edge[edges[1]] | is_a_edge[edges[2]]
+                | is_a_edge[edges[3]]) == 0:
+            owner[top] = 2 * s
+            return top + big, pool, pstart, plen, work, tmp
+    _keys_of_square(s, n1, n2, is_a_edge, big, edges, other)
+    n = 4
+    for i in range(4):
+        work[i] = other[i]
+    modified = False
+    while n > 0:
+        piv = work[0]
+        e = piv - big if piv >= big else piv
+        o = owner[e]
+        if o < 0:
+            break
+        modified = True
+        if o % 2 == 0:
+            _keys_of_square(o // 2, n1, n2, is_a_edge, big, edges, other)
+            ln = 4
+        else:
+            ln = plen[o // 2]
+        if n + ln > work.shape[0]:
+            cap = 2 * (n + ln)
+            nw = np.empty(cap, dtype=np.int64)
+            nw[:n] = work[:n]
+            work = nw
+            tmp = np.empty(cap, dtype=np.int64)
+        if o % 2 == 0:
+            n = _xor_desc(work, n, other, 4, tmp)
+        else:
+            st = pstart[o // 2]
+            n = _xor_desc(work, n, pool[st:st + ln], ln, tmp)
+        work, tmp = tmp, work
+    if n == 0:
+        return -1, pool, pstart, plen, work, tmp
+    piv = work[0]
+    e = piv - big if piv >= big else piv
+    if not modified:
+        owner[e] = 2 * s
+    else:
+        used = meta[0]
+        slot = meta[1]
+        if slot == pstart.shape[0]:
+            ns_ = np.empty(2 * slot, dtype=np.int64)
+            ns_[:slot] = pstart
+            pstart = ns_
+            nl_ = np.empty(2 * slot, dtype=np.int64)
+            nl_[:slot] = plen
+            plen = nl_
+        if used + n > pool.shape[0]:
+            np_ = np.empty(2 * (used + n), dtype=np.int64)
+            np_[:used] = pool[:used]
+            pool = np_
+        pool[used:used + n] = work[:n]
+        pstart[slot] = used
+        plen[slot] = n
+        meta[0] = used + n
+        meta[1] = slot + 1
+        owner[e] = 2 * slot + 1
+    return piv, pool, pstart, plen, work, tmp
+
+
+@njit(**_JIT)
+def dim1_matches(f, g, cls, n0, n1, n2, target_f, target_g):
+    """m_1 of one block: the two image reductions of metric.md 6.5, run in lockstep.
+
+    Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
+    largest key. Columns: K(U) squares, then the other squares in id (lexicographic) order,
+    cleared squares skipped. A non-U column "drops" for A when its pivot is a K(A)-edge;
+    m_1 counts the columns that drop for both. target_A = dim Z_1(K(A)) is the number of
+    K(A)-pivots of the complete reduction: once either input reaches it, neither can drop
+    again for both, and the reduction stops.
+    """
+    nvox = n0 * n1 * n2
+    nsq = 3 * nvox
+    big = 3 * nvox
+    if target_f <= 0 or target_g <= 0:
+        return 0
+    isf = _a_edges(f, n0, n1, n2)
+    isg = _a_edges(g, n0, n1, n2)
+    own_f = np.full(3 * nvox, -1, dtype=np.int32)  # the caller keeps 6*nvox < 2**31
+    own_g = np.full(3 * nvox, -1, dtype=np.int32)
+    pool_f = np.empty(1 << 16, dtype=np.int64)
+    pool_g = np.empty(1 << 16, dtype=np.int64)
+    ps_f = np.empty(1 << 10, dtype=np.int64)
+    pl_f = np.empty(1 << 10, dtype=np.int64)
+    ps_g = np.empty(1 << 10, dtype=np.int64)
+    pl_g = np.empty(1 << 10, dtype=np.int64)
+    meta_f = np.zeros(2, dtype=np.int64)
+    meta_g = np.zeros(2, dtype=np.int64)
+    work_f = np.empty(1 << 12, dtype=np.int64)
+    tmp_f = np.empty(1 << 12, dtype=np.int64)
+    work_g = np.empty(1 << 12, dtype=np.int64)
+    tmp_g = np.empty(1 << 12, dtype=np.int64)
     edges = np.empty(4, dtype=np.int64)
-    found = 0
-    if target <= 0:
-        return drops
+    other = np.empty(4, dtype=np.int64)
+    found_f = 0
+    found_g = 0
+    m1 = 0
     for phase in range(2):
         want = 1 if phase == 0 else 2
         for s in range(nsq):
             if cls[s] != want:
                 continue
-            _keys_of_square(s, n1, n2, is_a_edge, big, edges, other)
-            n = 4
-            for i in range(4):
-                work[i] = other[i]
-            modified = False
-            while n > 0:
-                piv = work[0]
-                e = piv - big if piv >= big else piv
-                o = owner[e]
-                if o < 0:
-                    break
-                modified = True
-                if o % 2 == 0:
-                    _keys_of_square(o // 2, n1, n2, is_a_edge, big, edges, other)
-                    if n + 4 > cap:
-                        cap = 2 * (n + 4)
-                        nw = np.empty(cap, dtype=np.int64)
-                        nw[:n] = work[:n]
-                        work = nw
-                        tmp = np.empty(cap, dtype=np.int64)
-                    n = _xor_desc(work, n, other, 4, tmp)
-                else:
-                    slot = o // 2
-                    st = pool_start[slot]
-                    ln = pool_len[slot]
-                    if n + ln > cap:
-                        cap = 2 * (n + ln)
-                        nw = np.empty(cap, dtype=np.int64)
-                        nw[:n] = work[:n]
-                        work = nw
-                        tmp = np.empty(cap, dtype=np.int64)
-                    n = _xor_desc(work, n, pool[st:st + ln], ln, tmp)
-                work, tmp = tmp, work
-            if n == 0:
-                continue  # a 2-cycle the clearing did not catch; it cannot drop
-            piv = work[0]
-            e = piv - big if piv >= big else piv
-            if not modified:
-                owner[e] = 2 * s
-            else:
-                if nslots == pool_start.shape[0]:
-                    ns_ = np.empty(2 * nslots, dtype=np.int64)
-                    ns_[:nslots] = pool_start
-                    pool_start = ns_
-                    nl_ = np.empty(2 * nslots, dtype=np.int64)
-                    nl_[:nslots] = pool_len
-                    pool_len = nl_
-                if pool_used + n > pool.shape[0]:
-                    np_ = np.empty(2 * (pool_used + n), dtype=np.int64)
-                    np_[:pool_used] = pool[:pool_used]
-                    pool = np_
-                pool[pool_used:pool_used + n] = work[:n]
-                pool_start[nslots] = pool_used
-                pool_len[nslots] = n
-                pool_used += n
-                owner[e] = 2 * nslots + 1
-                nslots += 1
-            if piv < big:
-                found += 1
-                if want == 2:
-                    drops[s] = 1
-                if found >= target:
-                    return drops
-    return drops
+            pf, pool_f, ps_f, pl_f, work_f, tmp_f = _reduce_column(
+                s, n1, n2, isf, big, own_f, pool_f, ps_f, pl_f, meta_f, work_f, tmp_f,
+                edges, other)
+            pg, pool_g, ps_g, pl_g, work_g, tmp_g = _reduce_column(
+                s, n1, n2, isg, big, own_g, pool_g, ps_g, pl_g, meta_g, work_g, tmp_g,
+                edges, other)
+            drop_f = pf >= 0 and pf < big
+            drop_g = pg >= 0 and pg < big
+            if drop_f:
+                found_f += 1
+            if drop_g:
+                found_g += 1
+            if want == 2 and drop_f and drop_g:
+                m1 += 1
+            if found_f >= target_f or found_g >= target_g:
+                return m1
+    return m1
 
 
 @njit(**_JIT)
@@ -623,3 +680,64 @@ def area_within(pos, codes, area_table, near):
         if near[pos[q]] != 0:
             within += a
     return within, total
+
+
+# ---------------------------------------------------------------- VOI
+
+
+@njit(**_JIT)
+def run_overlaps(rs_a, z0_a, z1_a, root_a, rs_b, z0_b, z1_b, root_b):
+    """Segments of constant (component of a, component of b) along every row, over voxels
+    in either foreground. Returns (label_a, label_b, length) arrays; label = root run + 1,
+    0 for background."""
+    nrows = rs_a.shape[0] - 1
+    cap = 1 << 16
+    la = np.empty(cap, dtype=np.int64)
+    lb = np.empty(cap, dtype=np.int64)
+    ln = np.empty(cap, dtype=np.int64)
+    cnt = 0
+    big = 1 << 60
+    for r in range(nrows):
+        i = rs_a[r]
+        ie = rs_a[r + 1]
+        j = rs_b[r]
+        je = rs_b[r + 1]
+        z = -1
+        while i < ie or j < je:
+            gs = z0_a[i] if i < ie else big
+            ge = z1_a[i] if i < ie else big
+            ps = z0_b[j] if j < je else big
+            pe = z1_b[j] if j < je else big
+            start = max(z, min(gs, ps))
+            in_a = i < ie and gs <= start
+            in_b = j < je and ps <= start
+            end = big
+            if in_a:
+                end = min(end, ge)
+            elif i < ie:
+                end = min(end, gs - 1)
+            if in_b:
+                end = min(end, pe)
+            elif j < je:
+                end = min(end, ps - 1)
+            if cnt == cap:
+                cap *= 2
+                t1 = np.empty(cap, dtype=np.int64)
+                t1[:cnt] = la[:cnt]
+                la = t1
+                t2 = np.empty(cap, dtype=np.int64)
+                t2[:cnt] = lb[:cnt]
+                lb = t2
+                t3 = np.empty(cap, dtype=np.int64)
+                t3[:cnt] = ln[:cnt]
+                ln = t3
+            la[cnt] = root_a[i] + 1 if in_a else 0
+            lb[cnt] = root_b[j] + 1 if in_b else 0
+            ln[cnt] = end - start + 1
+            cnt += 1
+            z = end + 1
+            if i < ie and ge < z:
+                i += 1
+            if j < je and pe < z:
+                j += 1
+    return la[:cnt].copy(), lb[:cnt].copy(), ln[:cnt].copy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,7 +89,9 @@ class PreparedLabel:
         self.workers = workers
         self.gt_surface = sd.surface_of(self.gt)
         self._gt_near = None
-        self.gt_labels = voi.label26(self.gt)
+        if not self.gt_surface.empty:
+            self._gt_near = self.gt_surface.near(TOLERANCE, SPACING)
+        self.gt_runs = voi.fg_runs(self.gt)
         self.gt_blocks = topology.build_blocks(self.gt, workers=workers)
 
     @property
@@ -103,38 +106,46 @@ class PreparedLabel:
             raise VolumeError(f"{self.name}: prediction shape {pred.shape} differs from the "
                               f"label shape {self.shape}; predict on the full volume.")
         workers = self.workers if workers is None else workers
-        timings: dict = {}
+        timings = topology.Timings()
         t0 = time.perf_counter()
         pred_bin = _binary(pred) & ~self.ignore
+        gt_near = self.gt_near if not self.gt_surface.empty else None
 
-        t = time.perf_counter()
-        surface = sd.surface_dice_from(self.gt_surface, sd.surface_of(pred_bin),
-                                       gt_near=self.gt_near if self.gt_surface.positions.size
-                                       else None, tolerance=TOLERANCE, spacing=SPACING)
-        timings["surface_dice"] = time.perf_counter() - t
+        def surface_task():
+            return sd.surface_dice_from(self.gt_surface, sd.surface_of(pred_bin),
+                                        gt_near=gt_near, tolerance=TOLERANCE, spacing=SPACING)
 
-        t = time.perf_counter()
-        split, merge = voi.voi_from_labels(self.gt_labels, voi.label26(pred_bin))
+        def voi_task():
+            return voi.voi_from_runs(self.gt_runs, voi.fg_runs(pred_bin))
+
+        octants = [(pred_bin[s], g)
+                   for s, g in zip(topology.octant_slices(self.shape), self.gt_blocks)]
+        if workers <= 1:
+            surface = timings.timed("surface_dice", surface_task)
+            split, merge = timings.timed("voi", voi_task)
+            parts = [topology.octant_task(b, g, timings) for b, g in octants]
+        else:
+            # One pool for everything: the kernels release the GIL, so octants, surface
+            # Dice and VOI overlap.
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                f_octs = [pool.submit(topology.octant_task, b, g, timings) for b, g in octants]
+                f_sd = pool.submit(timings.timed, "surface_dice", surface_task)
+                f_voi = pool.submit(timings.timed, "voi", voi_task)
+                parts = [f.result() for f in f_octs]
+                surface = f_sd.result()
+                split, merge = f_voi.result()
+        counts = topology.sum_counts(parts)
         vscore = voi.voi_score(split, merge, VOI_ALPHA)
-        timings["voi"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        topo_t: dict = {}
-        pred_blocks = topology.build_blocks(pred_bin, workers=workers)
-        topo_t["betti"] = time.perf_counter() - t
-        counts = topology.match_blocks(pred_blocks, self.gt_blocks, workers=workers,
-                                       timings=topo_t)
         toposcore = topology.topo_score(counts, TOPO_WEIGHTS)
-        timings["topology"] = time.perf_counter() - t
-        timings.update({f"topology.{k}": v for k, v in topo_t.items()})
+        timings.seconds["wall"] = time.perf_counter() - t0
 
         score = (WEIGHTS["topo"] * toposcore + WEIGHTS["surface_dice"] * surface
                  + WEIGHTS["voi"] * vscore)
         score = float(min(max(score, 0.0), 1.0))
-        timings["total"] = time.perf_counter() - t0
         return VolumeScore(score=score, toposcore=float(toposcore), topo_counts=counts,
                            surface_dice=float(surface), voi_score=float(vscore),
-                           voi_split=float(split), voi_merge=float(merge), timings=timings)
+                           voi_split=float(split), voi_merge=float(merge),
+                           timings=dict(timings.seconds))
 
 
 def score_volume(pred: np.ndarray, label: np.ndarray, *, workers: int = 1,

@@ -2,13 +2,14 @@
 
 Per block, p_k/g_k come from Betti numbers, m_0 from a raster-order Kruskal, m_2 from cavity
 keys, and m_1 from two GF(2) image reductions (one per input). Everything that depends on
-the label only (its counts and cavity labelling) lives in :class:`LabelBlock` and is reused.
+the label only (its counts and cavity labelling) lives in :class:`InputBlock` and is reused.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+import threading
 import time
 
 import numpy as np
@@ -50,76 +51,74 @@ class InputBlock:
                    int(ne - nv + c6), cavities)
 
 
-def _block_tasks(f: InputBlock, g: InputBlock, timings: dict | None):
-    """Split one block's work in pieces that can run in parallel threads."""
-    k = kernels()
-    n0, n1, n2 = f.shape
-    nvox = n0 * n1 * n2
-    state: dict = {}
+class Timings:
+    """Thread-safe accumulation of seconds per named stage."""
 
-    def timed(name, fn):
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def timed(self, name, fn):
         t0 = time.perf_counter()
         out = fn()
-        if timings is not None:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + dt
         return out
 
-    def prep():
-        u = (f.mask | g.mask).astype(np.uint8)
-        state["u"] = u
-        state["m0"] = timed("dim0", lambda: k.dim0_matches(f.mask, g.mask, n0, n1, n2))
 
-        def dim2():
-            if f.betti[2] == 0 or g.betti[2] == 0:
-                return 0
-            kf = k.cavity_keys(*f.cavities, u, n2)
-            kg = k.cavity_keys(*g.cavities, u, n2)
-            return k.count_common_keys(kf, kg, nvox)
+def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None) -> Counts:
+    """(m_k, p_k, g_k) of one block (metric.md section 11)."""
+    k = kernels()
+    timings = timings or Timings()
+    n0, n1, n2 = f.shape
+    nvox = n0 * n1 * n2
+    if 6 * nvox >= 2**31:
+        raise ValueError(f"an octant of {f.shape} voxels is too large for the dim-1 kernel")
+    u = (f.mask | g.mask).astype(np.uint8)
+    m0 = timings.timed("dim0", lambda: k.dim0_matches(f.mask, g.mask, n0, n1, n2))
 
-        state["m2"] = timed("dim2", dim2)
-        state["cls"] = timed("dim1", lambda: k.square_classes(u, n0, n1, n2))
+    def dim2():
+        if f.betti[2] == 0 or g.betti[2] == 0:
+            return 0
+        kf = k.cavity_keys(*f.cavities, u, n2)
+        kg = k.cavity_keys(*g.cavities, u, n2)
+        return k.count_common_keys(kf, kg, nvox)
 
-    def reduce(inp: InputBlock, key: str):
-        def run():
-            state[key] = timed("dim1", lambda: k.dim1_drops(inp.mask, state["cls"], n0, n1, n2,
-                                                            inp.z1_dim))
-        return run
-
-    def finish() -> Counts:
-        if f.betti[1] == 0 or g.betti[1] == 0:
-            m1 = 0
-        else:
-            m1 = int(k.count_both(state["drop_f"], state["drop_g"]))
-        return {0: (int(state["m0"]), f.betti[0], g.betti[0]),
-                1: (m1, f.betti[1], g.betti[1]),
-                2: (int(state["m2"]), f.betti[2], g.betti[2])}
-
-    need_dim1 = f.betti[1] > 0 and g.betti[1] > 0
-    reductions = [reduce(f, "drop_f"), reduce(g, "drop_g")] if need_dim1 else []
-    return prep, reductions, finish
+    m2 = timings.timed("dim2", dim2)
+    m1 = 0
+    if f.betti[1] > 0 and g.betti[1] > 0:
+        cls = timings.timed("dim1.clearing", lambda: k.square_classes(u, n0, n1, n2))
+        m1 = timings.timed("dim1.reduction", lambda: k.dim1_matches(
+            f.mask, g.mask, cls, n0, n1, n2, f.z1_dim, g.z1_dim))
+    return {0: (int(m0), f.betti[0], g.betti[0]),
+            1: (int(m1), f.betti[1], g.betti[1]),
+            2: (int(m2), f.betti[2], g.betti[2])}
 
 
-def match_blocks(pred_blocks: list[InputBlock], gt_blocks: list[InputBlock], *,
-                 workers: int = 1, timings: dict | None = None) -> Counts:
-    """Sum the per-block (m_k, p_k, g_k) over all blocks."""
-    plans = [_block_tasks(f, g, timings) for f, g in zip(pred_blocks, gt_blocks)]
-    if workers <= 1:
-        for prep, reductions, _ in plans:
-            prep()
-            for r in reductions:
-                r()
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda p: p[0](), plans))
-            futures = [pool.submit(r) for p in plans for r in p[1]]
-            for fut in futures:
-                fut.result()
+def octant_task(pred_block: np.ndarray, g: InputBlock, timings: Timings | None = None) -> Counts:
+    timings = timings or Timings()
+    f = timings.timed("betti", lambda: InputBlock.build(pred_block))
+    return match_block(f, g, timings)
+
+
+def sum_counts(parts) -> Counts:
     total = {0: [0, 0, 0], 1: [0, 0, 0], 2: [0, 0, 0]}
-    for _, _, finish in plans:
-        for dim, trip in finish().items():
+    for counts in parts:
+        for dim, trip in counts.items():
             for i in range(3):
                 total[dim][i] += trip[i]
     return {dim: tuple(v) for dim, v in total.items()}
+
+
+def match_blocks(pred_blocks: list[InputBlock], gt_blocks: list[InputBlock], *,
+                 workers: int = 1, timings: Timings | None = None) -> Counts:
+    """Sum the per-block (m_k, p_k, g_k) over all blocks."""
+    if workers <= 1:
+        return sum_counts(match_block(f, g, timings) for f, g in zip(pred_blocks, gt_blocks))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return sum_counts(pool.map(lambda fg: match_block(*fg, timings),
+                                   zip(pred_blocks, gt_blocks)))
 
 
 def build_blocks(mask: np.ndarray, *, workers: int = 1) -> list[InputBlock]:
