@@ -270,7 +270,8 @@ def dim0_matches(f, g, n0, n1, n2):
                         if z + 1 >= n2:
                             continue
                         w = v + 1
-                    if inu_v and (f[w] != 0 or g[w] != 0):
+                    inu_w = f[w] != 0 or g[w] != 0
+                    if inu_v and inu_w:
                         continue
                     ra = _find(parent, v)
                     rb = _find(parent, w)
@@ -338,8 +339,44 @@ def _square_state(u, v, t, x, y, z, n0, n1, n2):
 
 
 @njit(**_JIT)
+def _dual_join(parent, c1, c2):
+    """Join two dual nodes; True when they were in different components (a 2-cycle is born)."""
+    ra = _find(parent, c1)
+    rb = _find(parent, c2)
+    if ra == rb:
+        return False
+    if ra < rb:
+        parent[ra] = rb
+    else:
+        parent[rb] = ra
+    return True
+
+
+@njit(**_JIT)
+def _dual_nodes(sq, n0, n1, n2):
+    """The two dual nodes (cubes, or the outside node n0*n1*n2) on either side of a square."""
+    s0 = n1 * n2
+    s1 = n2
+    omega = n0 * n1 * n2
+    v = sq // 3
+    t = sq - 3 * v
+    x = v // s0
+    y = (v // s1) % n1
+    z = v % n2
+    c1 = v if (x + 1 < n0 and y + 1 < n1 and z + 1 < n2) else omega
+    if t == 0:
+        c2 = v - s0 if x >= 1 else omega
+    elif t == 1:
+        c2 = v - s1 if y >= 1 else omega
+    else:
+        c2 = v - 1 if z >= 1 else omega
+    return c1, c2
+
+
+@njit(**_JIT)
 def square_classes(u, n0, n1, n2):
-    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 a comparison dim-2 birth (cleared).
+    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 a comparison dim-2 birth (cleared);
+    and the ids of the K(U) squares, ascending.
 
     Births come from the dual union-find over cubes plus the outside node, squares in
     descending (value, index) order (metric.md section 4): a square that joins two dual
@@ -348,6 +385,8 @@ def square_classes(u, n0, n1, n2):
     nvox = n0 * n1 * n2
     nsq = 3 * nvox
     cls = np.zeros(nsq, dtype=np.uint8)
+    kus = np.empty(1 << 12, dtype=np.int64)
+    nku = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
@@ -356,39 +395,27 @@ def square_classes(u, n0, n1, n2):
                     st = _square_state(u, v, t, x, y, z, n0, n1, n2)
                     if st == 1:
                         cls[3 * v + t] = 1
+                        if nku == kus.shape[0]:
+                            grown = np.empty(2 * nku, dtype=np.int64)
+                            grown[:nku] = kus
+                            kus = grown
+                        kus[nku] = 3 * v + t
+                        nku += 1
                     elif st == 0:
                         cls[3 * v + t] = 2
-    omega = nvox
     parent = np.arange(nvox + 1, dtype=np.int32)
-    s0 = n1 * n2
-    s1 = n2
-    for phase in range(2):
-        want = 2 if phase == 0 else 1
-        for s in range(nsq - 1, -1, -1):
-            if cls[s] != want:
-                continue
-            v = s // 3
-            t = s - 3 * v
-            x = v // s0
-            y = (v // s1) % n1
-            z = v % n2
-            # cube with base v, and the cube on the other side of the square
-            c1 = v if (x + 1 < n0 and y + 1 < n1 and z + 1 < n2) else omega
-            if t == 0:
-                c2 = v - s0 if x >= 1 else omega
-            elif t == 1:
-                c2 = v - s1 if y >= 1 else omega
-            else:
-                c2 = v - 1 if z >= 1 else omega
-            ra = _find(parent, c1)
-            rb = _find(parent, c2)
-            if ra != rb:
-                if ra < rb:
-                    parent[ra] = rb
-                else:
-                    parent[rb] = ra
-                cls[s] = 3
-    return cls
+    # value-1 squares (not in K(U)) first, then those of K(U); each by descending id
+    for sq in range(nsq - 1, -1, -1):
+        if cls[sq] == 2:
+            c1, c2 = _dual_nodes(sq, n0, n1, n2)
+            if _dual_join(parent, c1, c2):
+                cls[sq] = 3
+    for i in range(nku - 1, -1, -1):
+        sq = kus[i]
+        c1, c2 = _dual_nodes(sq, n0, n1, n2)
+        if _dual_join(parent, c1, c2):
+            cls[sq] = 3
+    return cls, kus[:nku].copy()
 
 
 @njit(**_JIT)
@@ -540,7 +567,7 @@ def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, w
 
 
 @njit(**_JIT)
-def dim1_matches(f, g, cls, n0, n1, n2, target_f, target_g):
+def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g):
     """m_1 of one block: the two image reductions of metric.md 6.5, run in lockstep.
 
     Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
@@ -576,9 +603,11 @@ def dim1_matches(f, g, cls, n0, n1, n2, target_f, target_g):
     found_f = 0
     found_g = 0
     m1 = 0
+    nku = kus.shape[0]
     for phase in range(2):
         want = 1 if phase == 0 else 2
-        for s in range(nsq):
+        for idx in range(nku if phase == 0 else nsq):
+            s = kus[idx] if phase == 0 else idx
             if cls[s] != want:
                 continue
             pf, pool_f, ps_f, pl_f, work_f, tmp_f = _reduce_column(
@@ -598,15 +627,6 @@ def dim1_matches(f, g, cls, n0, n1, n2, target_f, target_g):
             if found_f >= target_f or found_g >= target_g:
                 return m1
     return m1
-
-
-@njit(**_JIT)
-def count_both(drop_f, drop_g):
-    m = 0
-    for i in range(drop_f.shape[0]):
-        if drop_f[i] != 0 and drop_g[i] != 0:
-            m += 1
-    return m
 
 
 # ---------------------------------------------------------------- surface Dice
