@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
     volumes = {}
-    if not args.json:
-        print(f"{'id':<24} {'score':>8} {'topo':>8} {'m/p/g dim0 dim1 dim2':<26} "
-              f"{'sdice':>8} {'voi':>8}")
     for volume_id, result in iter_scores(args.pred, args.labels, workers=args.workers):
         volumes[volume_id] = result.to_json()
         if not args.json:
+            if len(volumes) == 1:  # after the inputs were checked
+                print(f"{'id':<24} {'score':>8} {'topo':>8} {'m/p/g dim0 dim1 dim2':<26} "
+                      f"{'sdice':>8} {'voi':>8}")
             print(_row(volume_id, volumes[volume_id]), flush=True)
     mean = sum(v["score"] for v in volumes.values()) / len(volumes)
     if args.json:

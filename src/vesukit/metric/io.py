@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -94,11 +95,22 @@ def iter_scores(pred_source, labels_dir, *, workers: int | None = None) -> Itera
     workers = default_workers() if workers is None else max(1, int(workers))
     preds = prediction_loaders(pred_source)
     labels = label_paths(labels_dir)
-    for volume_id in paired_ids(preds, labels, pred_source, labels_dir):
-        label = read_volume(labels[volume_id])
-        pred = preds[volume_id]()
-        prepared = PreparedLabel(label, name=volume_id, workers=workers)
-        yield volume_id, prepared.score(pred)
+    ids = paired_ids(preds, labels, pred_source, labels_dir)
+
+    def load(volume_id):
+        return read_volume(labels[volume_id]), preds[volume_id]()
+
+    # Volumes are scored one after another (octants, surface Dice and VOI of one volume
+    # run in parallel); the next pair is decoded in the background meanwhile, so at most
+    # two pairs are in memory.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(load, ids[0])
+        for index, volume_id in enumerate(ids):
+            label, pred = pending.result()
+            if index + 1 < len(ids):
+                pending = reader.submit(load, ids[index + 1])
+            prepared = PreparedLabel(label, name=volume_id, workers=workers)
+            yield volume_id, prepared.score(pred)
 
 
 def score_predictions(pred_source, labels_dir, *, workers: int | None = None) -> dict:
