@@ -30,10 +30,12 @@ def _find(parent, i):
 
 
 @njit(**_JIT)
-def complex_counts(a, n0, n1, n2):
-    """(c6, #vertices, #edges, #squares, #cubes) of the V-construction complex K(a)."""
+def complex_counts(a, n0, n1, n2, parent):
+    """(c6, #vertices, #edges, #squares, #cubes) of the V-construction complex K(a).
+    ``parent``: an int32 work buffer of at least n0*n1*n2 entries."""
     nvox = n0 * n1 * n2
-    parent = np.arange(nvox, dtype=np.int32)
+    for v in range(nvox):
+        parent[v] = v
     s0 = n1 * n2
     s1 = n2
     nv = 0
@@ -215,11 +217,12 @@ def count_common_keys(keys_f, keys_g, nvox):
 
 
 @njit(**_JIT)
-def dim0_matches(f, g, n0, n1, n2):
-    """m_0 of one block: raster-order Kruskal over edges touching U^c (metric.md 6.3)."""
+def dim0_matches(f, g, n0, n1, n2, parent, flags):
+    """m_0 of one block: raster-order Kruskal over edges touching U^c (metric.md 6.3).
+    ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries."""
     nvox = n0 * n1 * n2
-    parent = np.arange(nvox, dtype=np.int32)
-    flags = np.zeros(nvox, dtype=np.uint8)
+    for v in range(nvox):
+        parent[v] = v
     s0 = n1 * n2
     s1 = n2
     for v in range(nvox):
@@ -374,7 +377,7 @@ def _dual_nodes(sq, n0, n1, n2):
 
 
 @njit(**_JIT)
-def square_classes(u, n0, n1, n2):
+def square_classes(u, n0, n1, n2, cls, parent):
     """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 a comparison dim-2 birth (cleared);
     and the ids of the K(U) squares, ascending.
 
@@ -403,7 +406,8 @@ def square_classes(u, n0, n1, n2):
                         nku += 1
                     elif st == 0:
                         cls[3 * v + t] = 2
-    parent = np.arange(nvox + 1, dtype=np.int32)
+    for i in range(nvox + 1):
+        parent[i] = i
     # value-1 squares (not in K(U)) first, then those of K(U); each by descending id
     for sq in range(nsq - 1, -1, -1):
         if cls[sq] == 2:
@@ -464,10 +468,10 @@ def _keys_of_square(s, n1, n2, is_a_edge, big, edges, out):
 
 
 @njit(**_JIT)
-def _a_edges(a, n0, n1, n2):
+def _a_edges(a, n0, n1, n2, is_a_edge):
     s0 = n1 * n2
     s1 = n2
-    is_a_edge = np.zeros(3 * n0 * n1 * n2, dtype=np.uint8)
+    is_a_edge[:3 * n0 * n1 * n2] = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
@@ -567,7 +571,7 @@ def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, w
 
 
 @njit(**_JIT)
-def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g):
+def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f, own_g):
     """m_1 of one block: the two image reductions of metric.md 6.5, run in lockstep.
 
     Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
@@ -575,17 +579,18 @@ def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g):
     cleared squares skipped. A non-U column "drops" for A when its pivot is a K(A)-edge;
     m_1 counts the columns that drop for both. target_A = dim Z_1(K(A)) is the number of
     K(A)-pivots of the complete reduction: once either input reaches it, neither can drop
-    again for both, and the reduction stops.
+    again for both, and the reduction stops. isf, isg (uint8) and own_f, own_g (int32) are
+    work buffers of 3*nvox entries.
     """
     nvox = n0 * n1 * n2
     nsq = 3 * nvox
     big = 3 * nvox
     if target_f <= 0 or target_g <= 0:
         return 0
-    isf = _a_edges(f, n0, n1, n2)
-    isg = _a_edges(g, n0, n1, n2)
-    own_f = np.full(3 * nvox, -1, dtype=np.int32)  # the caller keeps 6*nvox < 2**31
-    own_g = np.full(3 * nvox, -1, dtype=np.int32)
+    _a_edges(f, n0, n1, n2, isf)
+    _a_edges(g, n0, n1, n2, isg)
+    own_f[:3 * nvox] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
+    own_g[:3 * nvox] = -1
     pool_f = np.empty(1 << 16, dtype=np.int64)
     pool_g = np.empty(1 << 16, dtype=np.int64)
     ps_f = np.empty(1 << 10, dtype=np.int64)

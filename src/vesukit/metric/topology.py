@@ -19,6 +19,28 @@ from vesukit.metric._numba import kernels
 Counts = dict[int, tuple[int, int, int]]
 
 
+class _Workspace:
+    """Work buffers of one thread, reused across blocks: fresh multi-megabyte arrays cost
+    page faults that were a large share of the kernels' time."""
+
+    def __init__(self, nvox: int):
+        self.nvox = nvox
+        self.vox_i32 = np.empty(nvox + 1, dtype=np.int32)
+        self.vox_u8 = np.empty(nvox + 1, dtype=np.uint8)
+        self.sq_u8 = [np.empty(3 * nvox, dtype=np.uint8) for _ in range(3)]
+        self.sq_i32 = [np.empty(3 * nvox, dtype=np.int32) for _ in range(2)]
+
+
+_local = threading.local()
+
+
+def workspace(nvox: int) -> _Workspace:
+    ws = getattr(_local, "workspace", None)
+    if ws is None or ws.nvox < nvox:
+        _local.workspace = ws = _Workspace(nvox)
+    return ws
+
+
 def octant_slices(shape: tuple[int, ...]) -> list[tuple[slice, slice, slice]]:
     """The 8 blocks: each axis split in two, the first part larger by at most one."""
     halves = []
@@ -43,7 +65,8 @@ class InputBlock:
         k = kernels()
         mask = np.ascontiguousarray(block, dtype=np.uint8).reshape(-1)
         n0, n1, n2 = block.shape
-        c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2)
+        c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2,
+                                              workspace(n0 * n1 * n2).vox_i32)
         cavities = k.background_runs(mask, n0, n1, n2)
         beta2 = int(cavities[4].sum())
         beta1 = c6 + beta2 - (nv - ne + ns - nc)
@@ -80,7 +103,9 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None) ->
         # matches (metric.md 6.2): m_k = p_k = g_k.
         return {dim: (f.betti[dim], f.betti[dim], f.betti[dim]) for dim in range(3)}
     u = (f.mask | g.mask).astype(np.uint8)
-    m0 = timings.timed("dim0", lambda: k.dim0_matches(f.mask, g.mask, n0, n1, n2))
+    ws = workspace(nvox)
+    m0 = timings.timed("dim0", lambda: k.dim0_matches(f.mask, g.mask, n0, n1, n2, ws.vox_i32,
+                                                      ws.vox_u8))
 
     def dim2():
         if f.betti[2] == 0 or g.betti[2] == 0:
@@ -92,9 +117,11 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None) ->
     m2 = timings.timed("dim2", dim2)
     m1 = 0
     if f.betti[1] > 0 and g.betti[1] > 0:
-        cls, kus = timings.timed("dim1.clearing", lambda: k.square_classes(u, n0, n1, n2))
+        cls, kus = timings.timed("dim1.clearing", lambda: k.square_classes(
+            u, n0, n1, n2, ws.sq_u8[0], ws.vox_i32))
         m1 = timings.timed("dim1.reduction", lambda: k.dim1_matches(
-            f.mask, g.mask, cls, kus, n0, n1, n2, f.z1_dim, g.z1_dim))
+            f.mask, g.mask, cls, kus, n0, n1, n2, f.z1_dim, g.z1_dim, ws.sq_u8[1], ws.sq_u8[2],
+            ws.sq_i32[0], ws.sq_i32[1]))
     return {0: (int(m0), f.betti[0], g.betti[0]),
             1: (int(m1), f.betti[1], g.betti[1]),
             2: (int(m2), f.betti[2], g.betti[2])}
