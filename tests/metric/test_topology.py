@@ -83,3 +83,52 @@ def test_topo_score_rules():
     assert topo_score({0: (0, 0, 0), 1: (0, 3, 0), 2: (0, 0, 0)}) == pytest.approx(0.5 / 3.5)
     s = topo_score({0: (1, 2, 2), 1: (0, 0, 0), 2: (1, 1, 3)})
     assert s == pytest.approx((0.34 * 0.5 + 0.33 * 0.5) / 0.67)
+
+
+def _full_dim1(f: InputBlock, g: InputBlock) -> int:
+    """m_1 without early exit: both reductions run over every column."""
+    from vesukit.metric._numba import kernels
+
+    k = kernels()
+    n0, n1, n2 = f.shape
+    nvox = n0 * n1 * n2
+    u = (f.mask | g.mask).astype(np.uint8)
+    cls, kus = k.square_classes(u, n0, n1, n2, np.empty(3 * nvox, np.uint8),
+                                np.empty(nvox + 1, np.int32))
+    big = 1 << 40
+    return k.dim1_matches(f.mask, g.mask, cls, kus, n0, n1, n2, big, big,
+                          *(np.empty(3 * nvox, t) for t in (np.uint8, np.uint8)),
+                          *(np.empty(3 * nvox, np.int32) for _ in range(2)))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_early_exit_and_shortcuts_change_nothing(seed):
+    """The early exit (a reduction stops once an input has no class left) and the
+    identical-block shortcut give the counts of the plain computation."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(5, 14, size=3))
+    base = rng.random(shape) < rng.uniform(0.3, 0.7)
+    other = base.copy()
+    flip = rng.random(shape) < 0.1
+    other[flip] = ~other[flip]
+    f = InputBlock.build(base.astype(np.uint8))
+    g = InputBlock.build(other.astype(np.uint8))
+    counts = match_blocks([f], [g])
+    assert counts[1][0] == _full_dim1(f, g)
+    same = InputBlock.build(base.astype(np.uint8))
+    assert _full_dim1(f, same) == f.betti[1] == match_blocks([f], [same])[1][0]
+
+
+def test_identical_shortcut_agrees_with_dims_0_and_2():
+    from vesukit.metric._numba import kernels
+    from vesukit.metric.topology import workspace
+
+    k = kernels()
+    a = _hollow_cube(9)
+    a[0, 0, :3] = 1  # a second component
+    f = InputBlock.build(a)
+    n0, n1, n2 = f.shape
+    ws = workspace(n0 * n1 * n2)
+    assert k.dim0_matches(f.mask, f.mask, n0, n1, n2, ws.vox_i32, ws.vox_u8) == f.betti[0] == 1
+    keys = k.cavity_keys(*f.cavities, f.mask, n2)
+    assert k.count_common_keys(keys, keys, n0 * n1 * n2) == f.betti[2] == 1
