@@ -63,7 +63,7 @@ class InputBlock:
     @classmethod
     def build(cls, block: np.ndarray) -> "InputBlock":
         k = kernels()
-        mask = np.ascontiguousarray(block, dtype=np.uint8).reshape(-1)
+        mask = np.ascontiguousarray(np.asarray(block) != 0, dtype=np.uint8).reshape(-1)
         n0, n1, n2 = block.shape
         c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2,
                                               workspace(n0 * n1 * n2).vox_i32)
