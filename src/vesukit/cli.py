@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "vesukit.commands.calibrate",
     "vesukit.commands.ablate",
     "vesukit.commands.doctor",
+    "vesukit.commands.score",
 )
 
 
