@@ -377,11 +377,13 @@ class Report:
 
     def table(self) -> str:
         width = max([len(r.dist) for r in self.rows] + [7])
-        lines = [f"{'package':{width}}  {'status':9}  {'version':12}  from"]
+        lines = [f"{'package':{width}}  {'status':10}  {'version':12}  from"]
         for row in self.rows:
             status = row.action + ("*" if row.optional and row.action != "present" else "")
             source = row.source + (f"  ({row.note})" if row.note else "")
-            lines.append(f"{row.dist:{width}}  {status:9}  {row.version:12}  {source}")
+            lines.append(f"{row.dist:{width}}  {status:10}  {row.version:12}  {source}")
+        if any(row.optional and row.action != "present" for row in self.rows):
+            lines.append("* optional: vesukit works without it (see the warnings)")
         return "\n".join(lines)
 
     def error_text(self) -> str:
