@@ -40,7 +40,7 @@ wheels:
 	bash build_wheels.sh
 
 # The notebook run as on Kaggle: image-like venv, fake /kaggle, network cut (`unshare -n`).
-# Needs root (mount namespace) and ~3 min; not part of `make test`.
+# Needs root (mount namespace) and 3-6 min on 2 cores; not part of `make test`.
 # KAGGLE_SIM_ARGS=--install-only checks the offline install alone.
 KAGGLE_SIM_ARGS ?=
 kaggle-sim: $(STAMP) wheels

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from vesukit import bootstrap
 from vesukit.data import COMPETITION_SLUG
+from vesukit.kaggle import missing_commands
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "kernel" / "vesukit-submission.ipynb"
@@ -282,98 +283,6 @@ def scenario(name: str, work: Path, cache: Path, wheels: Path, install_only: boo
     log(f"[{name}] ok: {zip_path} written offline and valid")
 
 
-def missing_commands(*names: str) -> list[str]:
-    from vesukit.cli import build_parser
-
-    parser = build_parser()
-    choices = set()
-    for action in parser._subparsers._group_actions if parser._subparsers else []:
-        choices.update(getattr(action, "choices", None) or {})
-    return [name for name in names if name not in choices]
-
-
-# --------------------------------------------------------------------------- CPython 3.12
-
-# The Kaggle image's Python is 3.12; torch for it is not here, so this scenario installs the
-# cp312 wheels into a 3.12 environment holding numpy 2.0.2 and the small packages the image
-# has, and exercises each compiled package for real (all offline).
-CP312_IMAGE = (f"numpy=={KAGGLE_NUMPY}", "pyyaml", "packaging", "typing-extensions",
-               "tifffile", "pillow", "scipy")
-CP312_CHECK = """
-import numpy as np, imagecodecs, cc3d, zarr, numba, safetensors.numpy, vesukit
-assert np.__version__ == %r, np.__version__
-volume = (np.arange(4 * 16 * 16) %% 251).astype(np.uint8).reshape(4, 16, 16)
-assert (imagecodecs.lzw_decode(imagecodecs.lzw_encode(volume.tobytes())) == volume.tobytes())
-blobs = np.zeros(volume.shape, dtype=bool)
-blobs[0, :2, :2] = blobs[3, 10:, 10:] = True
-assert cc3d.connected_components(blobs).max() == 2
-@numba.njit
-def total(a):
-    return a.sum()
-assert total(volume) == volume.sum()
-array = zarr.create_array(store=zarr.storage.MemoryStore(), shape=volume.shape,
-                          chunks=(2, 8, 8), dtype="u1")
-array[:] = volume
-assert (array[:] == volume).all()
-assert (safetensors.numpy.load(safetensors.numpy.save({"v": volume}))["v"] == volume).all()
-print("kaggle-sim: cp312 wheels work:", np.__version__, imagecodecs.__version__,
-      numba.__version__, zarr.__version__)
-""" % KAGGLE_NUMPY
-
-
-def find_python312() -> Path | None:
-    pyenv = sorted(Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-                   .glob("versions/3.12*/bin/python3.12"))
-    for candidate in [shutil.which("python3.12"), *reversed(pyenv)]:
-        if candidate and subprocess.run(
-                [candidate, "-c", "import sys, venv; assert sys.version_info[:2] == (3, 12)"],
-                capture_output=True).returncode == 0:
-            return Path(candidate)
-    return None
-
-
-def scenario_cp312(work: Path, cache: Path, wheels: Path, python312: Path) -> None:
-    root = work / "cp312"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    log(f"[cp312] {python312}: environment with {', '.join(CP312_IMAGE)}")
-    image_wheels = cache / "cp312"
-    cached = {bootstrap.normalise(p.name.split("-")[0]) for p in image_wheels.glob("*.whl")}
-    pins = [p for p in CP312_IMAGE
-            if bootstrap.normalise(re.split(r"[=<>]", p)[0]) not in cached]
-    if pins:  # downloaded once; later runs need no network before the cut
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--only-binary=:all:", "--disable-pip-version-check", "--python-version",
-                        "3.12", "--platform", "manylinux2014_x86_64", "--platform",
-                        "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "-d",
-                        str(image_wheels), *pins], check=True, capture_output=True)
-    env = root / "venv"
-    subprocess.run([str(python312), "-m", "venv", str(env)], check=True)
-    python = env / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-                    "--disable-pip-version-check", *map(str, sorted(image_wheels.glob("*.whl")))],
-                   check=True, env=clean_env(root))
-    check = root / "check.py"
-    check.write_text(CP312_CHECK)
-    requirements = ["--require", "vesukit", "--require", "safetensors>=0.4",
-                    "--optional", "imagecodecs", "--optional", "connected-components-3d:cc3d",
-                    "--optional", "zarr>=3", "--optional", "numba>=0.60"]
-    inner = (f"set -e\ncd {root}\n{python} {wheels / 'vesukit_bootstrap.py'} --wheels {wheels} "
-             + " ".join(f"'{r}'" for r in requirements) + f"\n{python} {check}\n")
-    environ = dict(clean_env(root), VESUKIT_INPUT_BASE=str(root / "no-input"))
-    result = subprocess.run(["unshare", "--net", "sh", "-c", inner], capture_output=True,
-                            text=True, env=environ)
-    (root / "bootstrap.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
-    print(result.stdout, end="")
-    if result.returncode != 0 or "WARNING" in result.stderr:
-        print(result.stderr, end="", file=sys.stderr)
-        raise SimError(f"[cp312] the cp312 wheels did not all install and work; "
-                       f"log: {root / 'bootstrap.log'}")
-    log("[cp312] ok: every cp312 wheel installed offline and works with numpy "
-        f"{KAGGLE_NUMPY}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wheels", type=Path, default=REPO / "wheels")
@@ -425,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    log("passed: both scenarios")
+    log("passed: every scenario")
     return 0
 
 

@@ -123,6 +123,10 @@ def test_a_present_compatible_version_is_skipped_and_an_old_one_replaced(env, tm
     assert "installing" not in result.stdout
     assert "present" in result.stdout and installed(env, "gamma") == "1.0"
 
+    result = run_bootstrap(env, tmp_path, "--wheels", str(old), "--require", "gamma>=2")
+    assert result.returncode == 1
+    assert "gamma>=2 (1.0 is installed but does not satisfy it; no fitting wheel" in result.stderr
+
     result = run_bootstrap(env, tmp_path, "--wheels", str(new), "--require", "gamma>=2")
     assert result.returncode == 0, result.stderr
     assert "installing gamma-2.0-py3-none-any.whl" in result.stdout

@@ -477,7 +477,11 @@ def plan(requirements: tuple[Requirement, ...], report: Report) -> list[tuple[Wh
             continue
         wheel = _pick(req.dist, req.spec, report)
         if wheel is None:
-            _missing(req, report, "no fitting wheel in any folder searched")
+            have = installed_version(req.dist)
+            why = "no fitting wheel in any folder searched"
+            if have is not None:
+                why = f"{have} is installed but does not satisfy it; {why}"
+            _missing(req, report, why)
             continue
         add(wheel, req.optional, ())
 

@@ -7,7 +7,6 @@ does exactly what a local dry run does.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -35,6 +34,17 @@ def find_teachers(base: str | os.PathLike | None = None) -> Path:
     )
 
 
+def missing_commands(*names: str) -> list[str]:
+    """Which of ``names`` are not `vesukit` commands in this installation."""
+    from vesukit.cli import build_parser
+
+    subparsers = build_parser()._subparsers
+    choices: set[str] = set()
+    for action in subparsers._group_actions if subparsers else []:
+        choices.update(getattr(action, "choices", None) or {})
+    return [name for name in names if name not in choices]
+
+
 def submit(
     out: str | os.PathLike = "/kaggle/working/submission.zip",
     input_base: str | os.PathLike | None = None,
@@ -46,9 +56,10 @@ def submit(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach the network
     from vesukit.cli import main
 
-    if importlib.util.find_spec("vesukit.commands.predict") is None:
-        raise VesukitError("this vesukit has no `predict` command yet; build the wheels from a "
-                           "checkout that has src/vesukit/commands/predict.py")
+    missing = missing_commands("predict", "validate")
+    if missing:
+        raise VesukitError(f"this vesukit has no `{'`, `'.join(missing)}` command yet; build "
+                           "the wheels from a checkout that has them")
     root = find_competition_root(base=input_base)
     teachers = Path(teachers) if teachers else find_teachers(input_base)
     out = Path(out)

@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from vesukit import kernelgen
 from vesukit.data import COMPETITION_SLUG
-from vesukit.errors import VesukitError
-from vesukit.kaggle import find_teachers
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "kernel" / "kernel.py"
@@ -70,13 +66,3 @@ def test_cells_round_trip_markdown_and_code():
     assert [c["cell_type"] for c in notebook["cells"]] == ["markdown", "code"]
     assert "".join(notebook["cells"][0]["source"]) == "# Title\n\ntext"
     assert kernelgen.source_from_notebook(notebook) == source
-
-
-def test_find_teachers_walks_the_input_base(tmp_path, monkeypatch):
-    monkeypatch.delenv("VESUKIT_TEACHERS", raising=False)
-    with pytest.raises(VesukitError, match="no teachers folder"):
-        find_teachers(tmp_path)
-    folder = tmp_path / "datasets" / "me" / "vesukit-teachers"
-    folder.mkdir(parents=True)
-    (folder / "teachers.json").write_text("{}")
-    assert find_teachers(tmp_path) == folder
