@@ -12,7 +12,8 @@
    (the wheels dataset from `make wheels`), input/vesukit-teachers/ (tiny teachers), working/.
 3. The notebook's code cells (from the generated .ipynb, not kernel.py) run with the network
    cut (`unshare -n`) in a private mount namespace where the fake tree is bind-mounted on
-   /kaggle and /kaggle/input is read-only. Needs root (or user namespaces) and util-linux.
+   /kaggle and /kaggle/input is read-only. Needs root and util-linux; when /kaggle does not
+   exist, an empty /kaggle is made as the mount point and removed afterwards.
 4. Checks: the bootstrap installed from the wheels dataset, /kaggle/working/submission.zip
    exists and `vesukit validate` accepts it. Then the same again without the imagecodecs
    wheel: it must still succeed, through Pillow, with the warning shown.
@@ -281,6 +282,88 @@ def scenario(name: str, work: Path, cache: Path, wheels: Path, install_only: boo
     comp = kaggle / "input" / "competitions" / COMPETITION_SLUG
     vesukit_cli([sys.executable, "-m", "vesukit", "validate", str(zip_path), "--data", str(comp)])
     log(f"[{name}] ok: {zip_path} written offline and valid")
+
+
+# --------------------------------------------------------------------------- CPython 3.12
+
+# The Kaggle image's Python is 3.12; torch for it is not here, so this scenario installs the
+# cp312 wheels into a 3.12 environment holding numpy 2.0.2 and the small packages the image
+# has, and exercises each compiled package for real (all offline).
+CP312_IMAGE = (f"numpy=={KAGGLE_NUMPY}", "pyyaml", "packaging", "typing-extensions",
+               "tifffile", "pillow", "scipy")
+CP312_CHECK = """
+import numpy as np, imagecodecs, cc3d, zarr, numba, safetensors.numpy, vesukit
+assert np.__version__ == %r, np.__version__
+volume = (np.arange(4 * 16 * 16) %% 251).astype(np.uint8).reshape(4, 16, 16)
+assert (imagecodecs.lzw_decode(imagecodecs.lzw_encode(volume.tobytes())) == volume.tobytes())
+blobs = np.zeros(volume.shape, dtype=bool)
+blobs[0, :2, :2] = blobs[3, 10:, 10:] = True
+assert cc3d.connected_components(blobs).max() == 2
+@numba.njit
+def total(a):
+    return a.sum()
+assert total(volume) == volume.sum()
+array = zarr.create_array(store=zarr.storage.MemoryStore(), shape=volume.shape,
+                          chunks=(2, 8, 8), dtype="u1")
+array[:] = volume
+assert (array[:] == volume).all()
+assert (safetensors.numpy.load(safetensors.numpy.save({"v": volume}))["v"] == volume).all()
+print("kaggle-sim: cp312 wheels work:", np.__version__, imagecodecs.__version__,
+      numba.__version__, zarr.__version__)
+""" % KAGGLE_NUMPY
+
+
+def find_python312() -> Path | None:
+    pyenv = sorted(Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+                   .glob("versions/3.12*/bin/python3.12"))
+    for candidate in [shutil.which("python3.12"), *reversed(pyenv)]:
+        if candidate and subprocess.run(
+                [candidate, "-c", "import sys, venv; assert sys.version_info[:2] == (3, 12)"],
+                capture_output=True).returncode == 0:
+            return Path(candidate)
+    return None
+
+
+def scenario_cp312(work: Path, cache: Path, wheels: Path, python312: Path) -> None:
+    root = work / "cp312"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    log(f"[cp312] {python312}: environment with {', '.join(CP312_IMAGE)}")
+    image_wheels = cache / "cp312"
+    cached = {bootstrap.normalise(p.name.split("-")[0]) for p in image_wheels.glob("*.whl")}
+    pins = [p for p in CP312_IMAGE
+            if bootstrap.normalise(re.split(r"[=<>]", p)[0]) not in cached]
+    if pins:  # downloaded once; later runs need no network before the cut
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--only-binary=:all:", "--disable-pip-version-check", "--python-version",
+                        "3.12", "--platform", "manylinux2014_x86_64", "--platform",
+                        "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "-d",
+                        str(image_wheels), *pins], check=True, capture_output=True)
+    env = root / "venv"
+    subprocess.run([str(python312), "-m", "venv", str(env)], check=True)
+    python = env / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                    "--disable-pip-version-check", *map(str, sorted(image_wheels.glob("*.whl")))],
+                   check=True, env=clean_env(root))
+    check = root / "check.py"
+    check.write_text(CP312_CHECK)
+    requirements = ["--require", "vesukit", "--require", "safetensors>=0.4",
+                    "--optional", "imagecodecs", "--optional", "connected-components-3d:cc3d",
+                    "--optional", "zarr>=3", "--optional", "numba>=0.60"]
+    inner = (f"set -e\ncd {root}\n{python} {wheels / 'vesukit_bootstrap.py'} --wheels {wheels} "
+             + " ".join(f"'{r}'" for r in requirements) + f"\n{python} {check}\n")
+    environ = dict(clean_env(root), VESUKIT_INPUT_BASE=str(root / "no-input"))
+    result = subprocess.run(["unshare", "--net", "sh", "-c", inner], capture_output=True,
+                            text=True, env=environ)
+    (root / "bootstrap.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    print(result.stdout, end="")
+    if result.returncode != 0 or "WARNING" in result.stderr:
+        print(result.stderr, end="", file=sys.stderr)
+        raise SimError(f"[cp312] the cp312 wheels did not all install and work; "
+                       f"log: {root / 'bootstrap.log'}")
+    log("[cp312] ok: every cp312 wheel installed offline and works with numpy "
+        f"{KAGGLE_NUMPY}")
 
 
 def main(argv: list[str] | None = None) -> int:
