@@ -12,7 +12,6 @@ import base64
 import hashlib
 import os
 import subprocess
-import sys
 import venv
 import zipfile
 from pathlib import Path
