@@ -242,7 +242,13 @@ def main() -> None:
         each = " ".join(f"{t:.2f}" for t in times[name])
         print(f"{name:8s} {seconds:8.3f} s  {seconds / base_time:6.2f}x vesukit  {voxels / seconds / 1e6:8.3f} Mvox/s  [{each}]")
     monai_out = results["monai"][1]
-    print(f"MONAI / vesukit time: {results['monai'][0] / base_time:.2f}x")
+    def round_ratio(name: str) -> float:
+        # Median over rounds of the ratio within a round: steadier than a ratio of medians
+        # when the machine's load drifts during the run.
+        return statistics.median(a / b for a, b in zip(times[name], times["vesukit"]))
+
+    print(f"MONAI / vesukit time: {results['monai'][0] / base_time:.2f}x (median per-round ratio {round_ratio('monai'):.2f}x)")
+    print(f"floor / vesukit time: median per-round ratio {round_ratio('floor'):.2f}x")
     if "naive" in results:
         print(f"naive / vesukit time: {results['naive'][0] / base_time:.2f}x")
         print(f"max |vesukit - naive| = {float((ours - results['naive'][1]).abs().max()):.2e}")

@@ -199,9 +199,10 @@ def test_last_resort_moves_the_accumulators_to_the_cpu():
     model = TinyConvNet().cuda().eval()
     expected = sliding_window_3d(x, model, (16, 16, 16), batch_size=4)
     # 4 -> 2 -> 1 -> accumulators to CPU -> succeeds
-    out = sliding_window_3d(x, FailsFirstCalls(model, 3 + 1), (16, 16, 16), batch_size=4)
+    out = sliding_window_3d(x, FailsFirstCalls(model, 3), (16, 16, 16), batch_size=4)
     assert out.device.type == "cpu"
-    assert torch.allclose(out, expected.cpu(), atol=1e-5)
+    # fp16 autocast: batch 1 and batch 4 may take different cuDNN kernels
+    assert torch.allclose(out, expected.cpu(), atol=2e-3)
 
 
 def test_without_an_accelerator_the_ladder_ends_after_batch_one():
