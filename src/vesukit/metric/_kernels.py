@@ -409,11 +409,25 @@ def square_classes(u, n0, n1, n2, cls, parent):
     for i in range(nvox + 1):
         parent[i] = i
     # value-1 squares (not in K(U)) first, then those of K(U); each by descending id
-    for sq in range(nsq - 1, -1, -1):
-        if cls[sq] == 2:
-            c1, c2 = _dual_nodes(sq, n0, n1, n2)
-            if _dual_join(parent, c1, c2):
-                cls[sq] = 3
+    s0 = n1 * n2
+    omega = nvox
+    for x in range(n0 - 1, -1, -1):
+        for y in range(n1 - 1, -1, -1):
+            for z in range(n2 - 1, -1, -1):
+                v = (x * n1 + y) * n2 + z
+                c1 = v if (x + 1 < n0 and y + 1 < n1 and z + 1 < n2) else omega
+                for t in range(2, -1, -1):
+                    sq = 3 * v + t
+                    if cls[sq] != 2:
+                        continue
+                    if t == 0:
+                        c2 = v - s0 if x >= 1 else omega
+                    elif t == 1:
+                        c2 = v - n2 if y >= 1 else omega
+                    else:
+                        c2 = v - 1 if z >= 1 else omega
+                    if _dual_join(parent, c1, c2):
+                        cls[sq] = 3
     for i in range(nku - 1, -1, -1):
         sq = kus[i]
         c1, c2 = _dual_nodes(sq, n0, n1, n2)
