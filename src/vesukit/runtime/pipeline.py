@@ -175,7 +175,7 @@ def run_predict(config: PredictConfig, progress_stream=None,
     calibration = load_calibration(config.calibration)
     root = find_competition_root(config.data, base=config.input_base)
     ids = list_test_ids(root)
-    shapes = {i: read_volume_shape(volume_path(root, i)) for i in ids}
+    shapes, shape_problems = scan_shapes(root, ids)
     manifest = load_manifest(config.teachers)
     devices = worker_devices(config.device, config.workers)
 
@@ -204,6 +204,9 @@ def run_predict(config: PredictConfig, progress_stream=None,
             warnings.append(text)
             record.event(text)
             progress.note(f"WARNING {text}")
+
+    for problem in shape_problems:
+        warn(problem)
 
     with SubmissionWriter(out, shapes) as writer, StopRequest() as stop:
         assembler = OrderedAssembler(writer, ids, store)
@@ -263,6 +266,46 @@ def run_predict(config: PredictConfig, progress_stream=None,
         raise type(error)(f"{error} A valid zip with fallback masks was still written: "
                           f"{zip_path}.") if isinstance(error, VesukitError) else error
     return result
+
+
+def scan_shapes(root: Path, ids: list[str]) -> tuple[dict[str, tuple[int, int, int]], list[str]]:
+    """Every test volume's shape from its TIFF headers (no decoding).
+
+    A volume whose headers are damaged still needs an entry of the right shape, so its shape
+    is guessed: its first page's (Y, X) with the most common Z among the readable volumes of
+    that plane size, else the most common shape. Returns the shapes and a warning per guess.
+    """
+    from collections import Counter
+
+    import tifffile
+
+    shapes: dict[str, tuple[int, int, int]] = {}
+    damaged: dict[str, str] = {}
+    for volume_id in ids:
+        try:
+            shapes[volume_id] = read_volume_shape(volume_path(root, volume_id))
+        except VesukitError as exc:
+            damaged[volume_id] = str(exc)
+    common = Counter(shapes.values()).most_common()
+    problems = []
+    for volume_id, error in damaged.items():
+        plane = None
+        try:
+            with tifffile.TiffFile(volume_path(root, volume_id)) as tif:
+                plane = tuple(tif.pages.first.shape[-2:])
+        except Exception:  # noqa: BLE001 - nothing readable at all: use the common shape
+            pass
+        same_plane = [shape for shape, _ in common if shape[1:] == plane]
+        if same_plane:
+            guess = same_plane[0]
+        elif plane is not None:
+            guess = (max(plane), *plane)
+        else:
+            guess = common[0][0] if common else (320, 320, 320)
+        shapes[volume_id] = guess
+        problems.append(f"volume '{volume_id}': its shape cannot be read ({error}); its "
+                        f"fallback mask assumes {'x'.join(map(str, guess))}")
+    return {i: shapes[i] for i in ids}, problems
 
 
 class OrderedAssembler:
