@@ -4,7 +4,8 @@ After Chen et al. 2021 ("TransUNet"): the CNN (any smp encoder, or a timm one as
 produces features at strides 2..2**depth; the deepest map is projected to ``hidden_size``
 tokens, run through ``num_layers`` pre-norm transformer layers, and decoded back to full
 resolution with skip connections from the shallower CNN stages. The paper's R50-ViT-B/16 is
-``encoder_name="resnet50", encoder_depth=4`` with the default transformer (~105M parameters).
+``encoder_name="resnet50", encoder_depth=4`` with the default transformer: 102.0M parameters
+(the paper's 105.3M has 9 instead of 6 ResNet blocks in stage 3).
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ class DecoderBlock(nn.Module):
         return self.conv2(self.conv1(x))
 
 
+def _drop_unused_stages(encoder: nn.Module, depth: int) -> None:
+    """smp's ResNet/SENet encoders keep ``layer4`` at depth 4 but never run it: replace the
+    stages the forward skips so no dead weights are built or saved. (timm ``tu-`` encoders
+    already stop at the last stage used.)"""
+    if not hasattr(encoder, "_depth"):
+        return
+    for stage in range(depth, 5):                  # layerN runs only when depth >= N + 1
+        if isinstance(getattr(encoder, f"layer{stage}", None), nn.Module):
+            setattr(encoder, f"layer{stage}", nn.Identity())
+
+
 class TransUNet(nn.Module):
     def __init__(self, encoder_name: str = "resnet50", in_channels: int = 3, classes: int = 1,
                  encoder_depth: int = 4, hidden_size: int = 768, num_layers: int = 12,
@@ -87,6 +99,7 @@ class TransUNet(nn.Module):
                              f"got {activation!r}")
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth,
                                    weights=None, **encoder_kwargs)
+        _drop_unused_stages(self.encoder, encoder_depth)
         channels = list(self.encoder.out_channels)                  # stride 1, 2, 4, ...
         self.bottleneck = TransformerBottleneck(channels[-1], hidden_size, num_layers,
                                                 num_heads, mlp_dim, dropout, grid)
