@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "vesukit.commands.synth",
     "vesukit.commands.predict",
     "vesukit.commands.doctor",
+    "vesukit.commands.calibrate",
+    "vesukit.commands.ablate",
 )
 
 
