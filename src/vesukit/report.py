@@ -257,12 +257,12 @@ def write_index_html(folder: str | Path, title: str = "vesukit audit") -> Path:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1>"]
-    parts.append(f"<p>{summary['volumes']} volumes, <b class='alarm'>{summary['alarmed']} with "
-                 f"alarms</b>, {summary['seconds']:.1f} s in all")
+    line = (f"<p>{summary['volumes']} volumes, <b class='alarm'>{summary['alarmed']} with "
+            f"alarms</b>, {summary['seconds']:.1f} s in all")
     if summary["threshold_range"]:
         low, high = summary["threshold_range"]
-        parts.append(f"; thresholds {low:.3f} to {high:.3f}")
-    parts.append(".</p>")
+        line += f"; thresholds {low:.3f} to {high:.3f}"
+    parts.append(line + ".</p>")
     if summary["alarms"]:
         parts.append("<h2>Alarms</h2><ul>")
         for volume_id, messages in summary["alarms"].items():
@@ -273,8 +273,11 @@ def write_index_html(folder: str | Path, title: str = "vesukit audit") -> Path:
     columns = ["threshold", "rule", "foreground_fraction", "components",
                "largest_component_share", "mean_probability_in_mask", "max_probability",
                "disagreement", "teachers", "tta", "seconds"]
+    headers = {"disagreement": "disagreement in mask", "teachers": "teachers (n)",
+               "largest_component_share": "largest component share"}
     parts.append("<h2>Volumes</h2><table><tr><th>id</th>"
-                 + "".join(f"<th>{esc(c.replace('_', ' '))}</th>" for c in columns)
+                 + "".join(f"<th>{esc(headers.get(c, c.replace('_', ' ')))}</th>"
+                           for c in columns)
                  + "<th>alarms</th></tr>")
     for record in records:
         cells = []
