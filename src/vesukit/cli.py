@@ -17,10 +17,14 @@ from vesukit.errors import VesukitError
 # Order is the order of `vesukit --help`.
 COMMAND_MODULES = (
     "vesukit.commands.synth",
+    "vesukit.commands.teachers",
     "vesukit.commands.predict",
-    "vesukit.commands.doctor",
+    "vesukit.commands.validate",
+    "vesukit.commands.score",
     "vesukit.commands.calibrate",
     "vesukit.commands.ablate",
+    "vesukit.commands.doctor",
+    "vesukit.commands.validate",
 )
 
 
@@ -33,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vesukit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a command not part of this build
+        module.register(subparsers)
     return parser
 
 

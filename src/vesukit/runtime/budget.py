@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 # Kaggle gives 9 h; keep 30 min for start-up, installing wheels, zipping and validating.
 DEFAULT_TIME_BUDGET = 9 * 3600 - 30 * 60
@@ -106,7 +106,3 @@ class TimeBudget:
             return f"{why}: TTA {self.plan.tta} -> {cheaper.tta}"
         dropped = cheaper.dropped[-1]
         return f"{why}: dropping teacher '{dropped}' (weight {self.weights[dropped]:g})"
-
-
-def tta_levels_from(requested: str) -> Sequence[str]:
-    return TTA_ORDER[TTA_ORDER.index(requested):]

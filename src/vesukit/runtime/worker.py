@@ -162,10 +162,20 @@ def _remaining(setup: WorkerSetup, next_index: int | None) -> tuple[int, int]:
 
 
 def _views_counter(specs) -> Callable[[str, str], int]:
-    from vesukit.infer import count_tta_views
+    """(teacher, TTA level) -> forward passes per window/slice, for the cost model."""
+    from vesukit.infer import tta_views
 
     by_name = {spec.name: spec for spec in specs}
-    return lambda name, tta: count_tta_views(by_name[name], tta)
+
+    def count(name: str, level: str) -> int:
+        spec = by_name[name]
+        allowed = tuple(spec.tta)
+        if spec.input_kind == "3d":
+            return len(tta_views(level, 3, allowed))
+        square = spec.patch[0] == spec.patch[1]
+        return len(tta_views(level, 2, allowed, square=square)) * max(len(spec.axes), 1)
+
+    return count
 
 
 # --------------------------------------------------------------------------- processes

@@ -1,0 +1,107 @@
+"""`vesukit teachers init|check`: make a teachers folder from a preset; load and run one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "teachers", help="create (init) or verify (check) a teachers folder",
+        description="A teachers folder holds teachers.json (the ensemble) beside the "
+        "checkpoints.")
+    sub = parser.add_subparsers(dest="teachers_command", metavar="<init|check>")
+    init = sub.add_parser("init", help="write a preset ensemble with random weights",
+                          description="Write a preset's teachers with random weights and "
+                          "the manifest. seed9: the nine 2.5D teachers; unet3d: one 3D "
+                          "ResEnc U-Net. tiny = same families shrunk (fast on CPU); full = "
+                          "real architectures and sizes.")
+    init.add_argument("dir", help="folder to write")
+    init.add_argument("--preset", default="seed9", choices=("seed9", "unet3d"))
+    init.add_argument("--size", default="tiny", choices=("tiny", "full"))
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--force", action="store_true",
+                      help="overwrite a folder that already has a teachers.json")
+    init.set_defaults(handler=run_init)
+    check = sub.add_parser("check", help="load every teacher and run one dummy forward",
+                           description="Load every teacher of DIR (strictly), run one "
+                           "forward on a dummy patch and print a table. Exit 1 if any fails.")
+    check.add_argument("dir", help="teachers folder (holding teachers.json)")
+    check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (cpu)")
+    check.set_defaults(handler=run_check)
+    parser.set_defaults(handler=lambda args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.handler(args)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vesukit.errors import UsageError
+    from vesukit.teachers import MANIFEST_NAME
+    from vesukit.teachers.presets import write_preset
+
+    if (Path(args.dir) / MANIFEST_NAME).exists() and not args.force:
+        raise UsageError(f"{Path(args.dir) / MANIFEST_NAME} already exists; pass --force to "
+                         "overwrite it and the preset's checkpoints")
+    manifest = write_preset(args.dir, preset=args.preset, size=args.size, seed=args.seed)
+    print(f"wrote {len(manifest.teachers)} teacher(s) ({args.preset}, {args.size}, seed "
+          f"{args.seed}) and {manifest.root / MANIFEST_NAME}")
+    for spec in manifest.teachers:
+        print(f"  {spec.name:24s} {spec.arch:16s} {spec.encoder or '-':22s} {spec.checkpoint}")
+    return 0
+
+
+def _resolve_device(name: str) -> str:
+    from vesukit.errors import UsageError
+
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available here (use cpu or auto)")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise UsageError(f"--device {name}: use cpu, cuda, cuda:N or auto")
+    return name
+
+
+def format_table(rows) -> str:
+    header = ("name", "architecture", "parameters", "input", "patch", "weight", "forward")
+    lines = [header]
+    for row in rows:
+        arch = row.arch + (f"/{row.encoder}" if row.encoder else "")
+        lines.append((row.name, arch, f"{row.parameters / 1e6:.2f}M" if row.parameters else "-",
+                      row.input, "x".join(map(str, row.patch)), f"{row.weight:g}",
+                      f"{row.forward_seconds:.3f}s" if row.ok else "FAILED"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+           for line in lines]
+    for row in rows:
+        if not row.ok:
+            out.append(f"\n{row.name}: {row.error}")
+    return "\n".join(out)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from vesukit.teachers.check import check_teachers
+
+    device = _resolve_device(args.device)
+    rows = check_teachers(args.dir, device=device)
+    print(format_table(rows))
+    failed = [row.name for row in rows if not row.ok]
+    total = sum(row.parameters for row in rows)
+    if failed:
+        print(f"\n{len(failed)} of {len(rows)} teacher(s) failed: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
+    print(f"\nall {len(rows)} teacher(s) OK on {device}: {total / 1e6:.1f}M parameters")
+    return 0

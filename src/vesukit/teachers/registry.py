@@ -1,0 +1,159 @@
+"""The one registry of teacher architectures and the one factory, :func:`build_model`.
+
+Importing this module is torch-free (the manifest validator needs the names); torch, smp and
+timm are imported only when a model is built. Weights are never downloaded: smp encoders get
+``encoder_weights=None`` and ``HF_HUB_OFFLINE=1`` is set before smp is imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from vesukit.teachers.spec import TeacherSpec
+
+# smp decoders vesukit knows how to build; any smp encoder name works with each of them.
+SMP_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "Segformer", "Linknet", "PSPNet", "DeepLabV3Plus",
+             "MAnet", "PAN", "UPerNet")
+
+# A small MiT (SegFormer's encoder) registered with smp under this name, so the tiny preset's
+# SegFormers are the same family as mit_b2/mit_b4 (smp's own smallest, mit_b0, is 3.3M
+# parameters). Widths/depths are a shrunken mit_b0.
+TINY_MIT = "vesukit-mit_tiny"
+
+# nnU-Net ResEnc-M's plan for 3D full resolution: widths and residual blocks per stage.
+UNET3D_DEFAULT_WIDTHS = (32, 64, 128, 256, 320, 320)
+UNET3D_DEFAULT_BLOCKS = (1, 3, 4, 6, 6, 6)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    input_kind: str                               # "2.5d" or "3d"
+    needs_encoder: bool
+    build: Callable[[TeacherSpec], Any]            # -> torch.nn.Module
+    patch_multiple: Callable[[TeacherSpec], int]   # every patch size must be a multiple
+    description: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(arch: Architecture) -> None:
+    """Add (or replace) an architecture; its name becomes a valid ``TeacherSpec.arch``."""
+    ARCHITECTURES[arch.name] = arch
+
+
+def patch_multiple(spec: TeacherSpec) -> int:
+    return int(ARCHITECTURES[spec.arch].patch_multiple(spec))
+
+
+def build_model(spec: TeacherSpec) -> torch.nn.Module:
+    """A freshly initialised network for ``spec`` (random weights, training mode, CPU or the
+    current default device). It maps ``(B, spec.in_channels, *patch)`` float32 to
+    ``(B, spec.out_channels, *patch)``."""
+    from vesukit.teachers.spec import TeacherError, thaw
+
+    try:
+        return ARCHITECTURES[spec.arch].build(spec)
+    except TeacherError:
+        raise
+    except (TypeError, KeyError, ValueError, AssertionError, RuntimeError) as exc:
+        raise TeacherError(
+            f"teacher '{spec.name}': cannot build {spec.arch} (encoder={spec.encoder!r}, "
+            f"model_kwargs={thaw(spec.model_kwargs)}): {type(exc).__name__}: {exc}") from None
+
+
+# -- smp ------------------------------------------------------------------------------------
+def _import_smp():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from vesukit._optional import require
+
+    smp = require("segmentation_models_pytorch", "building smp teachers",
+                  "segmentation-models-pytorch")
+    _register_tiny_encoders(smp)
+    return smp
+
+
+def _register_tiny_encoders(smp) -> None:
+    encoders = smp.encoders.encoders
+    if TINY_MIT in encoders:
+        return
+    base = encoders["mit_b0"]
+    params = copy.deepcopy(base["params"])
+    params.update(embed_dims=[8, 16, 32, 64], num_heads=[1, 1, 2, 2], depths=[1, 1, 1, 1],
+                  mlp_ratios=[2, 2, 2, 2], out_channels=[3, 0, 8, 16, 32, 64])
+    encoders[TINY_MIT] = {"encoder": base["encoder"], "pretrained_settings": {},
+                          "params": params}
+
+
+def _smp_builder(class_name: str) -> Callable[[TeacherSpec], Any]:
+    def build(spec: TeacherSpec):
+        from vesukit.teachers.spec import TeacherError, thaw
+
+        smp = _import_smp()
+        kwargs = thaw(spec.model_kwargs)
+        if not spec.encoder.startswith("tu-") and spec.encoder not in smp.encoders.encoders:
+            raise TeacherError(
+                f"teacher '{spec.name}': field 'encoder': smp has no encoder "
+                f"{spec.encoder!r}; use an smp encoder name (resnet34, se_resnext50_32x4d, "
+                f"mit_b2, ...) or a timm one as 'tu-<timm name>'")
+        return getattr(smp, class_name)(encoder_name=spec.encoder, encoder_weights=None,
+                                        in_channels=spec.in_channels,
+                                        classes=spec.out_channels, **kwargs)
+
+    return build
+
+
+def _depth_multiple(default_depth: int) -> Callable[[TeacherSpec], int]:
+    def multiple(spec: TeacherSpec) -> int:
+        depth = spec.model_kwargs.get("encoder_depth", default_depth)
+        return 2 ** depth if isinstance(depth, int) and 1 <= depth <= 6 else 32
+
+    return multiple
+
+
+for _name in SMP_ARCHS:
+    register_architecture(Architecture(
+        name=f"smp.{_name}", input_kind="2.5d", needs_encoder=True,
+        build=_smp_builder(_name), patch_multiple=_depth_multiple(5),
+        description=f"segmentation_models_pytorch {_name}, any smp/timm encoder"))
+
+
+# -- written here -----------------------------------------------------------------------------
+def _build_transunet(spec: TeacherSpec):
+    _import_smp()
+    from vesukit.teachers.nets.transunet import TransUNet
+    from vesukit.teachers.spec import thaw
+
+    return TransUNet(encoder_name=spec.encoder, in_channels=spec.in_channels,
+                     classes=spec.out_channels, **thaw(spec.model_kwargs))
+
+
+def _build_unet3d(spec: TeacherSpec):
+    from vesukit.teachers.nets.unet3d import ResEncUNet3D
+    from vesukit.teachers.spec import thaw
+
+    return ResEncUNet3D(in_channels=spec.in_channels, classes=spec.out_channels,
+                        **thaw(spec.model_kwargs))
+
+
+def _unet3d_multiple(spec: TeacherSpec) -> int:
+    widths = spec.model_kwargs.get("widths", UNET3D_DEFAULT_WIDTHS)
+    return 2 ** (len(widths) - 1) if isinstance(widths, (list, tuple)) and widths else 1
+
+
+register_architecture(Architecture(
+    name="transunet", input_kind="2.5d", needs_encoder=True, build=_build_transunet,
+    patch_multiple=_depth_multiple(4),
+    description="CNN encoder (smp/timm) + transformer bottleneck + U-Net decoder"))
+register_architecture(Architecture(
+    name="resenc_unet3d", input_kind="3d", needs_encoder=False, build=_build_unet3d,
+    patch_multiple=_unet3d_multiple,
+    description="3D U-Net with residual encoder blocks (nnU-Net ResEnc style)"))

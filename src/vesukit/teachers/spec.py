@@ -1,0 +1,418 @@
+"""What a teacher is: a frozen, JSON round-tripping description, and the manifest listing them.
+
+This module is torch-free: reading and validating ``teachers.json`` must work where torch is
+not installed (e.g. `vesukit validate` on a bare image). Every validation error names the
+teacher and the field, says what was found and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from vesukit.errors import VesukitError
+
+MANIFEST_NAME = "teachers.json"
+MANIFEST_FORMAT = 1
+
+INPUT_KINDS = ("2.5d", "3d")
+OUTPUT_KINDS = ("logit", "probability")
+TTA_FAMILIES = ("flip", "rot90")
+# Constructor arguments that the spec (not model_kwargs) decides, or that would download.
+RESERVED_MODEL_KWARGS = ("encoder_name", "encoder_weights", "in_channels", "classes",
+                         "pretrained")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class TeacherError(VesukitError):
+    """A teacher description, manifest or checkpoint is wrong; the message says which and why."""
+
+
+class FrozenMap(Mapping):
+    """A read-only, hashable mapping of JSON values (nested dicts become FrozenMaps,
+    lists become tuples) so that a frozen :class:`TeacherSpec` stays hashable."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None):
+        self._data = {str(k): _freeze(v) for k, v in (data or {}).items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(thaw(self), sort_keys=True))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and thaw(self) == thaw(other)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return FrozenMap(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain dicts and lists again (for JSON and for model constructors)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _is_json_value(value: Any) -> bool:
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_is_json_value(v) for v in value)
+    return False
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """``x = (uint8_voxels * scale - mean) / std``, applied before the network sees a patch."""
+
+    scale: float = 1 / 255
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "mean", "std"):
+            if not _is_number(getattr(self, name)):
+                raise TeacherError(f"field 'normalization.{name}': must be a finite number, "
+                                   f"got {getattr(self, name)!r}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.scale <= 0:
+            raise TeacherError(f"field 'normalization.scale': must be > 0, got {self.scale}")
+        if self.std <= 0:
+            raise TeacherError(f"field 'normalization.std': must be > 0, got {self.std}")
+
+    def to_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Normalization:
+        if not isinstance(data, Mapping):
+            raise TeacherError(f"field 'normalization': must be an object with scale/mean/std, "
+                               f"got {data!r}")
+        unknown = sorted(set(data) - {"scale", "mean", "std"})
+        if unknown:
+            raise TeacherError(f"field 'normalization.{unknown[0]}': unknown field "
+                               "(allowed: scale, mean, std)")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """One trained network and everything needed to run it on a uint8 volume.
+
+    ``patch`` is the in-plane tile (H, W) for ``2.5d`` and (D, H, W) for ``3d``; the network
+    takes ``(B, in_channels, *patch)`` float32 and returns ``(B, out_channels, *patch)``.
+    For ``2.5d`` the ``context`` neighbouring slices along each of ``axes`` are the channels
+    and the centre slice is predicted; predictions along several axes are averaged.
+    """
+
+    name: str
+    arch: str
+    encoder: str | None
+    input_kind: str
+    patch: tuple[int, ...]
+    checkpoint: str
+    axes: tuple[int, ...] = (0,)
+    context: int = 1
+    normalization: Normalization = field(default_factory=Normalization)
+    output: str = "logit"
+    out_channels: int = 1
+    channel: int = 0
+    weight: float = 1.0
+    tta: tuple[str, ...] = ("flip", "rot90")
+    model_kwargs: Mapping[str, Any] = field(default_factory=FrozenMap)
+    # Where the weights sit inside a wrapped checkpoint (dotted, e.g. "state_dict_ema");
+    # None = found automatically (plain weights preferred over EMA when both exist).
+    checkpoint_key: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("patch", "axes", "tta"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.normalization, Mapping):
+            object.__setattr__(self, "normalization",
+                               self._named(Normalization.from_dict, self.normalization))
+        if isinstance(self.model_kwargs, Mapping) and not isinstance(self.model_kwargs,
+                                                                     FrozenMap):
+            if _is_json_value(self.model_kwargs):
+                object.__setattr__(self, "model_kwargs", FrozenMap(self.model_kwargs))
+        if _is_int(self.weight):
+            object.__setattr__(self, "weight", float(self.weight))
+        self._validate()
+
+    # -- validation ------------------------------------------------------------------------
+    def _fail(self, field_name: str, problem: str) -> TeacherError:
+        who = f"teacher '{self.name}'" if isinstance(self.name, str) and self.name else "teacher"
+        return TeacherError(f"{who}: field '{field_name}': {problem}")
+
+    def _named(self, fn, *args):
+        try:
+            return fn(*args)
+        except TeacherError as exc:
+            who = f"teacher '{self.name}'" if isinstance(self.name, str) else "teacher"
+            raise TeacherError(f"{who}: {exc}") from None
+
+    def _validate(self) -> None:
+        from vesukit.teachers.registry import ARCHITECTURES, patch_multiple
+
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise self._fail("name", f"must be a non-empty name of letters, digits, '_', '-', "
+                             f"'.' (it names files and report rows), got {self.name!r}")
+        if self.arch not in ARCHITECTURES:
+            raise self._fail("arch", f"unknown architecture {self.arch!r}; known: "
+                             + ", ".join(sorted(ARCHITECTURES)))
+        arch = ARCHITECTURES[self.arch]
+        if self.input_kind not in INPUT_KINDS:
+            raise self._fail("input_kind", f"must be one of {list(INPUT_KINDS)}, "
+                             f"got {self.input_kind!r}")
+        if self.input_kind != arch.input_kind:
+            raise self._fail("input_kind", f"architecture {self.arch!r} takes "
+                             f"{arch.input_kind!r} input, not {self.input_kind!r}")
+        if arch.needs_encoder:
+            if not isinstance(self.encoder, str) or not self.encoder:
+                raise self._fail("encoder", f"architecture {self.arch!r} needs an encoder name "
+                                 f"(e.g. 'resnet34', 'mit_b2'), got {self.encoder!r}")
+        elif self.encoder is not None:
+            raise self._fail("encoder", f"architecture {self.arch!r} has no encoder; "
+                             f"use null, got {self.encoder!r}")
+        ndim = 2 if self.input_kind == "2.5d" else 3
+        if (not isinstance(self.patch, tuple) or len(self.patch) != ndim
+                or not all(_is_int(p) and p > 0 for p in self.patch)):
+            shape = "(H, W)" if ndim == 2 else "(D, H, W)"
+            raise self._fail("patch", f"{self.input_kind} needs {ndim} positive integers "
+                             f"{shape}, got {self.patch!r}")
+        if not isinstance(self.checkpoint, str) or not self.checkpoint:
+            raise self._fail("checkpoint", f"must be a file or folder name, got "
+                             f"{self.checkpoint!r}")
+        if not isinstance(self.axes, tuple) or not all(_is_int(a) for a in self.axes):
+            raise self._fail("axes", f"must be a list of volume axes (0, 1, 2), got "
+                             f"{self.axes!r}")
+        if self.input_kind == "2.5d":
+            if not self.axes or any(a not in (0, 1, 2) for a in self.axes) \
+                    or len(set(self.axes)) != len(self.axes):
+                raise self._fail("axes", "2.5d needs distinct volume axes from 0, 1, 2 "
+                                 f"(slices are cut along them), got {list(self.axes)}")
+        if not _is_int(self.context) or self.context < 1:
+            raise self._fail("context", f"must be an integer >= 1, got {self.context!r}")
+        if self.input_kind == "2.5d" and self.context % 2 == 0:
+            raise self._fail("context", f"2.5d needs an odd number of slices (the centre one "
+                             f"is predicted), got {self.context}")
+        if self.input_kind == "3d" and self.context != 1:
+            raise self._fail("context", f"3d teachers take one channel; context must be 1, "
+                             f"got {self.context}")
+        if not isinstance(self.normalization, Normalization):
+            raise self._fail("normalization", f"must be a Normalization, got "
+                             f"{self.normalization!r}")
+        if self.output not in OUTPUT_KINDS:
+            raise self._fail("output", f"must be one of {list(OUTPUT_KINDS)}, "
+                             f"got {self.output!r}")
+        if not _is_int(self.out_channels) or self.out_channels < 1:
+            raise self._fail("out_channels", f"must be an integer >= 1, "
+                             f"got {self.out_channels!r}")
+        if not _is_int(self.channel) or not 0 <= self.channel < self.out_channels:
+            raise self._fail("channel", f"must be an integer in [0, {self.out_channels - 1}] "
+                             f"(out_channels={self.out_channels}), got {self.channel!r}")
+        if not _is_number(self.weight) or self.weight < 0:
+            raise self._fail("weight", f"must be a finite number >= 0, got {self.weight!r}")
+        if not isinstance(self.tta, tuple) or any(t not in TTA_FAMILIES for t in self.tta) \
+                or len(set(self.tta)) != len(self.tta):
+            raise self._fail("tta", f"must be a list drawn from {list(TTA_FAMILIES)} "
+                             f"(no repeats), got {self.tta!r}")
+        if not isinstance(self.model_kwargs, FrozenMap):
+            raise self._fail("model_kwargs", "must be an object of JSON values (strings, "
+                             f"numbers, lists, objects), got {self.model_kwargs!r}")
+        for key in self.model_kwargs:
+            if key in RESERVED_MODEL_KWARGS:
+                raise self._fail(f"model_kwargs.{key}", "is set by vesukit (encoder, "
+                                 "context -> in_channels, out_channels; weights are never "
+                                 "downloaded); remove it")
+        if self.checkpoint_key is not None and (not isinstance(self.checkpoint_key, str)
+                                                or not self.checkpoint_key):
+            raise self._fail("checkpoint_key", f"must be null or a dotted key such as "
+                             f"'state_dict_ema', got {self.checkpoint_key!r}")
+        multiple = patch_multiple(self)
+        if any(p % multiple for p in self.patch):
+            raise self._fail("patch", f"{list(self.patch)}: every size must be a multiple of "
+                             f"{multiple} for {self.arch!r} with these settings")
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        return self.context if self.input_kind == "2.5d" else 1
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Normalization):
+                value = value.to_dict()
+            out[f.name] = thaw(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str) -> TeacherSpec:
+        """Build a spec from parsed JSON; ``where`` (e.g. "teachers.json, teacher #2")
+        starts every error message. Unknown and missing fields are errors."""
+        if not isinstance(d, Mapping):
+            raise TeacherError(f"{where}: a teacher must be a JSON object, got {d!r}")
+        name = d.get("name")
+        who = f"teacher '{name}'" if isinstance(name, str) else "teacher"
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TeacherError(f"{where}: {who}: field '{unknown[0]}': unknown field "
+                               f"(known: {', '.join(sorted(known))})")
+        required = ("name", "arch", "encoder", "input_kind", "patch", "checkpoint")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise TeacherError(f"{where}: {who}: field '{missing[0]}': missing (required: "
+                               f"{', '.join(required)})")
+        kwargs = dict(d)
+        if "model_kwargs" in kwargs and not (isinstance(kwargs["model_kwargs"], Mapping)
+                                             and _is_json_value(kwargs["model_kwargs"])):
+            raise TeacherError(f"{where}: {who}: field 'model_kwargs': must be an object of "
+                               f"JSON values, got {kwargs['model_kwargs']!r}")
+        try:
+            return cls(**kwargs)
+        except TeacherError as exc:
+            raise TeacherError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The ensemble: teachers described in ``root / MANIFEST_NAME``; checkpoints are relative
+    to ``root``."""
+
+    root: Path
+    teachers: tuple[TeacherSpec, ...]
+
+    def checkpoint_path(self, spec: TeacherSpec) -> Path:
+        return resolve_checkpoint(self.root, spec)
+
+    def __getitem__(self, name: str) -> TeacherSpec:
+        for spec in self.teachers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def resolve_checkpoint(root: str | Path, spec: TeacherSpec) -> Path:
+    path = Path(spec.checkpoint)
+    return path if path.is_absolute() else Path(root) / path
+
+
+def _check_ensemble(teachers: tuple[TeacherSpec, ...], where: str) -> None:
+    if not teachers:
+        raise TeacherError(f"{where}: field 'teachers': the list is empty; add at least one "
+                           "teacher (or run `vesukit teachers init DIR --preset seed9`)")
+    seen: set[str] = set()
+    for spec in teachers:
+        if spec.name in seen:
+            raise TeacherError(f"{where}: teacher '{spec.name}': field 'name': used twice; "
+                               "names must be unique")
+        seen.add(spec.name)
+    if not any(spec.weight > 0 for spec in teachers):
+        raise TeacherError(f"{where}: field 'weight': every teacher has weight 0, so the "
+                           "ensemble would predict nothing; give at least one a weight > 0")
+
+
+def manifest_from_dict(data: Any, root: str | Path, *, where: str) -> Manifest:
+    if not isinstance(data, Mapping):
+        raise TeacherError(f"{where}: must be a JSON object {{\"format\": 1, \"teachers\": "
+                           f"[...]}}, got {type(data).__name__}")
+    unknown = sorted(set(data) - {"format", "teachers", "notes"})
+    if unknown:
+        raise TeacherError(f"{where}: field '{unknown[0]}': unknown top-level field "
+                           "(allowed: format, teachers, notes)")
+    if data.get("format") != MANIFEST_FORMAT:
+        raise TeacherError(f"{where}: field 'format': expected {MANIFEST_FORMAT}, got "
+                           f"{data.get('format')!r}; this vesukit reads manifest format "
+                           f"{MANIFEST_FORMAT}")
+    items = data.get("teachers")
+    if not isinstance(items, list):
+        raise TeacherError(f"{where}: field 'teachers': must be a list of teacher objects, "
+                           f"got {items!r}")
+    teachers = tuple(TeacherSpec.from_dict(item, where=f"{where}, teacher #{i + 1}")
+                     for i, item in enumerate(items))
+    _check_ensemble(teachers, where)
+    return Manifest(root=Path(root), teachers=teachers)
+
+
+def manifest_to_dict(teachers) -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "teachers": [spec.to_dict() for spec in teachers]}
+
+
+def load_manifest(folder: str | Path) -> Manifest:
+    """Read and validate ``folder/teachers.json``: every field and that every checkpoint
+    exists. Raises :class:`TeacherError` naming the teacher and the field."""
+    given = Path(folder)
+    path = given if given.is_file() else given / MANIFEST_NAME
+    folder = path.parent
+    if not path.is_file():
+        raise TeacherError(f"{path}: no teacher manifest here. A teachers folder holds "
+                           f"{MANIFEST_NAME} next to the checkpoints; create one with "
+                           "`vesukit teachers init DIR --preset seed9`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TeacherError(f"{path}: cannot read the manifest as JSON ({exc})") from None
+    manifest = manifest_from_dict(data, folder, where=str(path))
+    for i, spec in enumerate(manifest.teachers):
+        ckpt = manifest.checkpoint_path(spec)
+        if not ckpt.exists():
+            raise TeacherError(f"{path}, teacher #{i + 1}: teacher '{spec.name}': field "
+                               f"'checkpoint': {ckpt} does not exist (paths are relative to "
+                               f"{folder})")
+    return manifest
+
+
+def save_manifest(folder: str | Path, teachers) -> Path:
+    """Write ``folder/teachers.json`` atomically; the teachers are validated first."""
+    from vesukit.data import atomic_write_bytes
+
+    teachers = tuple(teachers)
+    folder = Path(folder)
+    _check_ensemble(teachers, str(folder / MANIFEST_NAME))
+    text = json.dumps(manifest_to_dict(teachers), indent=2) + "\n"
+    path = folder / MANIFEST_NAME
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
