@@ -24,7 +24,6 @@ COMMAND_MODULES = (
     "vesukit.commands.calibrate",
     "vesukit.commands.ablate",
     "vesukit.commands.doctor",
-    "vesukit.commands.validate",
 )
 
 
