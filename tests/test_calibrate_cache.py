@@ -171,6 +171,23 @@ def test_calibrate_and_ablate_commands(root, teachers, tmp_path, capsys):
     assert ablation["calibration"] == calibration.to_dict()
 
 
+def test_predict_applies_a_written_calibration(root, teachers, tmp_path, capsys):
+    """predict reads calibrate's file (evidence and all) and thresholds with its rule."""
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(out), "--volumes", "1", "--device", "cpu", "--holdout", "0"]) == 0
+    data = json.loads(out.read_text())
+    assert "evidence" in data and "held_back" not in data["evidence"]
+    code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(tmp_path / "submission.zip"), "--device", "cpu",
+                 "--calibration", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "VALID" in capsys.readouterr().out
+    record = json.loads((tmp_path / "vesukit-work" / "run.json").read_text())
+    assert json.dumps(data["threshold"], sort_keys=True)[1:-1] in json.dumps(record,
+                                                                           sort_keys=True)
+
+
 def test_calibrate_rejects_a_root_without_labels(tmp_path, teachers, capsys):
     empty = make_competition_root(tmp_path / "r", n_test=1, n_train=1, shapes=SHAPES, seed=1)
     for label in (empty / "train_labels").glob("*.tif"):

@@ -97,7 +97,7 @@ def hollow_box(shape=(16, 16, 16), outer=(3, 13), inner=(6, 9)):
     return mask
 
 
-def test_fill_holes_fills_enclosed_cavities_only():
+def test_fill_holes_fills_enclosed_cavities_only(labeller):
     mask = hollow_box()
     out = apply_postprocess(mask, [{"step": "fill_holes"}])
     assert out[6:9, 6:9, 6:9].all()
@@ -113,7 +113,7 @@ def test_fill_holes_fills_enclosed_cavities_only():
     assert out[6:9, 6:9, 6:9].all() and out[8, 8, 9] == 1
 
 
-def test_fill_holes_size_limit():
+def test_fill_holes_size_limit(labeller):
     mask = hollow_box()
     assert np.array_equal(apply_postprocess(mask, [{"step": "fill_holes", "max_voxels": 26}]),
                           mask)

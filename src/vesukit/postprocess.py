@@ -36,6 +36,24 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(count)
 
 
+def label_background(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """6-connected components of the background (the dual of 26-connected foreground)."""
+    background = np.ascontiguousarray(mask == 0, dtype=np.uint8)
+    cc3d = optional_import("cc3d")
+    if cc3d is not None:
+        labels, count = cc3d.connected_components(background, connectivity=6, return_N=True)
+        return labels, int(count)
+    labels, count = ndimage.label(background)
+    return labels, int(count)
+
+
+def _keep(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """uint8 mask of the labels marked in ``keep`` (index 0 = background, never kept)."""
+    keep = keep.astype(np.uint8)
+    keep[0] = 0
+    return keep[labels]
+
+
 def component_sizes(labels: np.ndarray, count: int) -> np.ndarray:
     """Voxels per label, index 0 = background."""
     return np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=count + 1)
@@ -60,9 +78,7 @@ def remove_small(mask: np.ndarray, maps=None, min_voxels: int = 1000) -> np.ndar
     labels, count = label_components(mask)
     if count == 0:
         return np.zeros_like(mask, dtype=np.uint8)
-    keep = component_sizes(labels, count) >= min_voxels
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
+    return _keep(labels, component_sizes(labels, count) >= min_voxels)
 
 
 def drop_uncertain(mask: np.ndarray, maps=None, max_disagreement: float = 0.5) -> np.ndarray:
@@ -84,9 +100,7 @@ def drop_uncertain(mask: np.ndarray, maps=None, max_disagreement: float = 0.5) -
     sizes = np.bincount(flat, minlength=count + 1)
     totals = np.bincount(flat, weights=disagreement.ravel(), minlength=count + 1)
     means = totals / np.maximum(sizes, 1)
-    keep = means <= max_disagreement
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
+    return _keep(labels, means <= max_disagreement)
 
 
 def fill_holes(mask: np.ndarray, maps=None, max_voxels: int = 0) -> np.ndarray:
@@ -97,10 +111,10 @@ def fill_holes(mask: np.ndarray, maps=None, max_voxels: int = 0) -> np.ndarray:
     to that size (small holes in a sheet); 0 fills every enclosed pocket.
     """
     out = mask.astype(np.uint8, copy=True)
-    background, count = ndimage.label(out == 0)
+    background, count = label_background(out)
     if count == 0:
         return out
-    sizes = np.bincount(background.ravel(), minlength=count + 1)
+    sizes = component_sizes(background, count)
     outside = np.zeros(count + 1, dtype=bool)
     for axis in range(out.ndim):
         for end in (0, -1):
@@ -108,8 +122,7 @@ def fill_holes(mask: np.ndarray, maps=None, max_voxels: int = 0) -> np.ndarray:
     fill = ~outside
     if max_voxels > 0:
         fill &= sizes <= max_voxels
-    fill[0] = False
-    out[fill[background]] = 1
+    out |= _keep(background, fill)
     return out
 
 
