@@ -96,9 +96,10 @@ def drop_uncertain(mask: np.ndarray, maps=None, max_disagreement: float = 0.5) -
     if count == 0:
         return np.zeros_like(mask, dtype=np.uint8)
     disagreement = map_array(maps, "disagreement")
-    flat = labels.ravel().astype(np.intp, copy=False)
+    inside = labels != 0  # only the marked voxels (a few % of the volume) are summed
+    flat = labels[inside].astype(np.intp, copy=False)
     sizes = np.bincount(flat, minlength=count + 1)
-    totals = np.bincount(flat, weights=disagreement.ravel(), minlength=count + 1)
+    totals = np.bincount(flat, weights=disagreement[inside], minlength=count + 1)
     means = totals / np.maximum(sizes, 1)
     return _keep(labels, means <= max_disagreement)
 
