@@ -173,16 +173,18 @@ def test_calibrate_and_ablate_commands(root, teachers, tmp_path, capsys):
 
 def test_predict_applies_a_written_calibration(root, teachers, tmp_path, capsys):
     """predict reads calibrate's file (evidence and all) and thresholds with its rule."""
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(out), "--volumes", "1", "--device", "cpu", "--holdout", "0",
+                 "--rules", "fixed,otsu"]) == 0
+    data = json.loads(out.read_text())
+    assert "evidence" in data and "held_back" not in data["evidence"]
+    assert {c["rule"] for c in data["evidence"]["candidates"]} == {"fixed", "otsu"}
     from vesukit.submission import SubmissionWriter
 
     if not hasattr(SubmissionWriter, "add_encoded"):
         pytest.skip("predict is broken on this main: pipeline calls SubmissionWriter."
                     "add_encoded, which the merged submission module lacks")
-    out = tmp_path / "calibration.json"
-    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out",
-                 str(out), "--volumes", "1", "--device", "cpu", "--holdout", "0"]) == 0
-    data = json.loads(out.read_text())
-    assert "evidence" in data and "held_back" not in data["evidence"]
     code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out",
                  str(tmp_path / "submission.zip"), "--device", "cpu",
                  "--calibration", str(out)])
@@ -201,3 +203,7 @@ def test_calibrate_rejects_a_root_without_labels(tmp_path, teachers, capsys):
                  str(tmp_path / "c.json"), "--device", "cpu"])
     assert code == 1
     assert "needs labelled volumes" in capsys.readouterr().err
+    code = main(["calibrate", "--data", str(empty), "--teachers", str(teachers), "--out",
+                 str(tmp_path / "c.json"), "--rules", "fixed,median"])
+    assert code == 2
+    assert "median" in capsys.readouterr().err

@@ -63,9 +63,9 @@ def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device:
 def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_dir=None,
                     device: str = "auto", tta: str = "none", overlap: float = 0.5,
                     holdout: float = 0.25, dtype: str = "float16", top_k: int = 3,
-                    progress: Callable[[str], None] | None = None):
+                    grid=None, progress: Callable[[str], None] | None = None):
     """Build (or reuse) the cache, search, write ``out``; returns the CalibrationOutcome."""
-    from vesukit.calibrate.search import LabelledVolume, calibrate_volumes
+    from vesukit.calibrate.search import RULE_GRID, LabelledVolume, calibrate_volumes
 
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / "calibration-cache"
@@ -73,7 +73,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                             overlap, dtype, progress)
     labels = prepared_labels(root, ids, progress)
     prepared = [LabelledVolume(i, cache.ensemble(i), labels[i]) for i in ids]
-    outcome = calibrate_volumes(prepared, holdout=holdout, top_k=top_k, progress=progress)
+    outcome = calibrate_volumes(prepared, holdout=holdout, grid=grid or RULE_GRID,
+                                top_k=top_k, progress=progress)
     data_out = outcome.to_dict()
     data_out["evidence"]["cache"] = str(cache_dir)
     data_out["evidence"]["tta"] = tta

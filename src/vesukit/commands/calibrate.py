@@ -40,6 +40,9 @@ def register(subparsers) -> None:
                         help="share of the volumes held back for the check (0.25; 0 = none)")
     parser.add_argument("--top-k", type=int, default=3,
                         help="rule candidates whose post-processing is searched (3)")
+    parser.add_argument("--rules", default=None, metavar="NAME,...",
+                        help="search only these threshold rules (default: all of fixed, "
+                        "foreground_fraction, otsu, valley, uncertainty)")
     parser.set_defaults(handler=run)
 
 
@@ -57,10 +60,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--holdout {args.holdout}: must be in [0, 1).")
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be >= 1.")
+    from vesukit.calibrate.search import RULE_GRID
+
+    grid = RULE_GRID
+    if args.rules:
+        names = [n.strip() for n in args.rules.split(",") if n.strip()]
+        unknown = [n for n in names if n not in RULE_GRID]
+        if unknown or not names:
+            raise UsageError(f"--rules {args.rules}: unknown rule(s) {unknown}; choose from "
+                             f"{', '.join(RULE_GRID)}.")
+        grid = {n: RULE_GRID[n] for n in names}
     outcome = run_calibration(args.data, args.teachers, args.out, volumes=args.volumes,
                               cache_dir=args.cache, device=args.device, tta=args.tta,
                               overlap=args.overlap, holdout=args.holdout,
-                              dtype=args.cache_dtype, top_k=args.top_k, progress=_progress)
+                              dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
+                              progress=_progress)
     result = outcome.search
     ranked = sorted(result.evaluated, key=lambda c: -c.mean)
     print(f"{len(result.evaluated)} candidates on {len(outcome.fit_ids)} volume(s) "
