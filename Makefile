@@ -14,6 +14,7 @@ help:
 	@echo "make bench        benchmarks against peers (results: docs/benchmarks.md)"
 	@echo "make kernel       generate the Kaggle notebook + kernel-metadata.json"
 	@echo "make wheels       vendor the offline wheels (build_wheels.sh)"
+	@echo "make kaggle-sim   run the notebook offline in a Kaggle-like environment (needs root)"
 
 venv: $(STAMP)
 
@@ -37,6 +38,13 @@ kernel: $(STAMP)
 
 wheels:
 	bash build_wheels.sh
+
+# The notebook run as on Kaggle: image-like venv, fake /kaggle, network cut (`unshare -n`).
+# Needs root (mount namespace) and 3-6 min on 2 cores; not part of `make test`.
+# KAGGLE_SIM_ARGS=--install-only checks the offline install alone.
+KAGGLE_SIM_ARGS ?=
+kaggle-sim: $(STAMP) wheels
+	PYTHONPATH=src $(PY) scripts/kaggle_sim.py $(KAGGLE_SIM_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

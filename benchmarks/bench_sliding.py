@@ -16,10 +16,11 @@ Peers:
 - floor: only the model calls on the same windows and views in batches of the same size (the
   windows are cut before the clock starts), i.e. what any sliding-window engine must pay.
 
-Model: until ``vesukit.teachers`` is merged, a small real 3D U-Net defined below
-(``BenchUNet3D``: 3 levels, instance norm, LeakyReLU, transposed-conv upsampling). Once it is,
-``--model resenc`` builds the project's ``resenc_unet3d`` teacher through
-``vesukit.teachers.build_model`` instead (the switch point is :func:`build_model`).
+Model: ``--model local`` (default) is a small real 3D U-Net defined below (``BenchUNet3D``:
+3 levels, instance norm, LeakyReLU, transposed-conv upsampling), usable without the teachers
+package; ``--model resenc`` builds the project's ``resenc_unet3d`` teacher (the ``unet3d``
+preset, ``--teacher-size tiny|full``) through ``vesukit.teachers.build_model`` (switch point:
+:func:`build_model`).
 On CUDA every peer runs under the same fp16 autocast.
 """
 
@@ -75,15 +76,14 @@ class BenchUNet3D(nn.Module):
         return self.head(d1)
 
 
-def build_model(kind: str, base: int) -> nn.Module:
+def build_model(kind: str, base: int, teacher_size: str = "full") -> nn.Module:
+    """The benchmark network: the local U-Net, or the project's 3D ResEnc U-Net teacher."""
     if kind == "local":
         return BenchUNet3D(base)
-    from vesukit.teachers import build_model as build_teacher  # available once merged
+    from vesukit.teachers import build_model as build_teacher  # needs the teachers package
+    from vesukit.teachers import preset_specs
 
-    raise SystemExit(
-        "--model resenc: build the spec with vesukit.teachers and call build_teacher(spec) here "
-        f"({build_teacher.__name__} found); not wired yet"
-    )
+    return build_teacher(preset_specs("unet3d", teacher_size)[0])
 
 
 def autocast(device: torch.device):
@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--tta", default="flip", choices=("none", "flip", "full"))
     parser.add_argument("--base", type=int, default=8, help="U-Net width (first level channels)")
     parser.add_argument("--model", default="local", choices=("local", "resenc"))
+    parser.add_argument("--teacher-size", default="full", choices=("tiny", "full"), help="for --model resenc")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave)")
     parser.add_argument("--skip-naive", action="store_true")
@@ -187,9 +188,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_model(args.model, args.base).to(device).eval()
+    model = build_model(args.model, args.base, args.teacher_size).to(device).eval()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+    def identity(batch):
+        return batch
 
     def predictor(batch):
         return torch.sigmoid(model(batch).float())
@@ -202,7 +206,9 @@ def main() -> None:
           f"windows={n_windows} tta={args.tta}({len(views)} views) batch={args.batch} model={args.model}/{args.base} "
           f"threads={torch.get_num_threads()} repeats={args.repeats} (median)")
 
-    # warm-up (cuDNN autotuning, allocator)
+    # warm-up (cuDNN autotuning, allocator) and MONAI's import, which takes seconds
+    import monai.inferers  # noqa: F401
+
     run_vesukit(x, predictor, args, views)
     batches = cut_batches(x, args, views)
     runs = {
@@ -210,6 +216,10 @@ def main() -> None:
         "monai": lambda: run_monai(x, predictor, args, views, device),
         "naive": lambda: run_naive(x, predictor, args, views, device),
         "floor": lambda: run_floor(batches, predictor, device),
+        # The engines alone: an identity "model" costs nothing, what remains is blending,
+        # cutting windows, TTA and bookkeeping (a less noisy view of the overhead).
+        "vesukit-engine": lambda: run_vesukit(x, identity, args, views),
+        "monai-engine": lambda: run_monai(x, identity, args, views, device),
     }
     if args.skip_naive:
         del runs["naive"]
@@ -229,13 +239,17 @@ def main() -> None:
     base_time, ours = results["vesukit"]
     voxels = args.size**3
     for name, (seconds, _) in results.items():
-        print(f"{name:8s} {seconds:8.3f} s  {seconds / base_time:6.2f}x vesukit  {voxels / seconds / 1e6:8.2f} Mvox/s")
+        each = " ".join(f"{t:.2f}" for t in times[name])
+        print(f"{name:8s} {seconds:8.3f} s  {seconds / base_time:6.2f}x vesukit  {voxels / seconds / 1e6:8.3f} Mvox/s  [{each}]")
     monai_out = results["monai"][1]
     print(f"MONAI / vesukit time: {results['monai'][0] / base_time:.2f}x")
     if "naive" in results:
         print(f"naive / vesukit time: {results['naive'][0] / base_time:.2f}x")
         print(f"max |vesukit - naive| = {float((ours - results['naive'][1]).abs().max()):.2e}")
     print(f"vesukit overhead above the bare forward floor: {100 * (base_time / results['floor'][0] - 1):.1f} %")
+    engine = results["vesukit-engine"][0]
+    print(f"engine alone (identity model): vesukit {engine:.3f} s = {100 * engine / results['floor'][0]:.1f} % of the "
+          f"forward floor; MONAI {results['monai-engine'][0]:.3f} s ({results['monai-engine'][0] / engine:.2f}x vesukit)")
     print(f"max |vesukit - MONAI| probability = {float((ours - monai_out).abs().max()):.2e}")
     if peak is not None:
         print(f"vesukit peak GPU memory: {peak:.2f} GiB")

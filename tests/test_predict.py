@@ -16,7 +16,7 @@ from vesukit.data import list_test_ids, read_volume, read_volume_pillow  # noqa:
 from vesukit.synth import make_competition_root  # noqa: E402
 from vesukit.teachers import write_preset  # noqa: E402
 
-SHAPES = [(20, 36, 28), (24, 24, 24)]
+SHAPES = [(12, 24, 20), (16, 16, 16)]
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_calibration_file_sets_the_threshold(root, teachers, tmp_path, capsys):
     assert audit["threshold"] == 1.5 and audit["rule"] == "fixed(threshold=1.5)"
 
 
-def test_unreadable_volume_is_named_and_finished_masks_are_kept(root, teachers, tmp_path,
-                                                               capsys):
+def test_unreadable_volume_gets_a_flagged_fallback_and_the_zip_stays_valid(root, teachers,
+                                                                          tmp_path, capsys):
     import shutil
 
     broken = tmp_path / "broken"
@@ -98,13 +98,19 @@ def test_unreadable_volume_is_named_and_finished_masks_are_kept(root, teachers, 
     code = main(["predict", "--data", str(broken), "--teachers", str(teachers),
                  "--out", str(tmp_path / "s.zip"), "--device", "cpu",
                  "--workdir", str(tmp_path / "work")])
-    err = capsys.readouterr().err
-    assert code == 1
-    assert ids[1] in err and "truncated or corrupt" in err
-    assert not (tmp_path / "s.zip").exists()  # never a half-written zip
+    captured = capsys.readouterr()
+    assert code == 3  # valid zip, degraded
+    assert f"volume '{ids[1]}' gets an empty fallback mask: unreadable" in captured.err
+    assert "truncated or corrupt" in captured.err
+    assert f"DEGRADED: 1 volume(s) got empty fallback masks: {ids[1]}" in captured.out
+    masks = masks_in(tmp_path / "s.zip")
+    assert sorted(masks) == sorted(ids) and not masks[ids[1]].any()
+    state = json.loads((tmp_path / "work" / "state" / f"{ids[1]}.json").read_text())
+    assert state["status"] == "fallback" and "unreadable" in state["reason"]
 
 
-def test_teacher_that_fails_to_load_is_named(root, teachers, tmp_path, capsys):
+def test_teacher_that_fails_to_load_is_dropped_with_a_warning(root, teachers, tmp_path,
+                                                              capsys):
     import shutil
 
     copy = tmp_path / "teachers"
@@ -119,8 +125,30 @@ def test_teacher_that_fails_to_load_is_named(root, teachers, tmp_path, capsys):
         checkpoint.write_bytes(b"not a checkpoint")
     code = main(["predict", "--data", str(root), "--teachers", str(copy),
                  "--out", str(tmp_path / "s.zip"), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 3  # a valid zip, made without one teacher
+    assert f"teacher '{name}'" in captured.err and "failed to load and is dropped" in captured.err
+    assert "VALID" in captured.out
+
+
+def test_no_teacher_loading_is_an_error_but_still_leaves_a_valid_zip(root, teachers, tmp_path,
+                                                                    capsys):
+    import shutil
+
+    copy = tmp_path / "teachers"
+    shutil.copytree(teachers, copy)
+    manifest = json.loads((copy / "teachers.json").read_text())
+    manifest["teachers"] = manifest["teachers"][:1]
+    (copy / "teachers.json").write_text(json.dumps(manifest))
+    checkpoint = copy / manifest["teachers"][0]["checkpoint"]
+    weights = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
+    weights.write_bytes(b"garbage")
+    code = main(["predict", "--data", str(root), "--teachers", str(copy),
+                 "--out", str(tmp_path / "s.zip"), "--device", "cpu"])
     assert code == 1
-    assert name in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "none of the 1 teachers" in err and "fallback masks was still written" in err
+    assert sorted(masks_in(tmp_path / "s.zip")) == sorted(list_test_ids(root))
 
 
 def test_empty_test_set_and_unwritable_zip(root, teachers, tmp_path, capsys):

@@ -178,3 +178,37 @@ def test_cuda_matches_cpu_under_autocast():
     gpu = sliding_window_3d(x, model.cuda(), (16, 16, 16), device="cuda")
     assert gpu.device.type == "cuda"
     assert torch.allclose(gpu.cpu(), cpu, atol=5e-3)
+
+
+class FailsFirstCalls:
+    """Raises CUDA out-of-memory on its first ``count`` calls, whatever the batch."""
+
+    def __init__(self, model, count):
+        self.model, self.count = model, count
+
+    def __call__(self, batch):
+        if self.count > 0:
+            self.count -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return self.model(batch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_last_resort_moves_the_accumulators_to_the_cpu():
+    x = torch.rand(1, 30, 30, 30, device="cuda")
+    model = TinyConvNet().cuda().eval()
+    expected = sliding_window_3d(x, model, (16, 16, 16), batch_size=4)
+    # 4 -> 2 -> 1 -> accumulators to CPU -> succeeds
+    out = sliding_window_3d(x, FailsFirstCalls(model, 3 + 1), (16, 16, 16), batch_size=4)
+    assert out.device.type == "cpu"
+    assert torch.allclose(out, expected.cpu(), atol=1e-5)
+
+
+def test_without_an_accelerator_the_ladder_ends_after_batch_one():
+    x = torch.rand(1, 30, 30, 30)
+    model = TinyConvNet().eval()
+    expected = sliding_window_3d(x, model, (16, 16, 16), batch_size=4)
+    out = sliding_window_3d(x, FailsFirstCalls(model, 2), (16, 16, 16), batch_size=4)  # 4 -> 2 -> 1
+    assert torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(InferenceMemoryError):
+        sliding_window_3d(x, FailsFirstCalls(model, 3), (16, 16, 16), batch_size=4)

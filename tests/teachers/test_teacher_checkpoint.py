@@ -170,6 +170,18 @@ def test_torch_averaged_model_checkpoint(tmp_path):
         assert torch.equal(loaded(x), model(x))
 
 
+def test_numpy_metadata_beside_the_weights_is_data_not_code(tmp_path):
+    import numpy as np
+
+    spec = tiny_spec("resenc_unet3d", checkpoint="np.pt")
+    model = _model(spec)
+    torch.save({"state_dict": _state(model), "best_dice": np.float64(0.61),
+                "step": np.int32(7), "history": np.arange(4.0)}, tmp_path / "np.pt")
+    loaded = load_teacher(spec, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(_input(spec)), model(_input(spec)))
+
+
 class TrainerState:
     """Something a training script might pickle alongside the weights."""
 

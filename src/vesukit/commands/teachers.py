@@ -75,12 +75,14 @@ def _resolve_device(name: str) -> str:
 
 
 def format_table(rows) -> str:
-    header = ("name", "architecture", "parameters", "input", "patch", "weight", "forward")
+    header = ("name", "architecture", "parameters", "input", "patch", "weight", "load",
+              "forward")
     lines = [header]
     for row in rows:
         arch = row.arch + (f"/{row.encoder}" if row.encoder else "")
         lines.append((row.name, arch, f"{row.parameters / 1e6:.2f}M" if row.parameters else "-",
                       row.input, "x".join(map(str, row.patch)), f"{row.weight:g}",
+                      f"{row.load_seconds:.2f}s",
                       f"{row.forward_seconds:.3f}s" if row.ok else "FAILED"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()

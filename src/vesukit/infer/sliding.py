@@ -99,6 +99,8 @@ def blend_windows(
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     views = tuple(views) or (IDENTITY,)
+    if images.dtype != torch.float32:
+        images = images.float()  # windows are cut into a float32 batch
     compute_device = images.device
     acc_device = torch.device(accumulate_device) if accumulate_device is not None else compute_device
 
@@ -159,9 +161,13 @@ def blend_windows(
                 accumulator = torch.zeros(
                     (n_images, outputs[0].shape[1]) + padded_spatial, dtype=torch.float32, device=acc_device
                 )
-            for (n, w, v), out in zip(chunk, outputs):
-                contribution = out.float() * view_weight
-                accumulator[(n, slice(None), *slices[w])] += contribution[0].to(acc_device)
+            if acc_device != compute_device:
+                outputs = [out.to(acc_device) for out in outputs]
+                item_weight = view_weight.to(acc_device)
+            else:
+                item_weight = view_weight
+            for (n, w, _v), out in zip(chunk, outputs):
+                accumulator[(n, slice(None), *slices[w])].addcmul_(out[0], item_weight)
             done += len(chunk)
             if progress is not None:
                 progress(done, len(jobs))
@@ -184,14 +190,17 @@ def _predict_chunk(
     by_view: dict[int, list[int]] = {}
     for position, (_n, _w, v) in enumerate(chunk):
         by_view.setdefault(v, []).append(position)
-    order: list[int] = []
-    parts = []
+    # Windows are copied straight into one batch tensor, grouped by view; each group is then
+    # transformed in place of its slice (no per-view temporaries joined by a cat).
+    first = images[(chunk[0][0], slice(None), *slices[chunk[0][1]])]
+    batch = torch.empty((len(chunk),) + tuple(first.shape), dtype=torch.float32, device=images.device)
+    offset = 0
     for v, positions in by_view.items():
-        windows = torch.stack([images[(chunk[p][0], slice(None), *slices[chunk[p][1]])] for p in positions])
-        parts.append(views[v].apply(windows))
-        order += positions
-    batch = torch.cat(parts) if len(parts) > 1 else parts[0]
-    batch = batch.float().contiguous()
+        group = batch[offset : offset + len(positions)]
+        torch.stack([images[(chunk[p][0], slice(None), *slices[chunk[p][1]])] for p in positions], out=group)
+        if not views[v].is_identity:
+            group.copy_(views[v].apply(group))
+        offset += len(positions)
     with _autocast(batch.device, autocast):
         predicted = predictor(batch)
     if predicted.dim() != batch.dim() or predicted.shape[0] != batch.shape[0] or predicted.shape[2:] != batch.shape[2:]:
@@ -199,6 +208,7 @@ def _predict_chunk(
             f"the predictor returned shape {tuple(predicted.shape)} for a batch of shape "
             f"{tuple(batch.shape)}; it must return (B, C_out, *patch)"
         )
+    predicted = predicted.float()
     results: list[torch.Tensor] = [None] * len(chunk)  # type: ignore[list-item]
     offset = 0
     for v, positions in by_view.items():

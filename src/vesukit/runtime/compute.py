@@ -52,6 +52,7 @@ class VolumeComputer:
     def active(self) -> list[str]:
         return [name for name in self.specs if name not in self.dropped]
 
+
     def drop(self, name: str, reason: str) -> None:
         self.dropped[name] = reason
         self.warn(f"teacher '{name}' dropped for the rest of the run: {reason}")

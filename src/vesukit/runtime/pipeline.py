@@ -217,7 +217,7 @@ def run_predict(config: PredictConfig, progress_stream=None,
                                  f"({label})", state.seconds)
                 assembler.ready(state.volume_id)
             if config.audit is not None:
-                _write_audit(Path(config.audit), state, config)
+                _write_audit(Path(config.audit), state, config, calibration)
             if on_volume:
                 on_volume(state)
 
@@ -287,12 +287,13 @@ class OrderedAssembler:
             self.next += 1
 
 
-def _write_audit(folder: Path, state: VolumeState, config: PredictConfig) -> None:
+def _write_audit(folder: Path, state: VolumeState, config: PredictConfig, calibration) -> None:
     import json
 
     from vesukit.data import atomic_write_bytes
 
-    audit = {**state.to_json(), "tta_requested": config.tta}
+    audit = {**state.to_json(), "rule": calibration.rule.describe(),
+             "tta_requested": config.tta}
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / f"{state.volume_id}.json", json.dumps(audit, indent=2).encode())
 

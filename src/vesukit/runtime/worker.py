@@ -53,16 +53,20 @@ def fallback_state(setup: WorkerSetup, volume_id: str, reason: str, worker: int 
 
 
 def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None]):
-    """Load every teacher; one that fails is dropped with a warning, all failing is an error."""
+    """Load every teacher; one that fails is dropped with a warning, all failing is an error.
+
+    Returns the loaded specs and models, and name -> reason for the dropped ones.
+    """
     from vesukit.teachers import load_manifest, load_teacher
 
     manifest = load_manifest(folder)
-    specs, models = [], []
+    specs, models, failures = [], [], {}
     for spec in manifest.teachers:
         try:
             models.append(load_teacher(spec, manifest.root, device=device))
             specs.append(spec)
         except Exception as exc:  # noqa: BLE001 - a broken teacher must not end the run
+            failures[spec.name] = f"failed to load: {type(exc).__name__}: {exc}"
             warn(f"teacher '{spec.name}' ({spec.checkpoint}) failed to load and is dropped: "
                  f"{type(exc).__name__}: {exc}")
     if not specs:
@@ -70,7 +74,7 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None]):
             f"none of the {len(manifest.teachers)} teachers in {manifest.root} could be loaded "
             "(see the warnings above). Check them with `vesukit teachers check "
             f"{manifest.root}`.")
-    return specs, models
+    return specs, models, failures
 
 
 def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
@@ -81,8 +85,9 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
 
     device = resolve_device(device_name)
     calibration = Calibration.from_dict(setup.calibration)
-    specs, models = load_teachers_tolerant(setup.teachers, device, warn)
+    specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn)
     computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn)
+    computer.dropped.update(failures)  # every volume's state says it ran without them
     views = _views_counter(specs)
     budget = TimeBudget(setup.deadline - time.time(), {s.name: s.weight for s in specs},
                         views, setup.tta)

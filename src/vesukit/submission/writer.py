@@ -8,17 +8,21 @@ been cross-checked. No torch import here: the writer runs wherever numpy and tif
 
 from __future__ import annotations
 
+import io
 import os
 import threading
-import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from vesukit.data import VOLUME_SUFFIX, encode_volume
 from vesukit.errors import VesukitError
+
+
+ZIP_DATE_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 class SubmissionError(VesukitError):
@@ -102,6 +106,32 @@ class SubmissionWriter:
         volume_id = str(volume_id)
         mask = self._checked_mask(volume_id, mask)
         data = encode_volume(mask, self.compression)  # outside the lock: encoding is the cost
+        self._write_entry(volume_id, data)
+
+    def add_encoded(self, volume_id: str, tiff: bytes) -> None:
+        """Add a mask already encoded as TIFF bytes (e.g. kept in a workdir for resume).
+
+        The page headers are checked against the expected shape and dtype; the values are
+        not decoded (the validator does that on the finished zip).
+        """
+        volume_id = str(volume_id)
+        self._check_id(volume_id)
+        expected = self.shapes[volume_id]
+        try:
+            with tifffile.TiffFile(io.BytesIO(tiff)) as tif:
+                pages = tif.pages
+                shape = (len(pages), *pages.first.shape)
+                dtype = pages.first.dtype
+        except Exception as exc:  # noqa: BLE001 - any parse failure means unusable bytes
+            raise SubmissionError(f"{self.path}: mask for {volume_id!r} is not a readable "
+                                  f"TIFF ({exc}). Encode it with vesukit.data.encode_volume.")
+        if dtype != np.uint8 or (expected is not None and shape != expected):
+            raise SubmissionError(
+                f"{self.path}: mask for {volume_id!r} is a {dtype} TIFF of shape {shape}; the "
+                f"source volume needs uint8 {expected}.")
+        self._write_entry(volume_id, tiff)
+
+    def _write_entry(self, volume_id: str, data: bytes) -> None:
         with self._lock:
             if self._state == "new":
                 self._open()
@@ -110,8 +140,9 @@ class SubmissionWriter:
                                       f"already {self._state}.")
             if volume_id in self._written:  # checked again under the lock (threads)
                 raise SubmissionError(self._twice_message(volume_id))
-            info = zipfile.ZipInfo(f"{volume_id}{VOLUME_SUFFIX}",
-                                   date_time=time.localtime()[:6])
+            # A fixed timestamp: the same masks always give the same zip bytes, so a resumed
+            # or multi-worker run can be compared with an uninterrupted one byte for byte.
+            info = zipfile.ZipInfo(f"{volume_id}{VOLUME_SUFFIX}", date_time=ZIP_DATE_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             self._zip.writestr(info, data)
@@ -121,8 +152,7 @@ class SubmissionWriter:
         return (f"{self.path}: {volume_id!r} was already added; each test id gets exactly one "
                 "mask. Check the loop over test ids for repeats.")
 
-    def _checked_mask(self, volume_id: str, mask: np.ndarray) -> np.ndarray:
-        where = f"{self.path}: mask for {volume_id!r}"
+    def _check_id(self, volume_id: str) -> None:
         if volume_id not in self.shapes:
             raise SubmissionError(
                 f"{self.path}: {volume_id!r} is not a test id ({len(self.shapes)} expected, "
@@ -130,6 +160,10 @@ class SubmissionWriter:
                 "check that the ids come from test.csv / test_images.")
         if volume_id in self._written:
             raise SubmissionError(self._twice_message(volume_id))
+
+    def _checked_mask(self, volume_id: str, mask: np.ndarray) -> np.ndarray:
+        where = f"{self.path}: mask for {volume_id!r}"
+        self._check_id(volume_id)
         mask = np.asarray(mask)
         if mask.dtype == np.bool_:
             mask = mask.view(np.uint8)

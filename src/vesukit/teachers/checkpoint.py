@@ -102,11 +102,37 @@ def _is_state_dict(obj: Any) -> bool:
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
 
 
-def _read_torch_file(path: Path) -> Any:
-    import torch
+def _numpy_data_globals() -> list:
+    """numpy scalars, dtypes and arrays that training scripts leave beside the weights
+    (``"best_dice": np.float64(0.61)``). Their pickles rebuild plain data and any object
+    inside still goes through the weights-only unpickler, so they are allowed."""
+    import numpy as np
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        from numpy._core import multiarray
+    except ImportError:                                   # numpy < 2
+        from numpy.core import multiarray
+    allowed: list = [np.dtype, np.ndarray]
+    for name in ("scalar", "_reconstruct"):
+        obj = getattr(multiarray, name)
+        allowed += [(obj, f"numpy.core.multiarray.{name}"),
+                    (obj, f"numpy._core.multiarray.{name}")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return allowed
+
+
+def _read_torch_file(path: Path) -> Any:
+    import contextlib
+
+    import torch
+
+    safe = getattr(torch.serialization, "safe_globals", None)
+    context = safe(_numpy_data_globals()) if safe else contextlib.nullcontext()
+    try:
+        with context:
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = str(exc).split("\n")
         culprit = next((line.strip() for line in detail if "GLOBAL" in line
@@ -119,6 +145,11 @@ def _read_torch_file(path: Path) -> Any:
             "`torch.save(model.state_dict(), 'teacher.pth')` or "
             "`safetensors.torch.save_file(model.state_dict(), 'teacher.safetensors')`.") from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):   # older torch
+            raise TeacherError(f"{path}: refused: this checkpoint contains pickled Python "
+                               "objects that need code to rebuild; vesukit never runs code "
+                               "from a model file. Save `model.state_dict()` (torch.save) or "
+                               f"use safetensors. ({str(exc).splitlines()[0]})") from None
         raise TeacherError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: "
                            f"{exc}); is the file complete?") from None
 
@@ -327,8 +358,9 @@ def load_teacher(spec: TeacherSpec, root: str | Path, device: str | torch.device
     path = resolve_checkpoint(root, spec)
     if not path.exists():
         raise TeacherError(f"teacher '{spec.name}': field 'checkpoint': {path} does not exist")
-    model = build_model(spec)
     state, report = read_state_dict(path, key=spec.checkpoint_key, spec=spec)
+    # Strict loading overwrites every parameter (or fails), so random init would be wasted.
+    model = build_model(spec, init_weights=not strict)
     load_weights(model, state, report, strict=strict, who=f"teacher '{spec.name}' ({path})")
     model.vesukit_load_report = report  # type: ignore[attr-defined]  # for `teachers check`
     return model.to(device).eval()

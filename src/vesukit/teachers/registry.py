@@ -54,13 +54,18 @@ def patch_multiple(spec: TeacherSpec) -> int:
     return int(ARCHITECTURES[spec.arch].patch_multiple(spec))
 
 
-def build_model(spec: TeacherSpec) -> torch.nn.Module:
-    """A freshly initialised network for ``spec`` (random weights, training mode, CPU or the
-    current default device). It maps ``(B, spec.in_channels, *patch)`` float32 to
-    ``(B, spec.out_channels, *patch)``."""
+def build_model(spec: TeacherSpec, *, init_weights: bool = True) -> torch.nn.Module:
+    """A freshly initialised network for ``spec`` (random weights, training mode, on CPU).
+    It maps ``(B, spec.in_channels, *patch)`` float32 to ``(B, spec.out_channels, *patch)``.
+
+    ``init_weights=False`` skips the random initialisation of the parameters (seconds for
+    the large encoders): they are allocated but hold garbage, so use it only when a
+    checkpoint that covers every parameter is loaded next (strict loading does)."""
     from vesukit.teachers.spec import TeacherError, thaw
 
     try:
+        if not init_weights:
+            return _build_uninitialised(ARCHITECTURES[spec.arch].build, spec)
         return ARCHITECTURES[spec.arch].build(spec)
     except TeacherError:
         raise
@@ -68,6 +73,35 @@ def build_model(spec: TeacherSpec) -> torch.nn.Module:
         raise TeacherError(
             f"teacher '{spec.name}': cannot build {spec.arch} (encoder={spec.encoder!r}, "
             f"model_kwargs={thaw(spec.model_kwargs)}): {type(exc).__name__}: {exc}") from None
+
+
+def _build_uninitialised(build: Callable[[TeacherSpec], Any], spec: TeacherSpec):
+    """Build with every parameter registered on the meta device (initialisers become
+    no-ops), then give each one real, uninitialised CPU memory. Buffers - running
+    statistics, fixed index tables - are built normally, so constructor-computed buffers
+    stay correct."""
+    import torch
+    from torch import nn
+
+    original = nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        model = build(spec)
+    finally:
+        nn.Module.register_parameter = original
+    with torch.no_grad():
+        for module in model.modules():
+            for name, param in list(module._parameters.items()):
+                if param is not None and param.is_meta:
+                    module._parameters[name] = nn.Parameter(
+                        torch.empty_like(param, device="cpu"), requires_grad=param.requires_grad)
+    return model
 
 
 # -- smp ------------------------------------------------------------------------------------

@@ -1,0 +1,768 @@
+"""numba kernels of the metric. Imported only through :func:`vesukit.metric._numba.kernels`.
+
+All kernels work on one C-contiguous boolean block (uint8, 0/1) flattened, with its shape
+(n0, n1, n2). Voxel ``v = (x*n1 + y)*n2 + z``; edge and square ids are ``3*v + t`` with the
+orientation t of docs/metric.md section 2, so id order is the lexicographic (x, y, z, t) order
+the official code uses for ties. Every kernel releases the GIL so octants run in threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, nogil=True)
+
+
+@njit(**_JIT)
+def _find(parent, i):
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:  # path compression
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+# ---------------------------------------------------------------- counts of one input
+
+
+@njit(**_JIT)
+def complex_counts(a, n0, n1, n2, parent):
+    """(c6, #vertices, #edges, #squares, #cubes) of the V-construction complex K(a).
+    ``parent``: an int32 work buffer of at least n0*n1*n2 entries."""
+    nvox = n0 * n1 * n2
+    for v in range(nvox):
+        parent[v] = v
+    s0 = n1 * n2
+    s1 = n2
+    nv = 0
+    ne = 0
+    ns = 0
+    nc = 0
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                if a[v] == 0:
+                    continue
+                nv += 1
+                bx = x + 1 < n0 and a[v + s0] != 0
+                by = y + 1 < n1 and a[v + s1] != 0
+                bz = z + 1 < n2 and a[v + 1] != 0
+                if bx:
+                    ne += 1
+                    ra = _find(parent, v)
+                    rb = _find(parent, v + s0)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                if by:
+                    ne += 1
+                    ra = _find(parent, v)
+                    rb = _find(parent, v + s1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                if bz:
+                    ne += 1
+                    ra = _find(parent, v)
+                    rb = _find(parent, v + 1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                byz = by and bz and a[v + s1 + 1] != 0
+                bxz = bx and bz and a[v + s0 + 1] != 0
+                bxy = bx and by and a[v + s0 + s1] != 0
+                if byz:
+                    ns += 1
+                if bxz:
+                    ns += 1
+                if bxy:
+                    ns += 1
+                if byz and bxz and bxy and a[v + s0 + s1 + 1] != 0:
+                    nc += 1
+    c6 = 0
+    for v in range(nvox):
+        if a[v] != 0 and parent[v] == v:
+            c6 += 1
+    return c6, nv, ne, ns, nc
+
+
+@njit(**_JIT)
+def background_runs(a, n0, n1, n2):
+    """:func:`runs26` of the background (cavities: components that touch no face)."""
+    return runs26(a, n0, n1, n2, False)
+
+
+@njit(**_JIT)
+def runs26(a, n0, n1, n2, fg):
+    """Maximal z-runs of foreground (fg) or background voxels of ``a``, joined
+    26-connectedly (union-find on runs).
+
+    Returns (row_start, z0, z1, root, bounded): runs of row r = x*n1 + y are
+    row_start[r]:row_start[r+1]; root[i] is the run's component (a run id) and
+    bounded[root] is 1 for a component that touches no block face (a cavity of K(a)).
+    Runs instead of voxels: a sparse foreground leaves one or two runs per row.
+    """
+    nrows = n0 * n1
+    row_start = np.zeros(nrows + 1, dtype=np.int64)
+    count = 0
+    for r in range(nrows):
+        row_start[r] = count
+        base = r * n2
+        prev = False
+        for z in range(n2):
+            cur = (a[base + z] != 0) == fg
+            if cur and not prev:
+                count += 1
+            prev = cur
+    row_start[nrows] = count
+    z0 = np.empty(count, dtype=np.int32)
+    z1 = np.empty(count, dtype=np.int32)
+    i = 0
+    for r in range(nrows):
+        base = r * n2
+        z = 0
+        while z < n2:
+            if (a[base + z] != 0) == fg:
+                start = z
+                while z < n2 and (a[base + z] != 0) == fg:
+                    z += 1
+                z0[i] = start
+                z1[i] = z - 1
+                i += 1
+            else:
+                z += 1
+    parent = np.arange(count, dtype=np.int32)
+    for x in range(n0):
+        for y in range(n1):
+            r = x * n1 + y
+            if row_start[r] == row_start[r + 1]:
+                continue
+            for q in range(4):
+                if q == 0:
+                    xx = x
+                    yy = y + 1
+                else:
+                    xx = x + 1
+                    yy = y + q - 2
+                if xx >= n0 or yy < 0 or yy >= n1:
+                    continue
+                rr = xx * n1 + yy
+                i = row_start[r]
+                j = row_start[rr]
+                ie = row_start[r + 1]
+                je = row_start[rr + 1]
+                while i < ie and j < je:
+                    # overlap of [z0-1, z1+1] with the other run: 26-adjacent
+                    if z0[j] <= z1[i] + 1 and z0[i] <= z1[j] + 1:
+                        ra = _find(parent, i)
+                        rb = _find(parent, j)
+                        if ra != rb:
+                            parent[max(ra, rb)] = min(ra, rb)
+                    if z1[i] < z1[j]:
+                        i += 1
+                    else:
+                        j += 1
+    root = np.empty(count, dtype=np.int32)
+    bounded = np.zeros(count, dtype=np.uint8)
+    for i in range(count):
+        root[i] = _find(parent, i)
+        if root[i] == i:
+            bounded[i] = 1
+    for x in range(n0):
+        for y in range(n1):
+            r = x * n1 + y
+            edge_row = x == 0 or y == 0 or x == n0 - 1 or y == n1 - 1
+            for i in range(row_start[r], row_start[r + 1]):
+                if edge_row or z0[i] == 0 or z1[i] == n2 - 1:
+                    bounded[root[i]] = 0
+    return row_start, z0, z1, root, bounded
+
+
+@njit(**_JIT)
+def cavity_keys(row_start, z0, z1, root, bounded, u, n2):
+    """Per cavity root: its lexicographically last voxel outside U (-1: none), metric.md 6.4."""
+    count = z0.shape[0]
+    keys = np.full(count, -1, dtype=np.int64)
+    nrows = row_start.shape[0] - 1
+    for r in range(nrows):
+        for i in range(row_start[r], row_start[r + 1]):
+            c = root[i]
+            if bounded[c] == 0:
+                continue
+            for z in range(z1[i], z0[i] - 1, -1):
+                v = r * n2 + z
+                if u[v] == 0:
+                    if v > keys[c]:
+                        keys[c] = v
+                    break
+    return keys
+
+
+@njit(**_JIT)
+def count_common_keys(keys_f, keys_g, nvox):
+    marked = np.zeros(nvox, dtype=np.uint8)
+    for r in range(keys_f.shape[0]):
+        if keys_f[r] >= 0:
+            marked[keys_f[r]] = 1
+    m = 0
+    for r in range(keys_g.shape[0]):
+        if keys_g[r] >= 0 and marked[keys_g[r]] != 0:
+            m += 1
+    return m
+
+
+# ---------------------------------------------------------------- dim 0
+
+
+@njit(**_JIT)
+def dim0_matches(f, g, n0, n1, n2, parent, flags):
+    """m_0 of one block: raster-order Kruskal over edges touching U^c (metric.md 6.3).
+    ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries."""
+    nvox = n0 * n1 * n2
+    for v in range(nvox):
+        parent[v] = v
+    s0 = n1 * n2
+    s1 = n2
+    for v in range(nvox):
+        flags[v] = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
+    # 6-components of U
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                if flags[v] == 0:
+                    continue
+                for t in range(3):
+                    if t == 0:
+                        if x + 1 >= n0:
+                            continue
+                        w = v + s0
+                    elif t == 1:
+                        if y + 1 >= n1:
+                            continue
+                        w = v + s1
+                    else:
+                        if z + 1 >= n2:
+                            continue
+                        w = v + 1
+                    if flags[w] == 0:
+                        continue
+                    ra = _find(parent, v)
+                    rb = _find(parent, w)
+                    if ra != rb:
+                        parent[rb] = ra
+                        flags[ra] |= flags[rb]
+    m0 = 0
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                inu_v = f[v] != 0 or g[v] != 0
+                for t in range(3):
+                    if t == 0:
+                        if x + 1 >= n0:
+                            continue
+                        w = v + s0
+                    elif t == 1:
+                        if y + 1 >= n1:
+                            continue
+                        w = v + s1
+                    else:
+                        if z + 1 >= n2:
+                            continue
+                        w = v + 1
+                    inu_w = f[w] != 0 or g[w] != 0
+                    if inu_v and inu_w:
+                        continue
+                    ra = _find(parent, v)
+                    rb = _find(parent, w)
+                    if ra != rb:
+                        if flags[ra] == 3 and flags[rb] == 3:
+                            m0 += 1
+                        parent[rb] = ra
+                        flags[ra] |= flags[rb]
+    return m0
+
+
+# ---------------------------------------------------------------- dim 1
+
+
+@njit(**_JIT)
+def _square_edges(s, n1, n2, out):
+    """The 4 boundary edge ids of square s (metric.md section 2)."""
+    v = s // 3
+    t = s - 3 * v
+    s0 = n1 * n2
+    s1 = n2
+    if t == 0:  # {x} x {y,y+1} x {z,z+1}
+        out[0] = 3 * v + 1
+        out[1] = 3 * (v + 1) + 1
+        out[2] = 3 * v + 2
+        out[3] = 3 * (v + s1) + 2
+    elif t == 1:  # {x,x+1} x {y} x {z,z+1}
+        out[0] = 3 * v + 0
+        out[1] = 3 * (v + 1) + 0
+        out[2] = 3 * v + 2
+        out[3] = 3 * (v + s0) + 2
+    else:  # {x,x+1} x {y,y+1} x {z}
+        out[0] = 3 * v + 0
+        out[1] = 3 * (v + s1) + 0
+        out[2] = 3 * v + 1
+        out[3] = 3 * (v + s0) + 1
+
+
+@njit(**_JIT)
+def _square_state(u, v, t, x, y, z, n0, n1, n2):
+    """-1: the square does not exist; 1: it is in K(U); 0: it exists, not in K(U)."""
+    s0 = n1 * n2
+    s1 = n2
+    if t == 0:
+        if y + 1 >= n1 or z + 1 >= n2:
+            return -1
+        w1 = v + s1
+        w2 = v + 1
+        w3 = v + s1 + 1
+    elif t == 1:
+        if x + 1 >= n0 or z + 1 >= n2:
+            return -1
+        w1 = v + s0
+        w2 = v + 1
+        w3 = v + s0 + 1
+    else:
+        if x + 1 >= n0 or y + 1 >= n1:
+            return -1
+        w1 = v + s0
+        w2 = v + s1
+        w3 = v + s0 + s1
+    if u[v] != 0 and u[w1] != 0 and u[w2] != 0 and u[w3] != 0:
+        return 1
+    return 0
+
+
+@njit(**_JIT)
+def _dual_join(parent, c1, c2):
+    """Join two dual nodes; True when they were in different components (a 2-cycle is born)."""
+    ra = _find(parent, c1)
+    rb = _find(parent, c2)
+    if ra == rb:
+        return False
+    if ra < rb:
+        parent[ra] = rb
+    else:
+        parent[rb] = ra
+    return True
+
+
+@njit(**_JIT)
+def _dual_nodes(sq, n0, n1, n2):
+    """The two dual nodes (cubes, or the outside node n0*n1*n2) on either side of a square."""
+    s0 = n1 * n2
+    s1 = n2
+    omega = n0 * n1 * n2
+    v = sq // 3
+    t = sq - 3 * v
+    x = v // s0
+    y = (v // s1) % n1
+    z = v % n2
+    c1 = v if (x + 1 < n0 and y + 1 < n1 and z + 1 < n2) else omega
+    if t == 0:
+        c2 = v - s0 if x >= 1 else omega
+    elif t == 1:
+        c2 = v - s1 if y >= 1 else omega
+    else:
+        c2 = v - 1 if z >= 1 else omega
+    return c1, c2
+
+
+@njit(**_JIT)
+def square_classes(u, n0, n1, n2, cls, parent):
+    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 a comparison dim-2 birth (cleared);
+    and the ids of the K(U) squares, ascending.
+
+    Births come from the dual union-find over cubes plus the outside node, squares in
+    descending (value, index) order (metric.md section 4): a square that joins two dual
+    components creates a 2-cycle in the ascending filtration, so its column reduces to zero.
+    """
+    nvox = n0 * n1 * n2
+    nsq = 3 * nvox
+    cls = np.zeros(nsq, dtype=np.uint8)
+    kus = np.empty(1 << 12, dtype=np.int64)
+    nku = 0
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                for t in range(3):
+                    st = _square_state(u, v, t, x, y, z, n0, n1, n2)
+                    if st == 1:
+                        cls[3 * v + t] = 1
+                        if nku == kus.shape[0]:
+                            grown = np.empty(2 * nku, dtype=np.int64)
+                            grown[:nku] = kus
+                            kus = grown
+                        kus[nku] = 3 * v + t
+                        nku += 1
+                    elif st == 0:
+                        cls[3 * v + t] = 2
+    for i in range(nvox + 1):
+        parent[i] = i
+    # value-1 squares (not in K(U)) first, then those of K(U); each by descending id
+    for sq in range(nsq - 1, -1, -1):
+        if cls[sq] == 2:
+            c1, c2 = _dual_nodes(sq, n0, n1, n2)
+            if _dual_join(parent, c1, c2):
+                cls[sq] = 3
+    for i in range(nku - 1, -1, -1):
+        sq = kus[i]
+        c1, c2 = _dual_nodes(sq, n0, n1, n2)
+        if _dual_join(parent, c1, c2):
+            cls[sq] = 3
+    return cls, kus[:nku].copy()
+
+
+@njit(**_JIT)
+def _xor_desc(a, na, b, nb, out):
+    """Symmetric difference of two strictly descending arrays into out; returns its length."""
+    i = 0
+    j = 0
+    k = 0
+    while i < na and j < nb:
+        if a[i] > b[j]:
+            out[k] = a[i]
+            i += 1
+            k += 1
+        elif a[i] < b[j]:
+            out[k] = b[j]
+            j += 1
+            k += 1
+        else:
+            i += 1
+            j += 1
+    while i < na:
+        out[k] = a[i]
+        i += 1
+        k += 1
+    while j < nb:
+        out[k] = b[j]
+        j += 1
+        k += 1
+    return k
+
+
+@njit(**_JIT)
+def _keys_of_square(s, n1, n2, is_a_edge, big, edges, out):
+    _square_edges(s, n1, n2, edges)
+    for i in range(4):
+        e = edges[i]
+        out[i] = e if is_a_edge[e] != 0 else e + big
+    # sort 4 keys descending (insertion sort)
+    for i in range(1, 4):
+        key = out[i]
+        j = i - 1
+        while j >= 0 and out[j] < key:
+            out[j + 1] = out[j]
+            j -= 1
+        out[j + 1] = key
+
+
+@njit(**_JIT)
+def _a_edges(a, n0, n1, n2, is_a_edge):
+    s0 = n1 * n2
+    s1 = n2
+    is_a_edge[:3 * n0 * n1 * n2] = 0
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                if a[v] == 0:
+                    continue
+                if x + 1 < n0 and a[v + s0] != 0:
+                    is_a_edge[3 * v] = 1
+                if y + 1 < n1 and a[v + s1] != 0:
+                    is_a_edge[3 * v + 1] = 1
+                if z + 1 < n2 and a[v + 1] != 0:
+                    is_a_edge[3 * v + 2] = 1
+    return is_a_edge
+
+
+@njit(**_JIT)
+def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, work, tmp,
+                   edges, other):
+    """Reduce column s against the columns reduced so far; record its pivot.
+
+    owner[edge] = 2*square (the column was never modified, so its boundary is recomputed
+    when needed) or 2*slot+1 (a modified column stored in the pool). meta holds
+    (pool entries used, slots used). Returns (pivot key or -1, and the possibly grown
+    arrays)."""
+    # Fast path (most columns, far from both masks): the column has no K(A)-edge, so its
+    # pivot is its largest edge id, and nobody owns that edge yet.
+    v = s // 3
+    t = s - 3 * v
+    if t == 0:
+        top = 3 * (v + n2) + 2
+    elif t == 1:
+        top = 3 * (v + n1 * n2) + 2
+    else:
+        top = 3 * (v + n1 * n2) + 1
+    if owner[top] < 0 and is_a_edge[top] == 0:
+        _square_edges(s, n1, n2, edges)
+        if (is_a_edge[edges[0]] | is_a_edge[edges[1]] | is_a_edge[edges[2]]
+                | is_a_edge[edges[3]]) == 0:
+            owner[top] = 2 * s
+            return top + big, pool, pstart, plen, work, tmp
+    _keys_of_square(s, n1, n2, is_a_edge, big, edges, other)
+    n = 4
+    for i in range(4):
+        work[i] = other[i]
+    modified = False
+    while n > 0:
+        piv = work[0]
+        e = piv - big if piv >= big else piv
+        o = owner[e]
+        if o < 0:
+            break
+        modified = True
+        if o % 2 == 0:
+            _keys_of_square(o // 2, n1, n2, is_a_edge, big, edges, other)
+            ln = 4
+        else:
+            ln = plen[o // 2]
+        if n + ln > work.shape[0]:
+            cap = 2 * (n + ln)
+            nw = np.empty(cap, dtype=np.int64)
+            nw[:n] = work[:n]
+            work = nw
+            tmp = np.empty(cap, dtype=np.int64)
+        if o % 2 == 0:
+            n = _xor_desc(work, n, other, 4, tmp)
+        else:
+            st = pstart[o // 2]
+            n = _xor_desc(work, n, pool[st:st + ln], ln, tmp)
+        work, tmp = tmp, work
+    if n == 0:
+        return -1, pool, pstart, plen, work, tmp
+    piv = work[0]
+    e = piv - big if piv >= big else piv
+    if not modified:
+        owner[e] = 2 * s
+    else:
+        used = meta[0]
+        slot = meta[1]
+        if slot == pstart.shape[0]:
+            ns_ = np.empty(2 * slot, dtype=np.int64)
+            ns_[:slot] = pstart
+            pstart = ns_
+            nl_ = np.empty(2 * slot, dtype=np.int64)
+            nl_[:slot] = plen
+            plen = nl_
+        if used + n > pool.shape[0]:
+            np_ = np.empty(2 * (used + n), dtype=np.int64)
+            np_[:used] = pool[:used]
+            pool = np_
+        pool[used:used + n] = work[:n]
+        pstart[slot] = used
+        plen[slot] = n
+        meta[0] = used + n
+        meta[1] = slot + 1
+        owner[e] = 2 * slot + 1
+    return piv, pool, pstart, plen, work, tmp
+
+
+@njit(**_JIT)
+def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f, own_g):
+    """m_1 of one block: the two image reductions of metric.md 6.5, run in lockstep.
+
+    Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
+    largest key. Columns: K(U) squares, then the other squares in id (lexicographic) order,
+    cleared squares skipped. A non-U column "drops" for A when its pivot is a K(A)-edge;
+    m_1 counts the columns that drop for both. target_A = dim Z_1(K(A)) is the number of
+    K(A)-pivots of the complete reduction: once either input reaches it, neither can drop
+    again for both, and the reduction stops. isf, isg (uint8) and own_f, own_g (int32) are
+    work buffers of 3*nvox entries.
+    """
+    nvox = n0 * n1 * n2
+    nsq = 3 * nvox
+    big = 3 * nvox
+    if target_f <= 0 or target_g <= 0:
+        return 0
+    _a_edges(f, n0, n1, n2, isf)
+    _a_edges(g, n0, n1, n2, isg)
+    own_f[:3 * nvox] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
+    own_g[:3 * nvox] = -1
+    pool_f = np.empty(1 << 16, dtype=np.int64)
+    pool_g = np.empty(1 << 16, dtype=np.int64)
+    ps_f = np.empty(1 << 10, dtype=np.int64)
+    pl_f = np.empty(1 << 10, dtype=np.int64)
+    ps_g = np.empty(1 << 10, dtype=np.int64)
+    pl_g = np.empty(1 << 10, dtype=np.int64)
+    meta_f = np.zeros(2, dtype=np.int64)
+    meta_g = np.zeros(2, dtype=np.int64)
+    work_f = np.empty(1 << 12, dtype=np.int64)
+    tmp_f = np.empty(1 << 12, dtype=np.int64)
+    work_g = np.empty(1 << 12, dtype=np.int64)
+    tmp_g = np.empty(1 << 12, dtype=np.int64)
+    edges = np.empty(4, dtype=np.int64)
+    other = np.empty(4, dtype=np.int64)
+    found_f = 0
+    found_g = 0
+    m1 = 0
+    nku = kus.shape[0]
+    for phase in range(2):
+        want = 1 if phase == 0 else 2
+        for idx in range(nku if phase == 0 else nsq):
+            s = kus[idx] if phase == 0 else idx
+            if cls[s] != want:
+                continue
+            pf, pool_f, ps_f, pl_f, work_f, tmp_f = _reduce_column(
+                s, n1, n2, isf, big, own_f, pool_f, ps_f, pl_f, meta_f, work_f, tmp_f,
+                edges, other)
+            pg, pool_g, ps_g, pl_g, work_g, tmp_g = _reduce_column(
+                s, n1, n2, isg, big, own_g, pool_g, ps_g, pl_g, meta_g, work_g, tmp_g,
+                edges, other)
+            drop_f = pf >= 0 and pf < big
+            drop_g = pg >= 0 and pg < big
+            if drop_f:
+                found_f += 1
+            if drop_g:
+                found_g += 1
+            if want == 2 and drop_f and drop_g:
+                m1 += 1
+            if found_f >= target_f or found_g >= target_g:
+                return m1
+    return m1
+
+
+# ---------------------------------------------------------------- surface Dice
+
+
+@njit(**_JIT)
+def surfels(mask, n0, n1, n2):
+    """Neighbour codes of every 2x2x2 window of the zero-padded mask that is a surfel.
+
+    Window position p (0..n per axis) covers voxels p-1 and p, weights as the DeepMind
+    kernel: 128 for (p-1, p-1, p-1) ... 1 for (p, p, p). Each foreground voxel ORs its bit
+    into the 8 windows that contain it, so the work follows the foreground. Returns (flat
+    positions in the (n0+1, n1+1, n2+1) grid, codes), in ascending position order.
+    """
+    m1 = n1 + 1
+    m2 = n2 + 1
+    grid = np.zeros((n0 + 1) * m1 * m2, dtype=np.uint8)
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                if mask[(x * n1 + y) * n2 + z] == 0:
+                    continue
+                for a in range(2):
+                    for b in range(2):
+                        for c in range(2):
+                            # window p = voxel + (a,b,c); the voxel is its corner (1-a,1-b,1-c)
+                            bit = 1 << (7 - (4 * (1 - a) + 2 * (1 - b) + (1 - c)))
+                            grid[((x + a) * m1 + y + b) * m2 + z + c] |= bit
+    cnt = 0
+    for p in range(grid.shape[0]):
+        if grid[p] != 0 and grid[p] != 255:
+            cnt += 1
+    pos = np.empty(cnt, dtype=np.int64)
+    codes = np.empty(cnt, dtype=np.uint8)
+    i = 0
+    for p in range(grid.shape[0]):
+        if grid[p] != 0 and grid[p] != 255:
+            pos[i] = p
+            codes[i] = grid[p]
+            i += 1
+    return pos, codes
+
+
+@njit(**_JIT)
+def near_surface(pos, grid_size, m1, m2, offsets):
+    """Boolean grid: within the tolerance ball (offsets) of any surfel position."""
+    near = np.zeros(grid_size, dtype=np.uint8)
+    m0 = grid_size // (m1 * m2)
+    for q in range(pos.shape[0]):
+        p = pos[q]
+        i = p // (m1 * m2)
+        j = (p // m2) % m1
+        k = p % m2
+        for o in range(offsets.shape[0]):
+            ii = i + offsets[o, 0]
+            jj = j + offsets[o, 1]
+            kk = k + offsets[o, 2]
+            if ii < 0 or jj < 0 or kk < 0 or ii >= m0 or jj >= m1 or kk >= m2:
+                continue
+            near[(ii * m1 + jj) * m2 + kk] = 1
+    return near
+
+
+@njit(**_JIT)
+def area_within(pos, codes, area_table, near):
+    total = 0.0
+    within = 0.0
+    for q in range(pos.shape[0]):
+        a = area_table[codes[q]]
+        total += a
+        if near[pos[q]] != 0:
+            within += a
+    return within, total
+
+
+# ---------------------------------------------------------------- VOI
+
+
+@njit(**_JIT)
+def run_overlaps(rs_a, z0_a, z1_a, root_a, rs_b, z0_b, z1_b, root_b):
+    """Segments of constant (component of a, component of b) along every row, over voxels
+    in either foreground. Returns (label_a, label_b, length) arrays; label = root run + 1,
+    0 for background."""
+    nrows = rs_a.shape[0] - 1
+    cap = 1 << 16
+    la = np.empty(cap, dtype=np.int64)
+    lb = np.empty(cap, dtype=np.int64)
+    ln = np.empty(cap, dtype=np.int64)
+    cnt = 0
+    big = 1 << 60
+    for r in range(nrows):
+        i = rs_a[r]
+        ie = rs_a[r + 1]
+        j = rs_b[r]
+        je = rs_b[r + 1]
+        z = -1
+        while i < ie or j < je:
+            gs = z0_a[i] if i < ie else big
+            ge = z1_a[i] if i < ie else big
+            ps = z0_b[j] if j < je else big
+            pe = z1_b[j] if j < je else big
+            start = max(z, min(gs, ps))
+            in_a = i < ie and gs <= start
+            in_b = j < je and ps <= start
+            end = big
+            if in_a:
+                end = min(end, ge)
+            elif i < ie:
+                end = min(end, gs - 1)
+            if in_b:
+                end = min(end, pe)
+            elif j < je:
+                end = min(end, ps - 1)
+            if cnt == cap:
+                cap *= 2
+                t1 = np.empty(cap, dtype=np.int64)
+                t1[:cnt] = la[:cnt]
+                la = t1
+                t2 = np.empty(cap, dtype=np.int64)
+                t2[:cnt] = lb[:cnt]
+                lb = t2
+                t3 = np.empty(cap, dtype=np.int64)
+                t3[:cnt] = ln[:cnt]
+                ln = t3
+            la[cnt] = root_a[i] + 1 if in_a else 0
+            lb[cnt] = root_b[j] + 1 if in_b else 0
+            ln[cnt] = end - start + 1
+            cnt += 1
+            z = end + 1
+            if i < ie and ge < z:
+                i += 1
+            if j < je and pe < z:
+                j += 1
+    return la[:cnt].copy(), lb[:cnt].copy(), ln[:cnt].copy()
