@@ -141,3 +141,13 @@ def test_index_page_lists_volumes_with_alarms_first(tmp_path):
     assert list(summary["alarms"]) == ["empty<1>"]
     assert read_audits(folder)[1]["worker"] == 0
     assert {r["volume_id"] for r in read_audits(folder)} == {"good", "empty<1>"}
+
+
+def test_index_page_shows_a_fallback_volume_without_maps(tmp_path):
+    """A volume that could not be predicted has only its state: no threshold, no preview."""
+    state = {"volume_id": "broken", "status": "fallback", "reason": "unreadable TIFF",
+             "threshold": None, "foreground": 0.0, "seconds": 0.1}
+    write_volume_audit(tmp_path, {**state, "alarms": alarms(state)})
+    page = write_index_html(tmp_path).read_text()
+    assert "fallback: an empty mask was written (unreadable TIFF)" in page
+    assert "(no preview)" in page and "threshold -" in page

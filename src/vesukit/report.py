@@ -197,7 +197,7 @@ def write_volume_audit(folder: str | Path, audit: Mapping[str, Any], image=None,
     volume_id = record["volume_id"]
     if image is not None and maps is not None and mask is not None:
         write_preview_png(folder / f"{volume_id}.png", image, maps, mask,
-                          title=f"{volume_id}  thr {record.get('threshold', 0):.3f}  "
+                          title=f"{volume_id}  thr {record.get('threshold') or 0:.3f}  "
                                 f"{record.get('rule', '')}")
         record["preview"] = f"{volume_id}.png"
     path = folder / f"{volume_id}.json"
@@ -298,8 +298,10 @@ def write_index_html(folder: str | Path, title: str = "vesukit audit") -> Path:
     for record in records:
         volume_id = record["volume_id"]
         figure_class = " class='bad'" if record["alarms"] else ""
-        caption = esc(f"{volume_id}: threshold {record.get('threshold', 0):.3f}, "
-                      f"{record.get('foreground_fraction', 0):.1%} marked"
+        threshold = record.get("threshold")
+        caption = esc(f"{volume_id}: threshold "
+                      + (f"{threshold:.3f}" if threshold is not None else "-")
+                      + f", {record.get('foreground_fraction') or 0:.1%} marked"
                       + (" - " + "; ".join(record["alarms"]) if record["alarms"] else ""))
         preview = record.get("preview")
         body = (f"<img src='{esc(preview)}' alt='{esc(volume_id)}'>" if preview
