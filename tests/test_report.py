@@ -98,9 +98,8 @@ def test_alarm_for_a_never_confident_map():
 
 
 def test_alarm_for_a_fallback_volume():
-    assert any(a.startswith("fallback") for a in alarms({"status": "fallback",
-                                                         "reason": "unreadable",
-                                                         "foreground_voxels": 0}))
+    found = alarms({"status": "fallback", "reason": "unreadable", "foreground_voxels": 0})
+    assert found == ["fallback: an empty mask was written (unreadable)"]
 
 
 def test_preview_png_shows_every_row_and_axis(tmp_path):

@@ -97,10 +97,13 @@ def volume_audit(volume_id: str, image, maps, mask, threshold: float, rule: str,
 def alarms(audit: Mapping[str, Any], limits: AlarmLimits = AlarmLimits()) -> list[str]:
     """Plain-language alarms for an audit record; an empty list when nothing looks wrong."""
     found = []
-    if audit.get("status") == "fallback":
+    fallback = audit.get("status") == "fallback"
+    if fallback:
         found.append(f"fallback: an empty mask was written ({audit.get('reason', 'no reason')})")
-    fraction = float(audit.get("foreground_fraction", 0.0))
-    if audit.get("foreground_voxels", 0) == 0:
+    fraction = float(audit.get("foreground_fraction") or 0.0)
+    if fallback:
+        pass  # the fallback alarm already says the mask is empty
+    elif audit.get("foreground_voxels", 0) == 0:
         found.append("empty mask: no voxel is marked as surface")
     elif (fraction >= limits.giant_foreground
           and audit.get("largest_component_share", 0.0) >= limits.giant_share):
