@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vesukit.calibrate.rules import DEFAULT_THRESHOLD, THRESHOLD_RULES, fixed_threshold
+from vesukit.calibrate.rules import (  # noqa: F401 - re-exported names
+    DEFAULT_THRESHOLD, THRESHOLD_RULES, fixed_threshold)
 from vesukit.errors import VesukitError
 
 CALIBRATION_FORMAT = 1
