@@ -11,29 +11,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
+from vesukit.calibrate.rules import (  # noqa: F401 - re-exported names
+    DEFAULT_THRESHOLD, THRESHOLD_RULES, fixed_threshold)
 from vesukit.errors import VesukitError
 
-# The winners' single global 0.26 was too low: 0.35-0.40 scored better on private
-# (competition.md). 0.4 is the default until a calibration file says otherwise.
-DEFAULT_THRESHOLD = 0.4
 CALIBRATION_FORMAT = 1
 
 
 class CalibrationError(VesukitError):
     """A calibration file is unreadable or names an unknown rule or step."""
-
-
-def fixed_threshold(maps, threshold: float = DEFAULT_THRESHOLD) -> float:
-    """The same threshold for every volume."""
-    return float(threshold)
-
-
-# name -> rule(maps, **params) -> threshold. The calibration work adds more rules here.
-THRESHOLD_RULES: dict[str, Callable[..., float]] = {"fixed": fixed_threshold}
 
 
 @dataclass(frozen=True)
@@ -81,9 +71,29 @@ class Calibration:
                 f"{where}: unknown threshold rule '{name}'. Known rules: "
                 f"{', '.join(sorted(THRESHOLD_RULES))}."
             )
+        check_rule_params(name, threshold, where)
         steps = tuple(dict(step) for step in data.get("postprocess", ()))
         check_steps(steps, where)
         return cls(ThresholdRule(name, threshold), steps)
+
+
+def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> None:
+    """Raise :class:`CalibrationError` if ``params`` holds a name the rule does not take."""
+    import inspect
+
+    accepted = set(inspect.signature(THRESHOLD_RULES[name]).parameters) - {"maps"}
+    unknown = set(params) - accepted
+    if unknown:
+        raise CalibrationError(
+            f"{where}: threshold rule '{name}' has unknown parameter(s) {sorted(unknown)}; "
+            f"it accepts {sorted(accepted)}."
+        )
+    for key, value in params.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise CalibrationError(
+                f"{where}: threshold rule '{name}' parameter '{key}' is {value!r}; "
+                "expected a number."
+            )
 
 
 def load_calibration(path: str | Path | None) -> Calibration:

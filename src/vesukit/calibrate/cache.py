@@ -1,0 +1,192 @@
+"""One ensemble pass over labelled volumes, kept on disk for calibration and ablation.
+
+Running nine teachers over a volume is the expensive part; searching thresholds, post-
+processing and teacher subsets is cheap once each teacher's probability map is stored. The
+cache holds, per volume and teacher, the map as ``<volume>/<teacher>.npy`` (fp16 by default:
+half the bytes, memory-mapped on read) plus ``cache.json`` describing what made them (the
+teacher specs and checkpoint files, TTA, overlap). A cache made by other teachers or settings
+is not reused: its maps are recomputed.
+
+Ensembles of any teacher subset are recombined from the stored maps with the same
+:class:`vesukit.infer.EnsembleAccumulator` that predict uses, so a subset's maps equal those
+predict would compute from the same (stored-precision) teacher maps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vesukit.data import atomic_write_bytes
+from vesukit.errors import VesukitError
+
+CACHE_FORMAT = 1
+CACHE_DTYPES = ("float16", "float32")
+
+
+class CacheError(VesukitError):
+    """The map cache is missing a map or was made by other teachers."""
+
+
+def teachers_fingerprint(manifest, tta: str, overlap: float, dtype: str) -> dict:
+    """What the cached maps depend on: specs, checkpoint files (size, mtime), settings."""
+    teachers = []
+    for spec in manifest.teachers:
+        path = Path(manifest.checkpoint_path(spec))
+        if path.is_dir():
+            stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                           for p in path.rglob("*") if p.is_file())
+        else:
+            stat = path.stat()
+            stats = [(path.name, stat.st_size, stat.st_mtime_ns)]
+        teachers.append({"spec": spec.to_dict(), "checkpoint": stats})
+    fingerprint = {"teachers": teachers, "tta": tta, "overlap": float(overlap), "dtype": dtype}
+    return json.loads(json.dumps(fingerprint))  # as it reads back from cache.json
+
+
+@dataclass(frozen=True)
+class CachedTeacher:
+    name: str
+    weight: float
+
+
+class MapCache:
+    """Per-volume, per-teacher probability maps on disk (see the module docstring)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        meta_path = self.folder / "cache.json"
+        if not meta_path.is_file():
+            raise CacheError(f"{self.folder}: no map cache here (cache.json is missing); "
+                             "build one with `vesukit calibrate` or `vesukit ablate`.")
+        self.meta = json.loads(meta_path.read_text())
+        self.teachers = tuple(CachedTeacher(t["name"], float(t["weight"]))
+                              for t in self.meta["teachers"])
+
+    @classmethod
+    def create(cls, folder: str | Path, teachers: Sequence[tuple[str, float]],
+               fingerprint: dict | None = None, dtype: str = "float16") -> MapCache:
+        """A new, empty cache for ``teachers`` (name, weight); an old one there is cleared."""
+        if dtype not in CACHE_DTYPES:
+            raise CacheError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*/*.npy"):
+            stale.unlink()
+        meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "dtype": dtype,
+                "volumes": {}, "teachers": [{"name": n, "weight": float(w)} for n, w in teachers]}
+        atomic_write_bytes(folder / "cache.json", json.dumps(meta, indent=1).encode())
+        return cls(folder)
+
+    @property
+    def volume_ids(self) -> tuple[str, ...]:
+        """Volumes with every teacher's map stored."""
+        return tuple(self.meta["volumes"])
+
+    def store(self, volume_id: str, teacher: str, probability) -> None:
+        """Keep one teacher's map of one volume (in the cache's dtype)."""
+        from vesukit._arrays import as_numpy
+
+        (self.folder / volume_id).mkdir(exist_ok=True)
+        array = as_numpy(probability).astype(self.meta.get("dtype", "float16"))
+        _save_npy(self.map_path(volume_id, teacher), array)
+
+    def complete(self, volume_id: str) -> None:
+        """Mark a volume done once every teacher's map is stored."""
+        missing = [t for t in self.teacher_names if not self.map_path(volume_id, t).is_file()]
+        if missing:
+            raise CacheError(f"{self.folder}: volume '{volume_id}' lacks the maps of "
+                             f"{', '.join(missing)}")
+        shape = list(self.teacher_map(volume_id, self.teacher_names[0]).shape)
+        self.meta["volumes"][volume_id] = shape
+        atomic_write_bytes(self.folder / "cache.json", json.dumps(self.meta, indent=1).encode())
+
+    @property
+    def teacher_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.teachers)
+
+    def weight(self, name: str) -> float:
+        for teacher in self.teachers:
+            if teacher.name == name:
+                return teacher.weight
+        raise CacheError(f"{self.folder}: teacher '{name}' is not in the cache "
+                         f"(it holds {', '.join(self.teacher_names)}).")
+
+    def map_path(self, volume_id: str, teacher: str) -> Path:
+        return self.folder / volume_id / f"{teacher}.npy"
+
+    def teacher_map(self, volume_id: str, teacher: str) -> np.ndarray:
+        """The stored map, memory-mapped (read-only)."""
+        path = self.map_path(volume_id, teacher)
+        if not path.is_file():
+            raise CacheError(f"{path}: no cached map for teacher '{teacher}' on volume "
+                             f"'{volume_id}'; rebuild the cache.")
+        return np.load(path, mmap_mode="r")
+
+    def ensemble(self, volume_id: str, teachers: Sequence[str] | None = None):
+        """The ensemble maps (numpy) of ``teachers`` (default: all) on one volume."""
+        import torch
+
+        from vesukit.infer import EnsembleAccumulator
+
+        names = tuple(teachers) if teachers is not None else self.teacher_names
+        if not names:
+            raise CacheError("an ensemble needs at least one teacher")
+        first = self.teacher_map(volume_id, names[0])
+        accumulator = EnsembleAccumulator(first.shape, "cpu")
+        for name in names:
+            stored = self.teacher_map(volume_id, name)
+            accumulator.add(torch.from_numpy(np.array(stored, dtype=np.float32)),
+                            self.weight(name), name=name)
+        return accumulator.result().to_numpy()
+
+
+def build_cache(folder: str | Path, root: str | Path, manifest, volume_ids: Sequence[str], *,
+                device: str = "cpu", tta: str = "none", overlap: float = 0.5,
+                dtype: str = "float16",
+                progress: Callable[[str], None] | None = None) -> MapCache:
+    """Run every teacher once on each labelled volume (``train_images/<id>.tif``) and store
+    the maps; volumes already cached by the same teachers and settings are kept."""
+    import torch
+
+    from vesukit.data import read_volume, volume_path
+    from vesukit.infer import predict_teacher
+    from vesukit.teachers import load_teacher
+
+    folder = Path(folder)
+    fingerprint = teachers_fingerprint(manifest, tta, overlap, dtype)
+    try:
+        cache = MapCache(folder)
+    except CacheError:
+        cache = None
+    if cache is None or cache.meta.get("fingerprint") != fingerprint:
+        cache = MapCache.create(folder, [(s.name, s.weight) for s in manifest.teachers],
+                                fingerprint, dtype)
+    todo = [v for v in volume_ids if v not in cache.volume_ids]
+    if not todo:
+        return cache
+    device = torch.device(device)
+    models = {spec.name: load_teacher(spec, manifest.root, device) for spec in manifest.teachers}
+    for volume_id in todo:
+        volume = read_volume(volume_path(root, volume_id, "train_images"))
+        for spec in manifest.teachers:
+            if progress:
+                progress(f"{volume_id}: teacher {spec.name}")
+            with torch.inference_mode():
+                probability = predict_teacher(volume, models[spec.name], spec, device=device,
+                                              tta=tta, overlap=overlap)
+            cache.store(volume_id, spec.name, probability.float())
+        cache.complete(volume_id)
+    return cache
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save through a temporary file and a rename (a crash leaves no half map)."""
+    temporary = path.with_suffix(".tmp.npy")
+    np.save(temporary, array)
+    os.replace(temporary, path)

@@ -1,0 +1,108 @@
+"""`vesukit calibrate` and `vesukit ablate` as library calls: labelled volumes from a
+competition root, one cached ensemble pass, then the search or the ablation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+from vesukit.data import atomic_write_bytes
+from vesukit.errors import CompetitionRootError, UsageError
+
+
+def labelled_ids(root: str | Path, count: int | None = None) -> list[str]:
+    """Train ids that have a label, sorted; the first ``count`` when given."""
+    from vesukit.data import list_ids, volume_path
+
+    ids = sorted(i for i in list_ids(root, "train")
+                 if volume_path(root, i, "train_labels").is_file())
+    if not ids:
+        raise CompetitionRootError(
+            f"{root}: no train volume has a label in train_labels/<id>.tif; calibration "
+            "needs labelled volumes.")
+    if count is not None:
+        if count < 1:
+            raise UsageError(f"--volumes {count}: must be >= 1.")
+        ids = ids[:count]
+    return ids
+
+
+def prepared_labels(root: str | Path, ids: Sequence[str],
+                    progress: Callable[[str], None] | None = None) -> dict:
+    """volume id -> :class:`vesukit.metric.PreparedLabel` (prepared once, scored many times)."""
+    from vesukit.data import read_volume, volume_path
+    from vesukit.metric import PreparedLabel
+
+    labels = {}
+    for volume_id in ids:
+        if progress:
+            progress(f"{volume_id}: preparing the label")
+        labels[volume_id] = PreparedLabel(read_volume(volume_path(root, volume_id, "train_labels")),
+                                          name=volume_id)
+    return labels
+
+
+def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device: str,
+                         tta: str, overlap: float, dtype: str,
+                         progress: Callable[[str], None] | None = None):
+    """(root, ids, cache): the labelled volumes and their cached teacher maps."""
+    from vesukit.calibrate.cache import build_cache
+    from vesukit.data import find_competition_root
+    from vesukit.runtime.pipeline import resolve_device
+    from vesukit.teachers import load_manifest
+
+    root = find_competition_root(data)
+    ids = labelled_ids(root, volumes)
+    manifest = load_manifest(teachers)
+    cache = build_cache(cache_dir, root, manifest, ids, device=str(resolve_device(device)),
+                        tta=tta, overlap=overlap, dtype=dtype, progress=progress)
+    return root, ids, cache
+
+
+def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_dir=None,
+                    device: str = "auto", tta: str = "none", overlap: float = 0.5,
+                    holdout: float = 0.25, dtype: str = "float16", top_k: int = 3,
+                    grid=None, progress: Callable[[str], None] | None = None):
+    """Build (or reuse) the cache, search, write ``out``; returns the CalibrationOutcome."""
+    from vesukit.calibrate.search import RULE_GRID, LabelledVolume, calibrate_volumes
+
+    out = Path(out)
+    cache_dir = Path(cache_dir) if cache_dir else out.parent / "calibration-cache"
+    root, ids, cache = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta,
+                                            overlap, dtype, progress)
+    labels = prepared_labels(root, ids, progress)
+    prepared = [LabelledVolume(i, cache.ensemble(i), labels[i]) for i in ids]
+    outcome = calibrate_volumes(prepared, holdout=holdout, grid=grid or RULE_GRID,
+                                top_k=top_k, progress=progress)
+    data_out = outcome.to_dict()
+    data_out["evidence"]["cache"] = str(cache_dir)
+    data_out["evidence"]["tta"] = tta
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
+    return outcome
+
+
+def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
+                 calibration=None, device: str = "auto", tta: str = "none",
+                 overlap: float = 0.5, dtype: str = "float16", json_out="ablation.json",
+                 progress: Callable[[str], None] | None = None):
+    """Per-teacher and leave-one-out scores from the cache; writes ``json_out`` if given.
+
+    The default cache folder is the one `vesukit calibrate` uses when its output sits in the
+    same folder, so calibrate and ablate share one ensemble pass.
+    """
+    from vesukit.calibrate import load_calibration
+    from vesukit.calibrate.ablate import ablate
+
+    base = Path(json_out).parent if json_out is not None else Path(".")
+    cache_dir = Path(cache_dir) if cache_dir else base / "calibration-cache"
+    root, ids, cache = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta,
+                                            overlap, dtype, progress)
+    labels = prepared_labels(root, ids, progress)
+    result = ablate(cache, labels, load_calibration(calibration), progress=progress)
+    if json_out is not None:
+        json_out = Path(json_out)
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(json_out, json.dumps(result.to_json(), indent=1).encode())
+    return result

@@ -1,0 +1,97 @@
+"""`vesukit calibrate`: choose the threshold rule and post-processing on labelled volumes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by calibrate and ablate: data, teachers, the cached ensemble pass."""
+    parser.add_argument("--data", type=Path, default=None,
+                        help="competition root with train_images/ and train_labels/ "
+                        "(default: discovered under /kaggle/input)")
+    parser.add_argument("--teachers", type=Path, required=True,
+                        help="folder with teachers.json and the checkpoints")
+    parser.add_argument("--volumes", type=int, default=None, metavar="N",
+                        help="use the first N labelled volumes (default: all)")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="per-teacher probability maps (default: calibration-cache/ "
+                        "beside the output); reused while teachers and settings match")
+    parser.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--tta", default="none", choices=["none", "flip", "full"])
+    parser.add_argument("--overlap", type=float, default=0.5,
+                        help="sliding-window overlap in [0, 1) (0.5)")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="choose threshold rule + post-processing on labelled volumes",
+        description="Run the ensemble once per labelled train volume (maps cached on disk), "
+        "score every threshold rule, its parameters and post-processing choices with the "
+        "local scorer, and write the best as calibration.json with the scores of every "
+        "candidate. Some volumes are held back to check the winner against the best fixed "
+        "threshold. Use the file with `vesukit predict --calibration`.")
+    add_ensemble_arguments(parser)
+    parser.add_argument("--out", type=Path, required=True, help="calibration.json to write")
+    parser.add_argument("--holdout", type=float, default=0.25,
+                        help="share of the volumes held back for the check (0.25; 0 = none)")
+    parser.add_argument("--top-k", type=int, default=3,
+                        help="rule candidates whose post-processing is searched (3)")
+    parser.add_argument("--rules", default=None, metavar="NAME,...",
+                        help="search only these threshold rules (default: all of fixed, "
+                        "foreground_fraction, otsu, valley, uncertainty)")
+    parser.set_defaults(handler=run)
+
+
+def _progress(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vesukit.calibrate.runner import run_calibration
+    from vesukit.errors import UsageError
+
+    if not 0 <= args.overlap < 1:
+        raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
+    if not 0 <= args.holdout < 1:
+        raise UsageError(f"--holdout {args.holdout}: must be in [0, 1).")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k {args.top_k}: must be >= 1.")
+    from vesukit.calibrate.search import RULE_GRID
+
+    grid = RULE_GRID
+    if args.rules:
+        names = [n.strip() for n in args.rules.split(",") if n.strip()]
+        unknown = [n for n in names if n not in RULE_GRID]
+        if unknown or not names:
+            raise UsageError(f"--rules {args.rules}: unknown rule(s) {unknown}; choose from "
+                             f"{', '.join(RULE_GRID)}.")
+        grid = {n: RULE_GRID[n] for n in names}
+    outcome = run_calibration(args.data, args.teachers, args.out, volumes=args.volumes,
+                              cache_dir=args.cache, device=args.device, tta=args.tta,
+                              overlap=args.overlap, holdout=args.holdout,
+                              dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
+                              progress=_progress)
+    result = outcome.search
+    ranked = sorted(result.evaluated, key=lambda c: -c.mean)
+    print(f"{len(result.evaluated)} candidates on {len(outcome.fit_ids)} volume(s) "
+          f"({result.masks_scored} masks scored). Best:")
+    for c in ranked[:8]:
+        print(f"  {c.mean:.4f} +- {c.std:.4f} (min {c.worst:.4f})  {c.candidate.describe()}")
+    if result.best_fixed is not None:
+        print(f"best fixed threshold: {result.best_fixed.mean:.4f}  "
+              f"{result.best_fixed.candidate.describe()}")
+    if result.held_back:
+        held = result.held_back
+        print(f"held back ({len(held['volumes'])} volume(s)): winner "
+              f"{held['winner']['mean']:.4f}, best fixed (chosen on fit) "
+              f"{held['best_fixed_on_fit']['mean']:.4f}, best fixed measured there "
+              f"{held['best_fixed_on_held_back']['mean']:.4f}")
+        if not held["winner_holds_up"]:
+            print("WARNING: the winner scores below the best fixed threshold on the held-back "
+                  "volumes; consider more volumes or the fixed threshold.")
+    print(f"wrote {args.out}: {result.winner.candidate.describe()}")
+    return 0
