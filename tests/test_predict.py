@@ -99,7 +99,7 @@ def test_unreadable_volume_gets_a_flagged_fallback_and_the_zip_stays_valid(root,
                  "--out", str(tmp_path / "s.zip"), "--device", "cpu",
                  "--workdir", str(tmp_path / "work")])
     captured = capsys.readouterr()
-    assert code == 3  # valid zip, degraded
+    assert code == 3, captured.out + captured.err  # valid zip, degraded
     assert f"volume '{ids[1]}' gets an empty fallback mask: unreadable" in captured.err
     assert "truncated or corrupt" in captured.err
     assert f"DEGRADED: 1 volume(s) got empty fallback masks: {ids[1]}" in captured.out

@@ -36,13 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vesukit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command not part of this build
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 

@@ -11,7 +11,6 @@ from vesukit.submission.validate import (
     expected_volumes,
     format_report,
     scorer_id,
-    source_shape,
     validate_zip,
 )
 from vesukit.submission.writer import SubmissionError, SubmissionWriter
@@ -25,6 +24,5 @@ __all__ = [
     "expected_volumes",
     "format_report",
     "scorer_id",
-    "source_shape",
     "validate_zip",
 ]

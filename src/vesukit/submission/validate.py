@@ -34,9 +34,10 @@ from vesukit.data import (
     VOLUME_SUFFIX,
     list_test_ids,
     read_volume_pillow,
+    read_volume_shape,
     volume_path,
 )
-from vesukit.errors import UsageError
+from vesukit.errors import UsageError, VesukitError
 
 Shape = tuple[int, ...]
 
@@ -125,12 +126,6 @@ class ValidationReport:
 # --------------------------------------------------------------------------- expectations
 
 
-def source_shape(path: str | os.PathLike) -> Shape:
-    """(pages, Y, X) of a volume TIFF from its headers alone: no pixel is decoded."""
-    with tifffile.TiffFile(path) as tif:
-        return (len(tif.pages), *tif.pages.first.shape)
-
-
 def expected_volumes(root: str | os.PathLike) -> tuple[list[str], dict[str, Shape | None]]:
     """Test ids of a competition root, with shapes from ``test_images/`` headers when present."""
     root = Path(root)
@@ -139,8 +134,8 @@ def expected_volumes(root: str | os.PathLike) -> tuple[list[str], dict[str, Shap
     for volume_id in ids:
         path = volume_path(root, volume_id, "test_images")
         try:
-            shapes[volume_id] = source_shape(path) if path.is_file() else None
-        except Exception:  # an unreadable source is reported as "shape unknown"
+            shapes[volume_id] = read_volume_shape(path) if path.is_file() else None
+        except VesukitError:  # a damaged source volume is reported as "shape unknown"
             shapes[volume_id] = None
     return ids, shapes
 
