@@ -26,7 +26,7 @@ def test_help_and_version():
     assert result.returncode == 0
     for command in ("synth", "teachers", "predict", "validate", "score", "calibrate", "ablate",
                     "doctor"):
-        assert f"    {command} " in result.stdout, command
+        assert f"\n    {command}" in result.stdout, command
     result = run_module("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"vesukit {__version__}"
 
