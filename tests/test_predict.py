@@ -84,6 +84,13 @@ def test_calibration_file_sets_the_threshold(root, teachers, tmp_path, capsys):
     assert all(not m.any() for m in masks_in(out).values())
     audit = json.loads((tmp_path / "audit" / f"{list_test_ids(root)[0]}.json").read_text())
     assert audit["threshold"] == 1.5 and audit["rule"] == "fixed(threshold=1.5)"
+    assert audit["foreground_fraction"] == 0 and audit["components"] == 0
+    assert (tmp_path / "audit" / audit["preview"]).is_file()
+    assert "empty mask" in " ".join(audit["alarms"])
+    page = (tmp_path / "audit" / "index.html").read_text()
+    assert all(f"{i}.png" in page for i in list_test_ids(root))
+    printed = capsys.readouterr().out
+    assert printed.count("ALARM ") >= 2 and "index.html" in printed
 
 
 def test_unreadable_volume_gets_a_flagged_fallback_and_the_zip_stays_valid(root, teachers,

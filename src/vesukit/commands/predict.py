@@ -38,7 +38,8 @@ def register(subparsers) -> None:
                         help="finish every volume within this many seconds, degrading TTA and "
                         "then the lowest-weight teachers when behind (default: 8.5 h)")
     parser.add_argument("--audit", type=Path, default=None,
-                        help="write audit/<id>.json per volume into this folder")
+                        help="write <id>.json, a preview <id>.png per volume and index.html "
+                        "(with alarms) into this folder")
     parser.set_defaults(handler=run)
 
 
@@ -77,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(v.volume_id for v in result.fallbacks))
     elif result.degraded:
         print("DEGRADED: some volumes ran with fewer teachers or less TTA (see status)")
+    if result.audit_index is not None:
+        print(f"audit: {result.audit_index}")
+        for volume_id, messages in result.alarms.items():
+            for message in messages:
+                print(f"ALARM {volume_id}: {message}")
     report = result.validation
     print(f"{result.zip_path}: " + ("VALID" if report.valid else "INVALID"))
     for issue in list(report.errors) + list(report.warnings):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class Outcome:
     device_seconds: float
     teachers: list[str]
     degraded: list[str] = field(default_factory=list)
+    audit: dict = field(default_factory=dict)
 
 
 class VolumeComputer:
@@ -57,7 +59,13 @@ class VolumeComputer:
         self.dropped[name] = reason
         self.warn(f"teacher '{name}' dropped for the rest of the run: {reason}")
 
-    def run(self, volume: np.ndarray, teachers: list[str], tta: str) -> Outcome:
+    def run(self, volume: np.ndarray, teachers: list[str], tta: str, volume_id: str = "",
+            audit_dir: Path | None = None) -> Outcome:
+        """Ensemble, threshold and post-process one volume.
+
+        With ``audit_dir``, the volume's audit record is returned and its preview PNG written
+        there (here, because the maps live here, possibly in a worker process).
+        """
         import torch
 
         from vesukit.infer import EnsembleAccumulator
@@ -91,7 +99,25 @@ class VolumeComputer:
         device_seconds = time.perf_counter() - start
         mask = apply_postprocess(mask, self.calibration.postprocess, maps)
         degraded = [f"without teacher '{n}' ({r})" for n, r in self.dropped.items()]
-        return Outcome(mask, threshold, seconds, device_seconds, used, degraded)
+        audit = {}
+        if audit_dir is not None:
+            audit = self._audit(volume_id, volume, maps, mask, threshold, used, tta,
+                                time.perf_counter() - start, Path(audit_dir))
+        return Outcome(mask, threshold, seconds, device_seconds, used, degraded, audit)
+
+    def _audit(self, volume_id, volume, maps, mask, threshold, used, tta, seconds,
+               folder: Path) -> dict:
+        from vesukit.report import volume_audit, write_preview_png
+
+        maps = maps.to_numpy()
+        audit = volume_audit(volume_id, volume, maps, mask, threshold,
+                             self.calibration.rule.describe(), used, tta, seconds)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_preview_png(folder / f"{volume_id}.png", volume, maps, mask,
+                          title=f"{volume_id}  thr {threshold:.3f}  "
+                                f"{self.calibration.rule.describe()}")
+        audit["preview"] = f"{volume_id}.png"
+        return audit
 
     def _predict(self, name: str, volume: np.ndarray, tta: str):
         """The teacher's probability map, retrying with batch 1 and then on the CPU."""

@@ -73,6 +73,8 @@ class RunResult:
     record_path: Path
     warnings: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
+    audit_index: Path | None = None   # --audit: the index.html showing every volume
+    alarms: list = field(default_factory=list)
 
     @property
     def device_seconds(self) -> float:
@@ -227,12 +229,15 @@ def run_predict(config: PredictConfig, progress_stream=None,
         for volume_id in resumed:
             progress.done += 1
             assembler.ready(volume_id)
+            if config.audit is not None:
+                _write_audit(Path(config.audit), resumed[volume_id], config, calibration)
         if resumed:
             progress.note(f"resumed: {len(resumed)} volume(s) already done in {workdir}")
 
         setup = WorkerSetup(Path(config.teachers), root, workdir, todo, shapes,
                             calibration.to_dict(), config.tta, config.overlap,
-                            run_fingerprint, deadline, len(devices))
+                            run_fingerprint, deadline, len(devices),
+                            Path(config.audit) if config.audit is not None else None)
         error: BaseException | None = None
         if todo:
             if len(devices) == 1:
@@ -260,6 +265,11 @@ def run_predict(config: PredictConfig, progress_stream=None,
     report = validate_zip(zip_path, root)
     result = RunResult(zip_path, [states[i] for i in ids], time.perf_counter() - wall_start,
                        report, record.path, warnings, list(resumed))
+    if config.audit is not None:
+        from vesukit.report import read_audits, summarize, write_index_html
+
+        result.audit_index = write_index_html(config.audit)
+        result.alarms = summarize(read_audits(config.audit))["alarms"]
     record.finish(result)
     if error is not None and not any(v.status == DONE for v in result.volumes if
                                      v.volume_id not in resumed):
@@ -331,14 +341,14 @@ class OrderedAssembler:
 
 
 def _write_audit(folder: Path, state: VolumeState, config: PredictConfig, calibration) -> None:
-    import json
+    """audit/<id>.json: the worker's measurements (maps, mask) plus how the volume was run."""
+    from vesukit.report import alarms, write_volume_audit
 
-    from vesukit.data import atomic_write_bytes
-
-    audit = {**state.to_json(), "rule": calibration.rule.describe(),
-             "tta_requested": config.tta}
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / f"{state.volume_id}.json", json.dumps(audit, indent=2).encode())
+    record = {**state.audit, **{k: v for k, v in state.to_json().items() if k != "audit"}}
+    record.setdefault("rule", calibration.rule.describe())
+    record["tta_requested"] = config.tta
+    record["alarms"] = alarms(record)
+    write_volume_audit(folder, record)
 
 
 def environment_summary(devices: list[str]) -> dict:

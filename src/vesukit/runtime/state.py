@@ -35,6 +35,7 @@ class VolumeState:
     degraded: list[str] = field(default_factory=list)   # what this volume did without
     reason: str | None = None                           # why a fallback was written
     worker: int = 0
+    audit: dict = field(default_factory=dict)           # report.volume_audit, with --audit
 
     def to_json(self) -> dict:
         data = asdict(self)

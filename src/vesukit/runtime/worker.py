@@ -42,6 +42,7 @@ class WorkerSetup:
     fingerprint: str
     deadline: float                          # time.time() by which every volume must be done
     n_workers: int = 1
+    audit_dir: Path | None = None            # --audit: previews are drawn by the workers
 
 
 def fallback_state(setup: WorkerSetup, volume_id: str, reason: str, worker: int = 0
@@ -131,7 +132,7 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
             plan = budget.plan
             teachers = [n for n in plan.teachers if n in computer.active]
             try:
-                outcome = computer.run(volume, teachers, plan.tta)
+                outcome = computer.run(volume, teachers, plan.tta, volume_id, setup.audit_dir)
             except NoTeacherLeft as exc:
                 warn(f"volume '{volume_id}' gets an empty fallback mask: {exc}")
                 pending.append(saver.submit(save, *fallback_state(setup, volume_id, str(exc),
@@ -147,7 +148,8 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
                 threshold=outcome.threshold, foreground=float(outcome.mask.mean()),
                 seconds=time.perf_counter() - start, device_seconds=outcome.device_seconds,
                 teacher_seconds=outcome.teacher_seconds, tta=plan.tta,
-                teachers=outcome.teachers, degraded=degraded, worker=worker)
+                teachers=outcome.teachers, degraded=degraded, worker=worker,
+                audit=outcome.audit)
             pending.append(saver.submit(lambda s=state, m=outcome.mask: save(s, encode_volume(m))))
             for done in [p for p in pending if p.done()]:
                 done.result()
