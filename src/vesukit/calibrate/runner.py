@@ -49,7 +49,7 @@ def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device:
     """(root, ids, cache): the labelled volumes and their cached teacher maps."""
     from vesukit.calibrate.cache import build_cache
     from vesukit.data import find_competition_root
-    from vesukit.runtime.pipeline import resolve_device
+    from vesukit.devices import resolve_device
     from vesukit.teachers import load_manifest
 
     root = find_competition_root(data)

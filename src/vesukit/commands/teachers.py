@@ -60,20 +60,6 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_device(name: str) -> str:
-    from vesukit.errors import UsageError
-
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available here (use cpu or auto)")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise UsageError(f"--device {name}: use cpu, cuda, cuda:N or auto")
-    return name
-
-
 def format_table(rows) -> str:
     header = ("name", "architecture", "parameters", "input", "patch", "weight", "load",
               "forward")
@@ -94,9 +80,10 @@ def format_table(rows) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from vesukit.devices import resolve_device
     from vesukit.teachers.check import check_teachers
 
-    device = _resolve_device(args.device)
+    device = str(resolve_device(args.device))
     rows = check_teachers(args.dir, device=device)
     print(format_table(rows))
     failed = [row.name for row in rows if not row.ok]

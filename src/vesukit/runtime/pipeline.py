@@ -27,6 +27,7 @@ import numpy as np
 from vesukit import __version__
 from vesukit.calibrate import load_calibration
 from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
+from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
 from vesukit.runtime.progress import Progress
@@ -98,19 +99,6 @@ class RunResult:
         if not self.validation.valid:
             return 1
         return EXIT_DEGRADED if self.degraded else 0
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available here. Use --device cpu or auto.")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"--device {name}: not a torch device ({exc}).") from exc
 
 
 def worker_devices(device: str, workers: int | None) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from vesukit.calibrate import Calibration
 from vesukit.data import encode_volume, read_volume, volume_path
+from vesukit.devices import resolve_device
 from vesukit.errors import VesukitError
 from vesukit.runtime.budget import TimeBudget
 from vesukit.runtime.compute import NoTeacherLeft, VolumeComputer
@@ -82,8 +83,6 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
                     next_index: Callable[[], int | None], emit: Callable[[VolumeState], None],
                     should_stop: Callable[[], bool], warn: Callable[[str], None]) -> None:
     """Predict volumes until the ids run out, a stop is requested, or the deadline passes."""
-    from vesukit.runtime.pipeline import resolve_device
-
     device = resolve_device(device_name)
     calibration = Calibration.from_dict(setup.calibration)
     specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn)
