@@ -16,11 +16,10 @@ Peers:
 - floor: only the model calls on the same windows and views in batches of the same size (the
   windows are cut before the clock starts), i.e. what any sliding-window engine must pay.
 
-Model: ``--model local`` (default) is a small real 3D U-Net defined below (``BenchUNet3D``:
-3 levels, instance norm, LeakyReLU, transposed-conv upsampling), usable without the teachers
-package; ``--model resenc`` builds the project's ``resenc_unet3d`` teacher (the ``unet3d``
-preset, ``--teacher-size tiny|full``) through ``vesukit.teachers.build_model`` (switch point:
-:func:`build_model`).
+Model: ``--model resenc`` (default) builds the project's ``resenc_unet3d`` teacher (the
+``unet3d`` preset, ``--teacher-size tiny|full``) through ``vesukit.teachers.build_model``;
+``--model local`` is a small real 3D U-Net defined below (``BenchUNet3D``: 3 levels, instance
+norm, LeakyReLU, transposed-conv upsampling) for quick engine comparisons.
 On CUDA every peer runs under the same fp16 autocast.
 """
 
@@ -178,7 +177,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="model inputs per call (all peers)")
     parser.add_argument("--tta", default="flip", choices=("none", "flip", "full"))
     parser.add_argument("--base", type=int, default=8, help="U-Net width (first level channels)")
-    parser.add_argument("--model", default="local", choices=("local", "resenc"))
+    parser.add_argument("--model", default="resenc", choices=("resenc", "local"))
     parser.add_argument("--teacher-size", default="full", choices=("tiny", "full"), help="for --model resenc")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave)")
