@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The dry run, then the same notebook offline in a Kaggle-like environment (SIM=0 skips it).
+SIM ?= 1
 submit-dry: $(STAMP)
 	DEVICE=$(DEVICE) DRY=$(DRY) PY=$(PY) bash scripts/submit_dry.sh
+	@if [ "$(SIM)" != "0" ]; then $(MAKE) --no-print-directory kaggle-sim; fi
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
