@@ -99,6 +99,7 @@ def test_kill_9_at_any_moment_then_resume_gives_the_identical_zip(root, teachers
     assert not out.exists()  # no half-written zip under the final name
     resumed = run(cmd + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zip", "work"]  # no stale partial
     if kill_after:
         assert "resumed: " in resumed.stderr  # finished volumes were not recomputed
     assert out.read_bytes() == reference_zip

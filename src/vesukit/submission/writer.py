@@ -87,8 +87,16 @@ class SubmissionWriter:
             raise SubmissionError(f"{self.path}: this writer is already {self._state}; "
                                   "create a new SubmissionWriter.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_partials()
         self._zip = zipfile.ZipFile(self.temp_path, "w", compression=zipfile.ZIP_DEFLATED)
         self._state = "open"
+
+    def _remove_stale_partials(self) -> None:
+        """Delete partial zips for this path left by writers that were killed (kill -9)."""
+        for partial in self.path.parent.glob(f".{self.path.name}.partial-*"):
+            pid = partial.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+                partial.unlink(missing_ok=True)
 
     @property
     def written(self) -> tuple[str, ...]:
@@ -227,6 +235,16 @@ class SubmissionWriter:
             if self._state != "finished":
                 self._state = "aborted"
                 self.temp_path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _preview(items: Sequence[str], limit: int = 8) -> str:
