@@ -125,7 +125,9 @@ def test_two_workers_give_the_same_zip_as_one(root, teachers, tmp_path, referenc
     result = run(predict_cmd(root, teachers, out, tmp_path / "work", "--workers", "2"))
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "work" / "run.json").read_text())
-    assert {v["worker"] for v in record["volumes"]} == {0, 1}  # both did work
+    assert record["environment"]["devices"] == ["cpu", "cpu"]  # two worker processes
+    # Volumes go to whichever worker asks first, so either may have done them all.
+    assert {v["worker"] for v in record["volumes"]} <= {0, 1}
     assert out.read_bytes() == reference_zip
 
 
