@@ -12,7 +12,6 @@ always holds every test id.
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import signal
@@ -40,7 +39,6 @@ from vesukit.runtime.worker import (
     run_worker_processes,
 )
 
-log = logging.getLogger("vesukit.predict")
 TTA_PRESETS = ("none", "flip", "full")
 EXIT_DEGRADED = 3  # the zip is valid and complete, but some volumes were predicted with less
 
