@@ -65,6 +65,7 @@ def _good() -> dict:
      "never downloaded"),
     ({"out_channels": True}, "out_channels", "integer"),
     ({"name": "a b/c"}, "name", "letters"),
+    ({"plane": "strips"}, "plane", "'tile', 'whole'"),
 ])
 def test_impossible_values_name_the_teacher_and_the_field(change, field, words):
     data = {**_good(), **change}

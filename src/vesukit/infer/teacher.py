@@ -86,15 +86,17 @@ def predict_teacher(
     batch_size: int | None = None,
     sigma_scale: float = 0.125,
     pad_mode: str = "replicate",
-    plane: str = "tile",
+    plane: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Surface probability float32 ``(Z, Y, X)`` of one teacher over ``volume`` (uint8 (Z,Y,X)).
 
     3D teachers use the sliding window with ``spec.patch``; 2.5D teachers the slice adapter
     along each of ``spec.axes`` (averaged) with ``spec.context`` slices as channels. TTA is the
-    ``tta`` preset restricted to ``spec.tta``. The result lives on ``device`` (on the CPU only
-    if memory ran out and the accumulators had to move there).
+    ``tta`` preset restricted to ``spec.tta``. ``plane`` (default ``spec.plane``, else
+    ``"tile"``) chooses tiled or whole-slice 2.5D inference; whole slices are padded to a
+    multiple of ``spec.stride`` (32 when the spec has none). The result lives on ``device``
+    (on the CPU only if memory ran out and the accumulators had to move there).
     """
     if tta not in PRESETS:
         raise TeacherSpecError(f"--tta must be one of {PRESETS}, got {tta!r}")
@@ -112,6 +114,7 @@ def predict_teacher(
         views = tta_views(tta, 3, allowed)
         out = sliding_window_3d(x, predictor, patch, views=views, pad_mode=pad_mode, **common)[0]
     else:
+        plane = plane or getattr(spec, "plane", "tile")
         square = patch[0] == patch[1] if plane == "tile" else False
         views = tta_views(tta, 2, allowed, square=square)
         out = predict_slices_multi_axis(
@@ -121,6 +124,7 @@ def predict_teacher(
             context=int(getattr(spec, "context", 1)),
             patch=patch,
             plane=plane,
+            multiple=int(getattr(spec, "stride", 32)),
             views=views,
             **common,
         )[0]

@@ -23,6 +23,7 @@ MANIFEST_FORMAT = 1
 INPUT_KINDS = ("2.5d", "3d")
 OUTPUT_KINDS = ("logit", "probability")
 TTA_FAMILIES = ("flip", "rot90")
+PLANE_MODES = ("tile", "whole")
 # Constructor arguments that the spec (not model_kwargs) decides, or that would download.
 RESERVED_MODEL_KWARGS = ("encoder_name", "encoder_weights", "in_channels", "classes",
                          "pretrained")
@@ -157,6 +158,10 @@ class TeacherSpec:
     channel: int = 0
     weight: float = 1.0
     tta: tuple[str, ...] = ("flip", "rot90")
+    # 2.5d in-plane: "tile" cuts each slice into `patch` windows (blended); "whole" pads the
+    # slice to a multiple of the network's stride and runs it in one piece (fewer pixels on
+    # 320^2 planes with 256^2 tiles; for networks that accept any such size, e.g. smp's).
+    plane: str = "tile"
     model_kwargs: Mapping[str, Any] = field(default_factory=FrozenMap)
     # Where the weights sit inside a wrapped checkpoint (dotted, e.g. "state_dict_ema");
     # None = found automatically (plain weights preferred over EMA when both exist).
@@ -256,6 +261,8 @@ class TeacherSpec:
                 or len(set(self.tta)) != len(self.tta):
             raise self._fail("tta", f"must be a list drawn from {list(TTA_FAMILIES)} "
                              f"(no repeats), got {self.tta!r}")
+        if self.plane not in PLANE_MODES:
+            raise self._fail("plane", f"must be one of {list(PLANE_MODES)}, got {self.plane!r}")
         if not isinstance(self.model_kwargs, FrozenMap):
             raise self._fail("model_kwargs", "must be an object of JSON values (strings, "
                              f"numbers, lists, objects), got {self.model_kwargs!r}")
@@ -277,6 +284,13 @@ class TeacherSpec:
     @property
     def in_channels(self) -> int:
         return self.context if self.input_kind == "2.5d" else 1
+
+    @property
+    def stride(self) -> int:
+        """Every input size must be a multiple of this (the network's total down-sampling)."""
+        from vesukit.teachers.registry import patch_multiple
+
+        return patch_multiple(self)
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
