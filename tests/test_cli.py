@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vesukit import __version__
 from vesukit.cli import main
-from vesukit.data import list_test_ids, read_volume
+from vesukit.data import list_test_ids, read_volume, write_volume
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -69,3 +69,26 @@ def test_importing_vesukit_and_cli_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_output_cut_short_by_the_reader_is_not_a_traceback(tmp_path):
+    import numpy as np
+
+    from vesukit.submission import SubmissionWriter
+
+    # 300 tiny volumes: `validate --json` prints far more than a pipe holds (64 KiB), so the
+    # reader closing the pipe early really interrupts the writes.
+    images = tmp_path / "root" / "test_images"
+    images.mkdir(parents=True)
+    ids = [str(1000 + i) for i in range(300)]
+    for volume_id in ids:
+        write_volume(images / f"{volume_id}.tif", np.zeros((2, 4, 4), np.uint8))
+    with SubmissionWriter(tmp_path / "s.zip", ids) as writer:
+        for volume_id in ids:
+            writer.add(volume_id, np.ones((2, 4, 4), np.uint8))
+    env = {**os.environ, "PYTHONPATH": SRC}
+    result = subprocess.run(
+        f"{sys.executable} -m vesukit validate {tmp_path / 's.zip'} --data {tmp_path / 'root'}"
+        " --json | head -1", shell=True, capture_output=True, text=True, env=env)
+    assert result.stdout.strip() == "{"
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
