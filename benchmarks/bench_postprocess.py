@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from vesukit.maps import EnsembleMaps
 from vesukit import _optional
 from vesukit.calibrate import binarize
 from vesukit.calibrate.rules import THRESHOLD_RULES
@@ -35,13 +36,7 @@ from vesukit.report import volume_audit, write_preview_png
 from vesukit.synth import synth_volume
 
 
-@dataclass(frozen=True)
-class Maps:
-    mean: np.ndarray
-    variance: np.ndarray
-    disagreement: np.ndarray
-    n_teachers: int = 3
-    total_weight: float = 3.0
+Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
 
 
 def best_of(repeat: int, fn) -> float:

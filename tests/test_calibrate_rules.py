@@ -1,24 +1,17 @@
 """Threshold rules on crafted ensemble maps, and the calibration file round trip."""
 
-from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pytest
 
+from vesukit.maps import EnsembleMaps
 from vesukit.calibrate import (THRESHOLD_RULES, Calibration, CalibrationError, ThresholdRule,
                                binarize, load_calibration)
 from vesukit.calibrate.rules import probability_histogram
 
 
-@dataclass(frozen=True)
-class Maps:
-    """Stand-in for vesukit.infer.EnsembleMaps (same field names, numpy arrays)."""
-
-    mean: np.ndarray
-    variance: np.ndarray
-    disagreement: np.ndarray
-    n_teachers: int = 3
-    total_weight: float = 3.0
+Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
 
 
 def make_maps(mean, disagreement=None):

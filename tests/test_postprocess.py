@@ -1,22 +1,17 @@
 """Each post-processing step on crafted volumes, with and without cc3d."""
 
-from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pytest
 
+from vesukit.maps import EnsembleMaps
 from vesukit import _optional
 from vesukit.postprocess import (STEPS, PostprocessError, apply_postprocess, check_steps,
                                  label_components)
 
 
-@dataclass(frozen=True)
-class Maps:
-    mean: np.ndarray
-    variance: np.ndarray
-    disagreement: np.ndarray
-    n_teachers: int = 3
-    total_weight: float = 3.0
+Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
 
 
 @pytest.fixture(params=["cc3d", "scipy"])

@@ -15,13 +15,11 @@ is then that of the logits. Votes always use each teacher's probability.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
-
 import numpy as np
 import torch
 
 from vesukit.errors import VesukitError
+from vesukit.maps import EnsembleMaps
 
 MODES = ("probability", "logit")
 LOGIT_EPS = 1e-6
@@ -29,32 +27,6 @@ LOGIT_EPS = 1e-6
 
 class EnsembleError(VesukitError):
     """A teacher map does not fit the ensemble (shape, weight)."""
-
-
-@dataclass(frozen=True)
-class EnsembleMaps:
-    """The ensemble of one volume: maps are float32 tensors (or arrays after :meth:`to_numpy`)."""
-
-    mean: Any
-    variance: Any
-    disagreement: Any
-    n_teachers: int
-    total_weight: float
-    mode: str = "probability"
-
-    def to_numpy(self) -> "EnsembleMaps":
-        def conv(x):
-            return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-        return replace(self, mean=conv(self.mean), variance=conv(self.variance), disagreement=conv(self.disagreement))
-
-    def half(self) -> "EnsembleMaps":
-        """fp16 copies of the maps, for audit files (half the bytes)."""
-
-        def conv(x):
-            return x.half() if isinstance(x, torch.Tensor) else np.asarray(x).astype(np.float16)
-
-        return replace(self, mean=conv(self.mean), variance=conv(self.variance), disagreement=conv(self.disagreement))
 
 
 class EnsembleAccumulator:
