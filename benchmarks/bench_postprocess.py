@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from benchmarks.timing import best_of
 from vesukit.maps import EnsembleMaps
 from vesukit import _optional
 from vesukit.calibrate import binarize
@@ -37,15 +37,6 @@ from vesukit.synth import synth_volume
 
 
 Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
-
-
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

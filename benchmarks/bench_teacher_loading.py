@@ -6,7 +6,7 @@ call load_state_dict(strict=True). vesukit finds the format, wrapper and prefixe
 checks every key, but skips the random initialisation a strict load would overwrite; this
 measures both. Also times one forward per teacher.
 
-    PYTHONPATH=src python benchmarks/bench_teacher_loading.py [--size tiny|full] [--repeat 3]
+    PYTHONPATH=src python -m benchmarks.bench_teacher_loading [--size tiny|full] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from benchmarks.timing import best_of
 from vesukit.teachers import build_model, load_manifest, load_teacher, write_preset
 from vesukit.teachers.check import dummy_batch
 from vesukit.teachers.checkpoint import read_state_dict
@@ -43,15 +43,6 @@ def peer_load(spec, root: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="tiny", choices=("tiny", "full"))
@@ -71,12 +62,12 @@ def main() -> None:
         load_teacher(manifest.teachers[0], folder)          # untimed: imports, first calls
         for spec in manifest.teachers:
             read_state_dict(folder / spec.checkpoint)       # untimed: warm the file cache
-            ours = best_of(lambda: load_teacher(spec, folder), args.repeat)
-            peer = best_of(lambda: peer_load(spec, folder), args.repeat)
+            ours = best_of(args.repeat, lambda: load_teacher(spec, folder))
+            peer = best_of(args.repeat, lambda: peer_load(spec, folder))
             model, x = load_teacher(spec, folder), dummy_batch(spec)
             with torch.inference_mode():
                 model(x)
-                forward = best_of(lambda: model(x), args.repeat)
+                forward = best_of(args.repeat, lambda: model(x))
             ratios.append(ours / peer)
             print(f"{spec.name:24s} {ours:11.3f}s {peer:9.3f}s {ours / peer:6.2f} "
                   f"{forward:7.3f}s")
