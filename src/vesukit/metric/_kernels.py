@@ -217,14 +217,22 @@ def count_common_keys(keys_f, keys_g, nvox):
 
 
 @njit(**_JIT)
+def _edge_end(v, x, y, z, t, n0, n1, n2):
+    """The far voxel of edge (x, y, z, t) from voxel v (flat C index), or -1 if outside."""
+    if t == 0:
+        return v + n1 * n2 if x + 1 < n0 else -1
+    if t == 1:
+        return v + n2 if y + 1 < n1 else -1
+    return v + 1 if z + 1 < n2 else -1
+
+
+@njit(**_JIT)
 def dim0_matches(f, g, n0, n1, n2, parent, flags):
     """m_0 of one block: raster-order Kruskal over edges touching U^c (metric.md 6.3).
     ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries."""
     nvox = n0 * n1 * n2
     for v in range(nvox):
         parent[v] = v
-    s0 = n1 * n2
-    s1 = n2
     for v in range(nvox):
         flags[v] = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
     # 6-components of U
@@ -235,19 +243,8 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
                 if flags[v] == 0:
                     continue
                 for t in range(3):
-                    if t == 0:
-                        if x + 1 >= n0:
-                            continue
-                        w = v + s0
-                    elif t == 1:
-                        if y + 1 >= n1:
-                            continue
-                        w = v + s1
-                    else:
-                        if z + 1 >= n2:
-                            continue
-                        w = v + 1
-                    if flags[w] == 0:
+                    w = _edge_end(v, x, y, z, t, n0, n1, n2)
+                    if w < 0 or flags[w] == 0:
                         continue
                     ra = _find(parent, v)
                     rb = _find(parent, w)
@@ -261,18 +258,9 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
                 v = (x * n1 + y) * n2 + z
                 inu_v = f[v] != 0 or g[v] != 0
                 for t in range(3):
-                    if t == 0:
-                        if x + 1 >= n0:
-                            continue
-                        w = v + s0
-                    elif t == 1:
-                        if y + 1 >= n1:
-                            continue
-                        w = v + s1
-                    else:
-                        if z + 1 >= n2:
-                            continue
-                        w = v + 1
+                    w = _edge_end(v, x, y, z, t, n0, n1, n2)
+                    if w < 0:
+                        continue
                     inu_w = f[w] != 0 or g[w] != 0
                     if inu_v and inu_w:
                         continue
