@@ -212,19 +212,19 @@ def run_predict(config: PredictConfig, progress_stream=None,
             if on_volume:
                 on_volume(state)
 
+        if resumed:
+            progress.skip(len(resumed), f"resumed: {len(resumed)} volume(s) already done in "
+                                        f"{workdir}")
         for volume_id in resumed:
-            progress.done += 1
             assembler.ready(volume_id)
             if config.audit is not None:
                 _write_audit(Path(config.audit), resumed[volume_id], config, calibration)
-        if resumed:
-            progress.note(f"resumed: {len(resumed)} volume(s) already done in {workdir}")
 
         setup = WorkerSetup(Path(config.teachers), root, workdir, todo, shapes,
                             calibration.to_dict(), config.tta, config.overlap,
                             run_fingerprint, deadline, len(devices),
                             Path(config.audit) if config.audit is not None else None)
-        error: BaseException | None = None
+        error: VesukitError | None = None
         if todo:
             if len(devices) == 1:
                 counter = iter(range(len(todo)))
@@ -259,8 +259,10 @@ def run_predict(config: PredictConfig, progress_stream=None,
     record.finish(result)
     if error is not None and not any(v.status == DONE for v in result.volumes if
                                      v.volume_id not in resumed):
+        # Nothing could be predicted (no teacher loads, every worker failed): an error, but
+        # the zip of fallbacks stands.
         raise type(error)(f"{error} A valid zip with fallback masks was still written: "
-                          f"{zip_path}.") if isinstance(error, VesukitError) else error
+                          f"{zip_path}.")
     return result
 
 

@@ -54,6 +54,11 @@ class Progress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def skip(self, count: int, text: str) -> None:
+        """Count ``count`` items as done without timing them (e.g. resumed volumes)."""
+        self.done += count
+        self.note(text)
+
     def note(self, text: str) -> None:
         """A message that must not be overwritten by the live bar."""
         prefix = "\n" if self.live and 0 < self.done < self.total else ""
