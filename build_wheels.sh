@@ -47,8 +47,11 @@ for version in $PYTHONS; do pythons+=(--python "$version"); done
 "$PY" src/vesukit/bootstrap.py check-tags "$stage/wheels" "${pythons[@]}" --glibc "$GLIBC" \
     --lock "$LOCK"
 
-# Replace the old wheels only now that the new set is complete and checked.
+# Replace the old wheels only now that the new set is complete and checked, holding the folder's
+# lock: a running `make kaggle-sim` snapshots the folder under the same lock.
 mkdir -p "$OUT"
+exec 9<"$OUT"
+flock 9
 rm -f "$OUT"/*.whl "$OUT"/vesukit_bootstrap.py "$OUT"/SHA256SUMS
 cp "$stage/wheels"/*.whl "$stage/wheels/vesukit_bootstrap.py" "$OUT"/
 [ "$OUT/requirements.lock" -ef "$LOCK" ] || cp "$LOCK" "$OUT"/
