@@ -28,7 +28,8 @@ VOLUME_SUFFIX = ".tif"
 
 # Compressions tifffile decodes with the standard library alone; any other (LZW above all)
 # needs imagecodecs, or Pillow.
-_STDLIB_COMPRESSIONS = {1, 8, 32946}  # none, adobe deflate (zlib), deflate
+# TIFF compressions tifffile decodes without imagecodecs: none, adobe deflate (zlib), deflate.
+STDLIB_TIFF_COMPRESSIONS = frozenset({1, 8, 32946})
 
 _FIX_WRITE = "write it with vesukit.data.write_volume (or tifffile.imwrite(path, volume_zyx))"
 
@@ -52,7 +53,7 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             n_pages, page_shape, compression = _check_pages(path, tif)
-            if compression not in _STDLIB_COMPRESSIONS and not has("imagecodecs"):
+            if compression not in STDLIB_TIFF_COMPRESSIONS and not has("imagecodecs"):
                 volume = _read_pages_with_pillow(path)
             else:
                 volume = tif.asarray(key=range(n_pages))
