@@ -36,7 +36,7 @@ submit-dry: $(STAMP)
 	@SIM=$(SIM) PY=$(PY) KAGGLE_SIM_ARGS="$(KAGGLE_SIM_ARGS)" bash scripts/sim_after_dry.sh
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+	PYTHONPATH=src $(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 kernel: $(STAMP)
 	$(PY) -m vesukit.kernelgen

@@ -1,6 +1,6 @@
 """Judge a submission zip the way the Kaggle scorer will read it, before a submission is spent.
 
-The scorer (competition.md, "Submission") extracts the zip, collects ``**/*.tif`` recursively,
+The scorer (docs/competition.md, "Submission") extracts the zip, collects ``**/*.tif`` recursively,
 takes the id as the basename up to the first ``.``, reads each file with Pillow page by page,
 stacks the pages on axis 0 and requires the exact shape of the label; any non-zero voxel is
 surface. This module reproduces that view in memory, without extracting anything: every
