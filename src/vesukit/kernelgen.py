@@ -188,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upload", type=Path, default=Path("kernel/upload"))
     args = parser.parse_args(argv)
     config = KernelConfig.from_env(args.owner)
+    if config.owner == DEFAULT_OWNER:
+        # Kaggle refuses a dataset or kernel id whose owner is not the uploading user.
+        print(f"kernelgen: no --owner and no ${OWNER_ENV}: the ids say {DEFAULT_OWNER!r}, and "
+              f"`kaggle datasets create` / `kaggle kernels push` will refuse them. Set "
+              f"{OWNER_ENV}=<your Kaggle user> and run `make wheels` and `make kernel` again.",
+              file=sys.stderr)
     if args.what == "dataset-metadata":
         path = write_dataset_metadata(Path(args.folder), config)
         print(f"wrote {path} (id {config.owner}/{config.wheels_slug})")
