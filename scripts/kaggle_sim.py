@@ -441,18 +441,29 @@ def kaggle_mountpoint():
                 MADE_MARK.unlink(missing_ok=True)
 
 
-def snapshot_wheels(wheels: Path, work: Path) -> Path:
-    """Hard links to the wheels as they are now, taken under build_wheels.sh's lock, so a
-    concurrent `make wheels` cannot change the set a running simulation installs from."""
+def snapshot_wheels(wheels: Path, local: Path, work: Path) -> Path:
+    """The wheels dataset as this simulation installs from it: the upload folder plus the
+    local cp311-only wheels (this simulation's interpreter is 3.11; Kaggle's is 3.12), with one
+    SHA256SUMS listing both. Hard links taken under build_wheels.sh's lock, so a concurrent
+    `make wheels` cannot change the set a running simulation installs from."""
     snapshot = work / "wheels-snapshot"
     snapshot.mkdir(parents=True)
+    sums = []
     with locked(wheels, exclusive=False):
-        for path in wheels.iterdir():
-            if path.is_file() and not path.name.startswith("."):
-                try:
-                    os.link(path, snapshot / path.name)
-                except OSError:
-                    shutil.copy2(path, snapshot / path.name)
+        for folder in (wheels, local):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.name == "SHA256SUMS":
+                    sums.append(path.read_text())
+                elif path.is_file() and not path.name.startswith(".") \
+                        and not (snapshot / path.name).exists():
+                    try:
+                        os.link(path, snapshot / path.name)
+                    except OSError:
+                        shutil.copy2(path, snapshot / path.name)
+    if sums:
+        (snapshot / "SHA256SUMS").write_text("".join(sums))
     return snapshot
 
 
@@ -471,6 +482,8 @@ def preflight() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wheels", type=Path, default=REPO / "wheels")
+    parser.add_argument("--local-wheels", type=Path, default=REPO / "build" / "wheels-cp311",
+                        help="the cp311-only wheels `make wheels` keeps out of the upload")
     parser.add_argument("--work", type=Path, default=None,
                         help="where to build (default: a temporary folder, removed after)")
     parser.add_argument("--cache", type=Path, default=REPO / "build" / "kaggle-sim-cache")
@@ -507,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="kaggle-sim-"))
     args.cache.mkdir(parents=True, exist_ok=True)
     try:
-        wheels = snapshot_wheels(args.wheels, work)
+        wheels = snapshot_wheels(args.wheels, args.local_wheels, work)
         with kaggle_mountpoint():
             scenario("with-imagecodecs", work, args.cache, wheels, args.install_only, ())
             scenario("without-imagecodecs", work, args.cache, wheels, args.install_only,

@@ -163,3 +163,22 @@ def test_an_interpreter_that_cannot_run_is_a_reason_too(tmp_path):
     assert result.returncode == 0
     assert "preflight check could not run" in result.stdout
     assert run_after_dry(broken, "1").returncode == 1
+
+
+def test_the_simulated_dataset_is_the_upload_plus_the_local_cp311_wheels(tmp_path):
+    sim = load_sim()
+    upload, local = tmp_path / "wheels", tmp_path / "cp311"
+    upload.mkdir()
+    local.mkdir()
+    (upload / "pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl").write_bytes(b"312")
+    (upload / "pure-1.0-py3-none-any.whl").write_bytes(b"pure")
+    (upload / "SHA256SUMS").write_text("a  pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl\n")
+    (local / "pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"311")
+    (local / "SHA256SUMS").write_text("b  pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.whl\n")
+    snapshot = sim.snapshot_wheels(upload, local, tmp_path / "work")
+    assert sorted(p.name for p in snapshot.glob("*.whl")) == [
+        "pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+        "pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "pure-1.0-py3-none-any.whl"]
+    assert (snapshot / "SHA256SUMS").read_text().splitlines() == [
+        "a  pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+        "b  pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"]
