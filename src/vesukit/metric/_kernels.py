@@ -4,6 +4,11 @@ All kernels work on one C-contiguous boolean block (uint8, 0/1) flattened, with 
 (n0, n1, n2). Voxel ``v = (x*n1 + y)*n2 + z``; edge and square ids are ``3*v + t`` with the
 orientation t of docs/metric.md section 2, so id order is the lexicographic (x, y, z, t) order
 the official code uses for ties. Every kernel releases the GIL so octants run in threads.
+
+The per-axis blocks below (one for x, y and z; one per edge or square orientation) repeat
+themselves on purpose: numba compiles straight-line code for each axis with its stride as a
+constant, and a loop over axes or a helper taking the stride measured slower in these inner
+loops. A duplicate-code report on this file lists them; they are deliberate.
 """
 
 from __future__ import annotations
