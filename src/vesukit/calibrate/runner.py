@@ -92,8 +92,8 @@ def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
     The default cache folder is the one `vesukit calibrate` uses when its output sits in the
     same folder, so calibrate and ablate share one ensemble pass.
     """
-    from vesukit.calibrate import load_calibration
     from vesukit.calibrate.ablate import ablate
+    from vesukit.decide import load_calibration
 
     base = Path(json_out).parent if json_out is not None else Path(".")
     cache_dir = Path(cache_dir) if cache_dir else base / "calibration-cache"

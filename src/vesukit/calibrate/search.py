@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from vesukit.calibrate import Calibration, ThresholdRule, binarize
-from vesukit.postprocess import apply_postprocess
+from vesukit.decide import Calibration, ThresholdRule, binarize
+from vesukit.decide.steps import apply_postprocess
 
 # Rule candidates: name -> parameter sets. 0.26 (the winner's) through 0.6 for fixed.
 RULE_GRID: dict[str, list[dict]] = {

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.calibrate import Calibration, binarize
+from vesukit.decide import Calibration, binarize
+from vesukit.decide.steps import apply_postprocess
 from vesukit.errors import VesukitError
-from vesukit.postprocess import apply_postprocess
 
 log = logging.getLogger("vesukit.predict")
 

@@ -24,8 +24,8 @@ from typing import Callable
 import numpy as np
 
 from vesukit import __version__
-from vesukit.calibrate import load_calibration
 from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
+from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from vesukit.calibrate import Calibration
 from vesukit.data import encode_volume, read_volume, volume_path
+from vesukit.decide import Calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import VesukitError
 from vesukit.runtime.budget import TimeBudget

@@ -5,11 +5,9 @@ from functools import partial
 import numpy as np
 import pytest
 
-from vesukit.maps import EnsembleMaps
 from vesukit import _optional
-from vesukit.postprocess import (STEPS, PostprocessError, apply_postprocess, check_steps,
-                                 label_components)
-
+from vesukit.decide.steps import STEPS, PostprocessError, apply_postprocess, check_steps, label_components
+from vesukit.maps import EnsembleMaps
 
 Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
 
