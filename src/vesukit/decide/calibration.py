@@ -9,9 +9,10 @@ Without a file, predict uses :data:`DEFAULT_THRESHOLD`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
