@@ -2,7 +2,9 @@
 
 A rule turns a volume's ensemble maps into one threshold, without labels. The calibration
 file (``calibration.json``, written by `vesukit calibrate` or by hand) names the rule, its
-parameters and the post-processing chain; `vesukit predict --calibration FILE` applies it.
+parameters, the post-processing chain (a list of steps, or a preset's name) and optionally the
+TTA it was fitted with; `vesukit predict --calibration FILE`, `vesukit postprocess` and the
+notebook apply it.
 Without a file, predict uses :data:`DEFAULT_THRESHOLD`.
 """
 
@@ -20,6 +22,7 @@ from vesukit.decide.rules import DEFAULT_THRESHOLD, THRESHOLD_RULES
 from vesukit.errors import VesukitError
 
 CALIBRATION_FORMAT = 1
+TTA_CHOICES = ("none", "flip", "full")
 
 
 class CalibrationError(VesukitError):
@@ -45,13 +48,25 @@ class Calibration:
 
     rule: ThresholdRule = ThresholdRule()
     postprocess: tuple[Mapping[str, Any], ...] = ()
+    tta: str | None = None          # the TTA the calibration was fitted with; None: predict's own
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "format": CALIBRATION_FORMAT,
             "threshold": {"rule": self.rule.name, **dict(self.rule.params)},
             "postprocess": [dict(step) for step in self.postprocess],
         }
+        if self.tta is not None:
+            out["tta"] = self.tta
+        return out
+
+    def describe(self) -> str:
+        """One line for logs: rule, chain and TTA."""
+        chain = " > ".join(
+            step["step"] + "(" + ", ".join(f"{k}={v}" for k, v in step.items() if k != "step")
+            + ")" for step in self.postprocess) or "none"
+        return (f"threshold {self.rule.describe()}; post-processing {chain}; "
+                f"TTA {self.tta or 'as requested'}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "calibration") -> Calibration:
@@ -72,9 +87,18 @@ class Calibration:
                 f"{', '.join(sorted(THRESHOLD_RULES))}."
             )
         check_rule_params(name, threshold, where)
-        steps = tuple(dict(step) for step in data.get("postprocess", ()))
+        chain = data.get("postprocess", ())
+        if isinstance(chain, str):  # a preset's name: its published chain
+            from vesukit.decide.presets import preset_chain
+
+            chain = preset_chain(chain, where)
+        steps = tuple(dict(step) for step in chain)
         check_steps(steps, where)
-        return cls(ThresholdRule(name, threshold), steps)
+        tta = data.get("tta")
+        if tta is not None and tta not in TTA_CHOICES:
+            raise CalibrationError(f"{where}: 'tta' is {tta!r}; expected one of "
+                                   f"{', '.join(TTA_CHOICES)}.")
+        return cls(ThresholdRule(name, threshold), steps, tta)
 
 
 def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> None:
