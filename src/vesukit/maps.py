@@ -136,6 +136,9 @@ def read_map(path) -> np.ndarray:
 
 
 def maps_from_probability(probability: np.ndarray) -> EnsembleMaps:
-    """EnsembleMaps for a saved mean probability (variance and disagreement are unknown: 0)."""
-    zeros = np.zeros_like(probability)
+    """EnsembleMaps for a saved mean probability (variance and disagreement are unknown: 0).
+
+    The zero maps are broadcast views: no memory per volume.
+    """
+    zeros = np.broadcast_to(np.zeros((), dtype=np.float32), np.shape(probability))
     return EnsembleMaps(probability, zeros, zeros)
