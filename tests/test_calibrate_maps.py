@@ -72,3 +72,23 @@ def test_calibrate_needs_exactly_one_source(saved, tmp_path, capsys):
     assert main(["calibrate", "--maps", str(empty), "--data", str(root), "--out",
                  str(tmp_path / "c.json")]) == 1
     assert "none of its 1 map(s) belongs to a labelled train volume" in capsys.readouterr().err
+
+
+def test_budget_bounds_the_volumes_searched(saved, tmp_path, capsys):
+    from vesukit.calibrate.oof import budget_volumes, masks_per_volume_bound
+    from vesukit.calibrate.search import RULE_GRID, postprocess_options
+
+    options = postprocess_options(320 ** 3, winners=True, disagreement=False)
+    grid = {k: v for k, v in RULE_GRID.items() if k != "uncertainty"}
+    bound = masks_per_volume_bound(grid, options, top_k=3, folds=3)
+    # 100 volumes of 320^3 at 20 s per mask cannot all be searched in 8 hours
+    take = budget_volumes(100, 20.0, bound, 8 * 3600)
+    assert 2 <= take < 100 and take * bound * 20.0 <= 8 * 3600 or take == 2
+    root, maps = saved
+    out = tmp_path / "c.json"
+    assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
+                 "--folds", "2", "--steps", "basic", "--top-k", "1", "--rules", "fixed",
+                 "--budget-hours", "0.0001"]) == 0
+    printed = capsys.readouterr().out
+    assert "searched 2 of 6 volume(s)" in printed
+    assert json.loads(out.read_text())["evidence"]["budget"]["volumes_searched"] == 2

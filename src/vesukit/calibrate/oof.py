@@ -47,6 +47,7 @@ class OutOfFold:
     masks_scored: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    budget: dict | None = None
 
     @property
     def winner_mean(self) -> float:
@@ -128,3 +129,25 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
     final = search(list(volumes), grid, options, top_k, shared=root)
     return OutOfFold(dealt, fold_winners, winner_scores, baseline_scores, ablation, final,
                      root.masks_scored, time.perf_counter() - start, notes)
+
+
+def masks_per_volume_bound(grid: Mapping[str, Sequence[Mapping]], options: Mapping[str, list],
+                           top_k: int, folds: int, passes: int = 2) -> int:
+    """An upper bound on the masks one volume costs in :func:`out_of_fold`.
+
+    A volume is fitted in ``folds - 1`` fold searches plus the final one; each search scores
+    at most every rule twice (alone, then with the chain) and, per started candidate and pass,
+    every option of every slot. Rules landing on one threshold share a mask, so the real
+    count is lower (docs/benchmarks.md has measured counts).
+    """
+    rules = sum(len(v) for v in grid.values())
+    slots = sum(len(v) for v in options.values())
+    per_search = 2 * rules + (top_k + 1) * passes * slots
+    return max(folds, 1) * per_search
+
+
+def budget_volumes(available: int, seconds_per_mask: float, masks_per_volume: int,
+                   budget_seconds: float, minimum: int = 2) -> int:
+    """How many volumes the out-of-fold search can take within ``budget_seconds``."""
+    cost = max(seconds_per_mask * masks_per_volume, 1e-9)
+    return int(min(available, max(minimum, budget_seconds // cost)))

@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                         "<id>.npy (predict --save-maps), nnU-Net <id>.npz, <id>.tif, <id>.zarr")
     parser.add_argument("--folds", type=int, default=3,
                         help="with --maps: out-of-fold folds (3)")
+    parser.add_argument("--budget-hours", type=float, default=None, metavar="H",
+                        help="with --maps: time one mask, then search only as many volumes as "
+                        "fit H hours (e.g. 8 for a working day); default: all volumes")
     parser.add_argument("--steps", default="winners", choices=["basic", "winners"],
                         help="post-processing steps searched: basic (border, dust, closing, "
                         "cavities) or winners (plus per-sheet closing, patching, plugging, median; "
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
                          "and --maps DIR (saved probability maps).")
     if args.folds < 1:
         raise UsageError(f"--folds {args.folds}: must be >= 1.")
+    if args.budget_hours is not None and args.budget_hours <= 0:
+        raise UsageError(f"--budget-hours {args.budget_hours}: must be > 0.")
 
     if not 0 <= args.overlap < 1:
         raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
@@ -121,7 +126,13 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
 
     oof = run_calibration_from_maps(args.maps, args.data, args.out, volumes=args.volumes,
                                     folds=args.folds, top_k=args.top_k, grid=grid,
-                                    winners=args.steps == "winners", progress=_progress)
+                                    winners=args.steps == "winners",
+                                    budget_hours=args.budget_hours, progress=_progress)
+    if oof.budget:
+        b = oof.budget
+        print(f"budget {b['hours']} h: {b['seconds_per_mask_measured']:.2f} s per mask, at most "
+              f"{b['masks_per_volume_bound']} masks per volume: searched {b['volumes_searched']} "
+              f"of {b['volumes_available']} volume(s) (at most {b['estimated_hours_at_most']:.2f} h)")
     print(f"out-of-fold ({len(oof.folds)} fold(s), {sum(map(len, oof.folds))} volume(s), "
           f"{oof.masks_scored} masks scored in {oof.seconds:.1f} s, "
           f"{oof.seconds / max(oof.masks_scored, 1):.2f} s/mask):")
