@@ -194,11 +194,23 @@ def make_inputs(root: Path, wheels: Path, teachers: bool, drop: tuple[str, ...])
         except OSError:
             shutil.copy2(path, dataset / path.name)
     if teachers:
-        vesukit_cli([sys.executable, "-m", "vesukit", "teachers", "init",
-                     str(kaggle / "input" / "vesukit-teachers"), "--preset", "seed9",
-                     "--size", "tiny"])
+        # the teachers dataset as `vesukit teachers pack` makes it, carrying a decision with a
+        # post-processing chain and flip TTA: the notebook must apply both
+        source = root / "teachers-source"
+        vesukit_cli([sys.executable, "-m", "vesukit", "teachers", "init", str(source),
+                     "--preset", "seed9", "--size", "tiny"])
+        (source / "calibration.json").write_text(json.dumps(SIM_DECISION))
+        vesukit_cli([sys.executable, "-m", "vesukit", "teachers", "pack", str(source),
+                     "--out", str(kaggle / "input" / "vesukit-teachers")])
     (kaggle / "working").mkdir()
     return kaggle
+
+
+SIM_DECISION = {"threshold": {"rule": "fixed", "threshold": 0.45}, "tta": "flip",
+                "postprocess": [{"step": "zero_border", "width": 1},
+                                {"step": "remove_small", "min_voxels": 20},
+                                {"step": "sheet_close", "radius": 2, "thin": 1.5},
+                                {"step": "fill_holes"}]}
 
 
 def vesukit_cli(command: list[str]) -> None:
@@ -292,6 +304,11 @@ def scenario(name: str, work: Path, cache: Path, wheels: Path, install_only: boo
             raise SimError(f"[{name}] the imports after the bootstrap did not all succeed")
         log(f"[{name}] ok: installed offline from the wheels dataset, every import works")
         return
+    log_text = result.stdout + result.stderr
+    if "TTA applied: flip (calibration)" not in log_text or "sheet_close(radius=2" not in log_text:
+        raise SimError(f"[{name}] the notebook's log does not show the packed decision (chain "
+                       f"and flip TTA) being applied; log: {root / 'notebook.log'}")
+    log(f"[{name}] the notebook applied the packed decision: chain and flip TTA")
     zip_path = kaggle / "working" / "submission.zip"
     if not zip_path.is_file():
         raise SimError(f"[{name}] /kaggle/working/submission.zip was not written")
