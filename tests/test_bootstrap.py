@@ -26,12 +26,15 @@ LOCK = Path(__file__).resolve().parents[1] / "wheels" / "requirements.lock"
 
 
 def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = (),
-               tag: str = "py3-none-any", body: str = "VALUE = 1\n") -> Path:
+               tag: str = "py3-none-any", body: str = "VALUE = 1\n",
+               requires_python: str = "") -> Path:
     """A real installable wheel: module ``name`` (dashes to underscores) plus dist-info."""
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
         f"Requires-Dist: {r}\n" for r in requires)
+    if requires_python:
+        metadata += f"Requires-Python: {requires_python}\n"
     files = {
         f"{dist}/__init__.py": body + f"__version__ = {version!r}\n",
         f"{info}/METADATA": metadata,
@@ -68,13 +71,14 @@ def env(tmp_path):
     return root
 
 
-def run_bootstrap(env: Path, tmp_path: Path, *args: str, extra_env: dict | None = None):
+def run_bootstrap(env: Path, tmp_path: Path, *args: str, extra_env: dict | None = None,
+                  script: Path = BOOTSTRAP):
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VESUKIT_"))}
     environ.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PYTHONNOUSERSITE="1",
                    VESUKIT_INPUT_BASE=str(tmp_path / "input"))
     environ.pop("PYTHONPATH", None)
     environ.update(extra_env or {})
-    return subprocess.run([str(env / "bin" / "python"), str(BOOTSTRAP), *args],
+    return subprocess.run([str(env / "bin" / "python"), str(script), *args],
                           capture_output=True, text=True, cwd=tmp_path, env=environ)
 
 
@@ -314,3 +318,54 @@ def test_requirement_parse():
     assert Requirement.parse("connected-components-3d>=4:cc3d") == \
         Requirement("connected-components-3d", "cc3d", ">=4")
     assert Requirement.parse("numba", optional=True) == Requirement("numba", "numba", "", True)
+
+
+# --------------------------------------------------------------------------- the lock wins
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_only_what_the_lock_pins_is_installed_and_the_vesukit_dataset_wins(env, tmp_path):
+    """Another attached dataset holds a newer version and a rebuilt copy of the pinned one."""
+    import shutil
+
+    home = tmp_path / "input" / "vesukit-wheels"
+    pinned = make_wheel(home, "pkgx", "1.0", body="VALUE = 'ours'\n")
+    (home / "requirements.lock").write_text(f"pkgx==1.0 \\\n    --hash=sha256:{sha256(pinned)}\n")
+    script = home / "vesukit_bootstrap.py"
+    shutil.copy(BOOTSTRAP, script)
+    other = tmp_path / "input" / "aaa-other-dataset"  # walked before the wheels dataset
+    newer = make_wheel(other, "pkgx", "2.0", body="VALUE = 'newer'\n")
+    rebuilt = make_wheel(other / "copy", "pkgx", "1.0", body="VALUE = 'theirs'\n")
+
+    result = run_bootstrap(env, tmp_path, "--require", "pkgx", script=script)
+    assert result.returncode == 0, result.stderr
+    assert f"installing only what {home / 'requirements.lock'} pins" in result.stdout
+    assert f"skipped {newer} (pkgx 2.0): requirements.lock pins pkgx==1.0" in result.stderr
+    value = subprocess.run([str(env / "bin" / "python"), "-c", "import pkgx; print(pkgx.VALUE)"],
+                           capture_output=True, text=True).stdout.strip()
+    assert installed(env, "pkgx") == "1.0" and value == "ours"
+    # with the dataset's copy gone, the rebuilt one is refused for its hash, not installed
+    pinned.unlink()
+    fresh = env.parent / "fresh"
+    import venv
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(fresh)
+    (next((fresh / "lib").glob("python3*/site-packages")) / "pip-only.pth").write_text(
+        next((env / "lib").glob("python3*/site-packages/pip-only.pth")).read_text())
+    result = run_bootstrap(fresh, tmp_path, "--require", "pkgx", script=script)
+    assert result.returncode == 1
+    assert f"skipped {rebuilt} (pkgx 1.0): its sha256 {sha256(rebuilt)[:12]}... is not one " \
+        "requirements.lock lists for pkgx==1.0" in result.stderr
+
+
+def test_requires_python_and_tags_rule_out_a_higher_version(tmp_path):
+    folder = tmp_path / "wheels"
+    make_wheel(folder, "pkgy", "3.4.2", requires_python=">=3.99")
+    make_wheel(folder, "pkgy", "3.3.0", tag="cp39-cp39-manylinux2014_x86_64")
+    make_wheel(folder, "pkgy", "3.1.6", requires_python=">=3.8")
+    report = bootstrap.Report(Target((3, 11), (2, 35)), bootstrap.scan([folder]))
+    chosen = bootstrap._pick("pkgy", "", report)
+    assert chosen.version == "3.1.6"
+    assert any("pkgy 3.4.2): it requires Python >=3.99" in w for w in report.warnings)

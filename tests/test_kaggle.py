@@ -24,3 +24,72 @@ def test_find_teachers_walks_the_input_base(tmp_path, monkeypatch):
     assert kaggle.find_teachers(tmp_path) == folder
     monkeypatch.setenv("VESUKIT_TEACHERS", str(tmp_path / "elsewhere"))
     assert kaggle.find_teachers(tmp_path) == tmp_path / "elsewhere"
+
+
+def test_a_folder_holding_only_manifest_json_is_not_a_teachers_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("VESUKIT_TEACHERS", raising=False)
+    other = tmp_path / "some-dataset"
+    other.mkdir()
+    (other / "manifest.json").write_text("{}")  # a common name in other datasets
+    with pytest.raises(VesukitError, match="looked for a folder holding teachers.json"):
+        kaggle.find_teachers(tmp_path)
+
+
+# --------------------------------------------------------------------------- submit()
+
+
+@pytest.fixture(scope="module")
+def kaggle_input(tmp_path_factory):
+    """/kaggle/input as the notebook sees it: the competition and the teachers datasets."""
+    pytest.importorskip("torch")
+    from vesukit.runtime.chaos import make_fixture
+
+    base = tmp_path_factory.mktemp("input")
+    make_fixture(base)  # base/comp (the competition root) and base/teachers
+    return base
+
+
+def test_submit_returns_the_path_of_a_degraded_but_valid_zip(kaggle_input, tmp_path,
+                                                             monkeypatch):
+    import shutil
+
+    from vesukit.data import list_test_ids, volume_path
+    from vesukit.submission import validate_zip
+
+    monkeypatch.delenv("VESUKIT_TEACHERS", raising=False)
+    base = tmp_path / "input"
+    shutil.copytree(kaggle_input, base)
+    ids = list_test_ids(base / "comp")
+    corrupt = volume_path(base / "comp", ids[1])
+    corrupt.write_bytes(corrupt.read_bytes()[:300])
+    out = tmp_path / "working" / "submission.zip"
+    with pytest.warns(kaggle.DegradedSubmission, match=f"1 volume\\(s\\) were degraded: {ids[1]} "
+                                                        "\\(fallback: unreadable"):
+        path = kaggle.submit(out, input_base=base, device="cpu")
+    assert path == out
+    report = validate_zip(out, base / "comp")
+    assert report.valid and sorted(report.files) == sorted(ids)
+
+
+def test_submit_raises_when_no_teacher_loads_but_the_fallback_zip_stays(kaggle_input, tmp_path,
+                                                                        monkeypatch):
+    import json
+    import shutil
+
+    from vesukit.data import list_test_ids
+    from vesukit.submission import validate_zip
+
+    monkeypatch.delenv("VESUKIT_TEACHERS", raising=False)
+    base = tmp_path / "input"
+    shutil.copytree(kaggle_input, base)
+    manifest = json.loads((base / "teachers" / "teachers.json").read_text())
+    for teacher in manifest["teachers"]:
+        checkpoint = base / "teachers" / teacher["checkpoint"]
+        weights = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
+        weights.write_bytes(b"garbage")
+    out = tmp_path / "working" / "submission.zip"
+    with pytest.raises(VesukitError, match="no volume could be predicted.*holds only empty "
+                                           "fallback masks"):
+        kaggle.submit(out, input_base=base, device="cpu")
+    report = validate_zip(out, base / "comp")
+    assert report.valid and sorted(report.files) == sorted(list_test_ids(base / "comp"))

@@ -138,8 +138,8 @@ def test_teacher_that_fails_to_load_is_dropped_with_a_warning(root, teachers, tm
     assert "VALID" in captured.out
 
 
-def test_no_teacher_loading_is_an_error_but_still_leaves_a_valid_zip(root, teachers, tmp_path,
-                                                                    capsys):
+def test_no_teacher_loading_is_said_loudly_and_still_leaves_a_valid_zip(root, teachers, tmp_path,
+                                                                       capsys):
     import shutil
 
     copy = tmp_path / "teachers"
@@ -152,9 +152,9 @@ def test_no_teacher_loading_is_an_error_but_still_leaves_a_valid_zip(root, teach
     weights.write_bytes(b"garbage")
     code = main(["predict", "--data", str(root), "--teachers", str(copy),
                  "--out", str(tmp_path / "s.zip"), "--device", "cpu"])
-    assert code == 1
+    assert code == 3  # a valid zip exists: never exit 1 (kaggle.submit raises on this one)
     err = capsys.readouterr().err
-    assert "none of the 1 teachers" in err and "fallback masks was still written" in err
+    assert "none of the 1 teachers" in err and "EVERY VOLUME IS AN EMPTY FALLBACK MASK" in err
     assert sorted(masks_in(tmp_path / "s.zip")) == sorted(list_test_ids(root))
 
 

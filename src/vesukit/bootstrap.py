@@ -6,9 +6,14 @@ loads this file by path (build_wheels.sh copies it into the wheels dataset as
 ``vesukit_bootstrap.py``).
 
 For each requirement: skip it when an importable, compatible version is already present;
-otherwise pick a wheel from the candidate folders (``--wheels``/``wheel_dirs``,
-``$VESUKIT_WHEELS``, ``./wheels``, then every folder under ``/kaggle/input`` that holds
-``.whl`` files), add the wheels it depends on that are missing, install them deps-first with
+otherwise pick a wheel from the candidate folders (vesukit's wheels dataset first: the
+folder this file was loaded from when it holds ``requirements.lock``; then
+``--wheels``/``wheel_dirs``, ``$VESUKIT_WHEELS``, ``./wheels``, then every folder under
+``/kaggle/input`` that holds ``.whl`` files). With a lock, only what it pins is installed:
+the pinned version, with a sha256 the lock lists (vesukit's own wheel: the one in the
+dataset's ``SHA256SUMS``); a wheel of another version or hash, in any folder, is skipped with
+a warning naming both. Every choice honours the wheel's tags and its ``Requires-Python``.
+Add the wheels it depends on that are missing, install them deps-first with
 ``pip install --no-index --no-deps`` (so pip never touches the image's CUDA torch or numpy),
 and verify each import in a fresh interpreter. Optional packages that cannot be had give a
 warning naming the fallback; a required one raises :class:`BootstrapError` listing every
@@ -38,6 +43,8 @@ from pathlib import Path
 WHEELS_ENV = "VESUKIT_WHEELS"
 INPUT_BASE_ENV = "VESUKIT_INPUT_BASE"
 KAGGLE_INPUT = "/kaggle/input"
+LOCK_NAME = "requirements.lock"   # the wheels dataset's pins (copied there by build_wheels.sh)
+SUMS_NAME = "SHA256SUMS"          # sha256 of every file of the dataset, vesukit's wheel included
 
 # What the old manylinux names promise, as glibc versions (PEP 600).
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -295,14 +302,44 @@ class Wheel:
     def fits(self, target: Target) -> bool:
         return any(target.supports(tag) for tag in self.tags)
 
-    def requires(self, target: Target) -> list[tuple[str, str]]:
-        """Unconditional dependencies (and those whose marker holds on ``target``)."""
+    def _metadata(self):
         with zipfile.ZipFile(self.path) as archive:
             names = [n for n in archive.namelist()
                      if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
             if not names:
-                return []
-            metadata = email.parser.Parser().parsestr(archive.read(names[0]).decode("utf-8"))
+                return None
+            return email.parser.Parser().parsestr(archive.read(names[0]).decode("utf-8"))
+
+    def requires_python(self) -> str:
+        try:
+            metadata = self._metadata()
+        except (OSError, zipfile.BadZipFile, UnicodeDecodeError):
+            return ""
+        return (metadata.get("Requires-Python") or "").strip() if metadata else ""
+
+    def python_ok(self, target: Target) -> bool:
+        """Whether ``Requires-Python`` admits the target (pip would refuse the wheel otherwise)."""
+        spec = self.requires_python()
+        micro = sys.version_info.micro if tuple(sys.version_info[:2]) == target.python else 0
+        try:
+            return not spec or satisfies(f"{target.python[0]}.{target.python[1]}.{micro}", spec)
+        except ValueError:
+            return True  # a specifier this small parser cannot read: let pip judge
+
+    def sha256(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def requires(self, target: Target) -> list[tuple[str, str]]:
+        """Unconditional dependencies (and those whose marker holds on ``target``)."""
+        metadata = self._metadata()
+        if metadata is None:
+            return []
         found = []
         for line in metadata.get_all("Requires-Dist") or []:
             text, _, marker = line.partition(";")
@@ -315,13 +352,22 @@ class Wheel:
         return found
 
 
+def home_dir() -> Path | None:
+    """vesukit's wheels dataset: the folder this file was loaded from, when it holds the lock
+    (the notebook loads ``vesukit_bootstrap.py`` from there)."""
+    here = Path(__file__).resolve().parent
+    return here if (here / LOCK_NAME).is_file() else None
+
+
 def candidate_dirs(
     explicit: list[str | os.PathLike] | None = None,
     input_base: str | os.PathLike | None = None,
 ) -> list[Path]:
-    """Folders to search, in order: explicit, ``$VESUKIT_WHEELS``, ``./wheels``, then every
-    folder under the input base (``/kaggle/input``) that holds ``.whl`` files."""
-    folders = [Path(p) for p in explicit or []]
+    """Folders to search, in order: vesukit's wheels dataset (:func:`home_dir`), explicit,
+    ``$VESUKIT_WHEELS``, ``./wheels``, then every folder under the input base
+    (``/kaggle/input``) that holds ``.whl`` files."""
+    home = home_dir()
+    folders = ([home] if home else []) + [Path(p) for p in explicit or []]
     folders += [Path(p) for p in os.environ.get(WHEELS_ENV, "").split(os.pathsep) if p]
     folders.append(Path.cwd() / "wheels")
     base = Path(input_base or os.environ.get(INPUT_BASE_ENV, KAGGLE_INPUT))
@@ -370,6 +416,15 @@ class Report:
     warnings: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     install_order: list[str] = dataclasses.field(default_factory=list)
+    lock: Path | None = None                       # the pins every install must match
+    pins: dict = dataclasses.field(default_factory=dict)   # dist -> (version, {sha256})
+    sums: dict = dataclasses.field(default_factory=dict)   # file name -> sha256 (SHA256SUMS)
+    skipped: set = dataclasses.field(default_factory=set)  # wheels already warned about
+
+    def use_lock(self, lock: Path) -> None:
+        self.lock = lock
+        self.pins = read_lock(lock)
+        self.sums = read_sums(lock.parent / SUMS_NAME)
 
     @property
     def ok(self) -> bool:
@@ -422,20 +477,69 @@ def _present(req: Requirement) -> str | None:
 
 
 def _pick(dist: str, spec: str, report: Report) -> Wheel | None:
-    """The highest fitting version meeting ``spec``; on a tie, the earliest folder wins."""
-    best: Wheel | None = None
+    """The wheel to install for ``dist``: fitting tags and ``Requires-Python``, meeting ``spec``.
+
+    With a lock: the pinned version with a listed sha256 (vesukit's own wheel: its sha256 in
+    ``SHA256SUMS``); the earliest folder wins (vesukit's wheels dataset comes first). Without
+    one: the highest version; on a tie, the earliest folder.
+    """
+    name = normalise(dist)
+    candidates = []
     for wheels in report.folders.values():
         for wheel in wheels:
-            if wheel.dist != normalise(dist) or not wheel.fits(report.target):
+            if wheel.dist != name or not wheel.fits(report.target):
                 continue
             try:
                 if not satisfies(wheel.version, spec):
                     continue
-                if best is None or version_key(wheel.version) > version_key(best.version):
-                    best = wheel
+                version_key(wheel.version)
             except ValueError:
                 continue
+            if not wheel.python_ok(report.target):
+                _skip(report, wheel, f"it requires Python {wheel.requires_python()}")
+                continue
+            candidates.append(wheel)
+    if report.lock is not None:
+        allowed = [w for w in candidates if _locked(w, report)]  # every refusal is warned
+        return allowed[0] if allowed else None
+    best: Wheel | None = None
+    for wheel in candidates:
+        if best is None or version_key(wheel.version) > version_key(best.version):
+            best = wheel
     return best
+
+
+def _locked(wheel: Wheel, report: Report) -> bool:
+    """Whether the lock allows ``wheel``; warns (once per wheel) naming both when not."""
+    lock = report.lock.name
+    if wheel.dist in report.pins:
+        version, hashes = report.pins[wheel.dist]
+        if version_key(wheel.version) != version_key(version):
+            _skip(report, wheel, f"{lock} pins {wheel.dist}=={version}")
+            return False
+        digest = wheel.sha256()
+        if hashes and digest not in hashes:
+            _skip(report, wheel, f"its sha256 {digest[:12]}... is not one {lock} lists for "
+                                 f"{wheel.dist}=={version}")
+            return False
+        return True
+    listed = report.sums.get(wheel.path.name)
+    if listed is None:
+        _skip(report, wheel, f"{wheel.dist} is not pinned in {lock} nor listed in "
+                             f"{report.lock.parent / SUMS_NAME}")
+        return False
+    digest = wheel.sha256()
+    if digest != listed:
+        _skip(report, wheel, f"its sha256 {digest[:12]}... differs from the one in "
+                             f"{report.lock.parent / SUMS_NAME} ({listed[:12]}...)")
+        return False
+    return True
+
+
+def _skip(report: Report, wheel: Wheel, why: str) -> None:
+    if wheel.path not in report.skipped:
+        report.skipped.add(wheel.path)
+        report.warnings.append(f"skipped {wheel.path} ({wheel.dist} {wheel.version}): {why}")
 
 
 def plan(requirements: tuple[Requirement, ...], report: Report) -> list[tuple[Wheel, bool]]:
@@ -528,15 +632,23 @@ def ensure(
     wheel_dirs: list[str | os.PathLike] | None = None,
     input_base: str | os.PathLike | None = None,
     log=None,
+    lock: str | os.PathLike | None = None,
 ) -> Report:
     """Make every requirement importable; returns the report (``report.ok`` false on errors).
 
     Installs into the running interpreter's environment. ``log`` receives progress lines.
+    ``lock``: the pins (default: ``requirements.lock`` of the first folder searched holding
+    one, i.e. vesukit's wheels dataset); without any, the highest fitting versions.
     """
     log = log or (lambda line: None)
     python = sys.executable
     folders = candidate_dirs(wheel_dirs, input_base)
     report = Report(Target.current(), scan(folders))
+    lock = Path(lock) if lock else next((f / LOCK_NAME for f in folders
+                                         if (f / LOCK_NAME).is_file()), None)
+    if lock is not None:
+        report.use_lock(lock)
+        log(f"installing only what {lock} pins")
     steps = plan(requirements, report)
     top_level = {normalise(r.dist): r for r in requirements}
     find_links = [arg for folder in report.folders if folder.is_dir()
@@ -587,9 +699,11 @@ def run(
     requirements: tuple[Requirement, ...] = DEFAULT_REQUIREMENTS,
     wheel_dirs: list[str | os.PathLike] | None = None,
     input_base: str | os.PathLike | None = None,
+    lock: str | os.PathLike | None = None,
 ) -> Report:
     """For the notebook: :func:`ensure`, print the table and warnings, raise on errors."""
-    report = ensure(requirements, wheel_dirs, input_base, log=lambda line: print(line, flush=True))
+    report = ensure(requirements, wheel_dirs, input_base, log=lambda line: print(line, flush=True),
+                    lock=lock)
     print(report.table())
     for warning in report.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
@@ -617,6 +731,17 @@ def read_lock(path: Path) -> dict[str, tuple[str, set[str]]]:
     return pins
 
 
+def read_sums(path: Path) -> dict[str, str]:
+    """``{file name: sha256}`` from a ``sha256sum`` listing; {} when there is none."""
+    sums = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            match = re.match(r"([0-9a-f]{64})\s+\*?(.+)$", line.strip())
+            if match:
+                sums[match.group(2)] = match.group(1)
+    return sums
+
+
 def check_folder(folder: Path, targets: list[Target], lock: Path | None = None,
                  extra: tuple[str, ...] = ("vesukit",)) -> list[str]:
     """Problems with a wheel folder: wheels fitting no target, pins lacking a wheel for a
@@ -632,7 +757,7 @@ def check_folder(folder: Path, targets: list[Target], lock: Path | None = None,
     if lock is None:
         return problems
     pins = read_lock(lock)
-    for dist, (version, hashes) in pins.items():
+    for dist, (version, _hashes) in pins.items():
         for target in targets:
             if not any(w.dist == dist and w.version == version and w.fits(target) for w in wheels):
                 problems.append(f"{dist}=={version}: no wheel for {target.describe()}")
@@ -661,13 +786,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-base", default=None,
                         help=f"folder searched for wheel folders (default ${INPUT_BASE_ENV} or "
                              f"{KAGGLE_INPUT})")
+    parser.add_argument("--lock", default=None, metavar="FILE",
+                        help=f"install only what this lock pins (default: the {LOCK_NAME} of "
+                             "the first folder searched that holds one)")
     parser.add_argument("--require", action="append", default=[], metavar="NAME[SPEC][:MODULE]")
     parser.add_argument("--optional", action="append", default=[], metavar="NAME[SPEC][:MODULE]")
     args = parser.parse_args(argv)
     requirements = tuple(Requirement.parse(r) for r in args.require) + \
         tuple(Requirement.parse(r, optional=True) for r in args.optional)
     try:
-        run(requirements or DEFAULT_REQUIREMENTS, args.wheels, args.input_base)
+        run(requirements or DEFAULT_REQUIREMENTS, args.wheels, args.input_base, args.lock)
     except BootstrapError as exc:
         print(exc, file=sys.stderr)
         return 1

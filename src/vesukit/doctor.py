@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -38,16 +39,38 @@ def _version(distribution: str) -> str | None:
 
 
 def _torch_info() -> dict:
+    """torch's version, CUDA build, GPUs and CPU threads; {} without torch. The one place
+    vesukit gathers these (`vesukit doctor` and every run record)."""
     try:
         import torch
     except ImportError:
         return {}
-    info = {"version": torch.__version__, "cuda": torch.version.cuda, "devices": []}
+    info = {"version": torch.__version__, "cuda": torch.version.cuda, "devices": [],
+            "cpu_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
             info["devices"].append({"index": index, "name": props.name,
                                     "memory_gb": props.total_memory / 2**30})
+    return info
+
+
+def environment_summary(devices: list[str]) -> dict:
+    """The environment facts a run record keeps: versions, the devices used, GPUs, CPU."""
+    import numpy as np
+
+    torch_info = _torch_info()
+    info = {
+        "vesukit": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch_info.get("version"),
+        "devices": list(devices),
+    }
+    if torch_info.get("devices"):
+        info["gpus"] = [gpu["name"] for gpu in torch_info["devices"]]
+    info["cpu"] = platform.processor() or platform.machine()
+    info["cpu_threads"] = torch_info.get("cpu_threads")
     return info
 
 

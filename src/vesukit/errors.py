@@ -31,3 +31,16 @@ class CompetitionRootError(VesukitError):
 
 class MissingDependencyError(VesukitError):
     """An optional package is needed for this operation and is not installed."""
+
+
+# The command line's exit codes, as README.md's table states them (a test compares the two).
+EXIT_CODES = (
+    (0, "success"),
+    (1, "bad input or a failed check; for `predict`: no valid zip could be written"),
+    (2, "usage error (a bad flag or value)"),
+    (3, "`predict` only: the zip is valid and holds every test id, but some volumes were "
+        "degraded (an empty fallback mask, a dropped teacher, less TTA, a fixed threshold, no "
+        "post-processing, a retry); the log and run.json say which and why"),
+    (130, "interrupted outside `predict` (Ctrl-C); `predict` finishes its zip on SIGTERM/SIGINT "
+          "and exits 3"),
+)

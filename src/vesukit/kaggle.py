@@ -7,17 +7,24 @@ does exactly what a local dry run does.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
 from vesukit.data import DEFAULT_INPUT_BASE, find_competition_root
 from vesukit.errors import VesukitError
+from vesukit.teachers.spec import MANIFEST_NAME
 
 TEACHERS_ENV = "VESUKIT_TEACHERS"
-# A teachers folder holds one of these beside the checkpoints (`vesukit teachers init`).
-TEACHER_MANIFESTS = ("teachers.json", "manifest.json")
 # The teachers dataset carries the decision (rule, chain, TTA) beside the manifest.
 CALIBRATION_NAME = "calibration.json"
+EXIT_DEGRADED = 3  # vesukit.runtime.pipeline.EXIT_DEGRADED (not imported: it pulls in torch)
+
+
+class DegradedSubmission(UserWarning):
+    """The zip is valid and complete, but some volumes were predicted with less."""
 
 
 def find_teachers(base: str | os.PathLike | None = None) -> Path:
@@ -27,12 +34,11 @@ def find_teachers(base: str | os.PathLike | None = None) -> Path:
     base = Path(base or os.environ.get("VESUKIT_INPUT_BASE", DEFAULT_INPUT_BASE))
     for parent, dirnames, filenames in os.walk(base, followlinks=True):
         dirnames.sort()
-        if any(name in filenames for name in TEACHER_MANIFESTS):
+        if MANIFEST_NAME in filenames:
             return Path(parent)
     raise VesukitError(
-        f"no teachers folder under {base} (looked for a folder holding "
-        f"{' or '.join(TEACHER_MANIFESTS)}). Attach the teachers dataset as an input of the "
-        f"notebook, or set ${TEACHERS_ENV}."
+        f"no teachers folder under {base} (looked for a folder holding {MANIFEST_NAME}). "
+        f"Attach the teachers dataset as an input of the notebook, or set ${TEACHERS_ENV}."
     )
 
 
@@ -54,7 +60,15 @@ def submit(
     device: str = "auto",
     extra_args: tuple[str, ...] = (),
 ) -> Path:
-    """Predict every test volume into ``out`` and validate it; raises VesukitError on failure."""
+    """Predict every test volume into ``out``, validate it and return its path.
+
+    Exit 3 from predict (a valid, complete zip with some volumes degraded: a fallback mask, a
+    dropped teacher, less TTA) warns with the degraded volumes, validates and returns the
+    path. Raises :class:`VesukitError` when no valid zip was written, when it fails
+    validation, and when no volume at all could be predicted (every teacher failed to load):
+    that zip is valid but holds only empty masks, which score near 0, so the notebook fails
+    loudly instead of submitting it (it stays at ``out`` for whoever wants it anyway).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach the network
     from vesukit.cli import main
 
@@ -65,6 +79,7 @@ def submit(
     root = find_competition_root(base=input_base)
     teachers = Path(teachers) if teachers else find_teachers(input_base)
     out = Path(out)
+    before = out.stat().st_mtime_ns if out.exists() else None
     print(f"vesukit: competition root {root}, teachers {teachers}, output {out}", flush=True)
     args = list(extra_args)
     calibration = teachers / CALIBRATION_NAME
@@ -79,10 +94,46 @@ def submit(
               "post-processing, no TTA", flush=True)
     code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
                  "--device", device, *args])
-    if code != 0:
+    written = out.is_file() and out.stat().st_mtime_ns != before
+    if code not in (0, EXIT_DEGRADED) or not written:
         raise VesukitError(f"vesukit predict failed (exit {code}); {out} was not written")
+    if code == EXIT_DEGRADED:
+        record = _run_record(out, args)
+        degraded = _degraded_volumes(record)
+        message = (f"{out} is valid and complete, but {len(degraded)} volume(s) were degraded: "
+                   + "; ".join(degraded))
+        if record.get("error"):
+            raise VesukitError(f"{record['error']}. {out} holds only empty fallback masks "
+                               "(valid, but it scores near 0); fix the teachers (see the "
+                               "warnings above) and run again")
+        warnings.warn(message, DegradedSubmission, stacklevel=2)
+        print(f"vesukit: WARNING {message}", file=sys.stderr, flush=True)
     code = main(["validate", str(out), "--data", str(root)])
     if code != 0:
         raise VesukitError(f"{out} failed validation (exit {code}); do not submit it")
     print(f"vesukit: {out} written and valid", flush=True)
     return out
+
+
+def _run_record(out: Path, extra_args: tuple[str, ...]) -> dict:
+    """predict's run.json (its --workdir, else the default beside the zip); {} if unreadable."""
+    args = list(extra_args)
+    workdir = out.parent / "vesukit-work"
+    for i, arg in enumerate(args):
+        if arg == "--workdir" and i + 1 < len(args):
+            workdir = Path(args[i + 1])
+        elif arg.startswith("--workdir="):
+            workdir = Path(arg.split("=", 1)[1])
+    try:
+        return json.loads((workdir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _degraded_volumes(record: dict) -> list[str]:
+    found = []
+    for volume in record.get("volumes", []):
+        why = volume.get("reason") or "; ".join(volume.get("degraded") or [])
+        if volume.get("status") != "done" or volume.get("degraded"):
+            found.append(f"{volume['volume_id']} ({volume.get('status')}: {why})")
+    return found or ["see run.json"]

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vesukit.infer.tta import PRESETS
+
 
 def add_ensemble_arguments(parser: argparse.ArgumentParser, teachers_required: bool = True) -> None:
     """Arguments shared by calibrate and ablate: data, teachers, the cached ensemble pass."""
@@ -21,7 +23,7 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser, teachers_required: b
                         "beside the output); reused while teachers and settings match")
     parser.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--tta", default="none", choices=["none", "flip", "full"])
+    parser.add_argument("--tta", default="none", choices=PRESETS)
     parser.add_argument("--overlap", type=float, default=0.5,
                         help="sliding-window overlap in [0, 1) (0.5)")
 

@@ -1,38 +1,44 @@
 """Inference engine: sliding window (3D), slice adapter (2.5D), TTA and the ensemble.
 
-Importing this package imports torch; ``import vesukit`` does not import it.
+Names are resolved on first use, so ``vesukit.infer.tta.PRESETS`` (the command line's --tta
+choices) can be read without importing torch; everything else here imports it.
 """
 
-from vesukit.infer.ensemble import EnsembleAccumulator, EnsembleError, EnsembleMaps
-from vesukit.infer.memory import InferenceMemoryError, OomPolicy, batch_size_from_free_memory
-from vesukit.infer.sliding import SlidingWindowInferer, blend_windows, sliding_window_3d
-from vesukit.infer.slices import context_indices, predict_slices, predict_slices_multi_axis
-from vesukit.infer.teacher import TeacherSpecError, normalize_volume, predict_teacher, surface_predictor
-from vesukit.infer.tta import IDENTITY, PRESETS, TTAView, tta_views
-from vesukit.infer.windows import axis_starts, importance_map, window_grid
+from __future__ import annotations
 
-__all__ = [
-    "EnsembleAccumulator",
-    "EnsembleError",
-    "EnsembleMaps",
-    "IDENTITY",
-    "InferenceMemoryError",
-    "OomPolicy",
-    "PRESETS",
-    "SlidingWindowInferer",
-    "TTAView",
-    "TeacherSpecError",
-    "axis_starts",
-    "batch_size_from_free_memory",
-    "blend_windows",
-    "context_indices",
-    "importance_map",
-    "normalize_volume",
-    "predict_slices",
-    "predict_slices_multi_axis",
-    "predict_teacher",
-    "sliding_window_3d",
-    "surface_predictor",
-    "tta_views",
-    "window_grid",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "EnsembleAccumulator": "vesukit.infer.ensemble",
+    "EnsembleError": "vesukit.infer.ensemble",
+    "EnsembleMaps": "vesukit.infer.ensemble",
+    "InferenceMemoryError": "vesukit.infer.memory",
+    "OomPolicy": "vesukit.infer.memory",
+    "batch_size_from_free_memory": "vesukit.infer.memory",
+    "SlidingWindowInferer": "vesukit.infer.sliding",
+    "blend_windows": "vesukit.infer.sliding",
+    "sliding_window_3d": "vesukit.infer.sliding",
+    "context_indices": "vesukit.infer.slices",
+    "predict_slices": "vesukit.infer.slices",
+    "predict_slices_multi_axis": "vesukit.infer.slices",
+    "TeacherSpecError": "vesukit.infer.teacher",
+    "normalize_volume": "vesukit.infer.teacher",
+    "predict_teacher": "vesukit.infer.teacher",
+    "surface_predictor": "vesukit.infer.teacher",
+    "IDENTITY": "vesukit.infer.tta",
+    "PRESETS": "vesukit.infer.tta",
+    "TTAView": "vesukit.infer.tta",
+    "tta_views": "vesukit.infer.tta",
+    "axis_starts": "vesukit.infer.windows",
+    "importance_map": "vesukit.infer.windows",
+    "window_grid": "vesukit.infer.windows",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vesukit.infer' has no attribute {name!r}")

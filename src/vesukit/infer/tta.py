@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# The one list of presets: predict, calibrate and both commands' --tta choices read it, so this
+# module imports torch only where a view is applied (the CLI parser must stay torch-free).
 PRESETS = ("none", "flip", "full")
 
 
@@ -46,6 +50,8 @@ class TTAView:
         return [2 + a for a in self.flips]
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         if self.flips:
             x = torch.flip(x, self._dims(x))
         if self.rot90 % 4:
@@ -53,6 +59,8 @@ class TTAView:
         return x
 
     def undo(self, y: torch.Tensor) -> torch.Tensor:
+        import torch
+
         if self.rot90 % 4:
             y = torch.rot90(y, -(self.rot90 % 4), dims=(-2, -1))
         if self.flips:

@@ -12,8 +12,8 @@ and the volumes still open at the deadline get fallback masks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 # Kaggle gives 9 h; keep 30 min for start-up, installing wheels, zipping and validating.
 DEFAULT_TIME_BUDGET = 9 * 3600 - 30 * 60

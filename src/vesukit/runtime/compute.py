@@ -2,8 +2,11 @@
 
 A teacher that raises is retried (batch 1, then on the CPU); if it still fails, or if it
 returns NaN/inf, it is dropped for the rest of the run with a warning and the volume goes on
-with the others. A volume that cannot be read, or that no teacher could predict, gets a
-flagged empty fallback mask: never a missing entry.
+with the others. After the teachers, each stage degrades instead of failing the volume: a
+threshold rule that raises gives the fixed default threshold, a post-processing chain that
+raises gives the unprocessed mask (both flagged), a failed audit only loses the audit. An
+error while averaging raises :class:`StageError`; the worker retries the volume once with the
+ensemble on the CPU, then writes a flagged empty fallback mask: never a missing entry.
 """
 
 from __future__ import annotations
@@ -15,15 +18,28 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.decide import Calibration, binarize
+from vesukit.decide import DEFAULT_THRESHOLD, Calibration, binarize
 from vesukit.decide.steps import apply_postprocess
 from vesukit.errors import VesukitError
+from vesukit.runtime.faults import inject
 
 log = logging.getLogger("vesukit.predict")
 
 
 class NoTeacherLeft(VesukitError):
     """Every teacher has been dropped; nothing can predict the remaining volumes."""
+
+
+class StageError(RuntimeError):
+    """A per-volume stage raised; the message names the stage and the original error."""
+
+    def __init__(self, stage: str, error: BaseException):
+        super().__init__(f"{stage} failed ({describe_error(error)})")
+        self.stage = stage
+
+
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 @dataclass
@@ -60,56 +76,113 @@ class VolumeComputer:
         self.warn(f"teacher '{name}' dropped for the rest of the run: {reason}")
 
     def run(self, volume: np.ndarray, teachers: list[str], tta: str, volume_id: str = "",
-            audit_dir: Path | None = None, maps_dir: Path | None = None) -> Outcome:
+            audit_dir: Path | None = None, maps_dir: Path | None = None,
+            ensemble_device=None) -> Outcome:
         """Ensemble, threshold and post-process one volume.
 
         With ``audit_dir``, the volume's audit record is returned and its preview PNG written
         there (here, because the maps live here, possibly in a worker process). With
         ``maps_dir``, the ensemble mean is saved there as ``<id>.npy`` (float16) for
         `vesukit calibrate --maps` and `vesukit postprocess`.
+        ``ensemble_device``: where the maps are averaged (default: the teachers' device).
         """
         import torch
 
         from vesukit.infer import EnsembleAccumulator
 
         start = time.perf_counter()
-        accumulator = EnsembleAccumulator(volume.shape, self.device)
+        target = ensemble_device if ensemble_device is not None else self.device
+        accumulator = EnsembleAccumulator(volume.shape, target)
         seconds: dict[str, float] = {}
         used: list[str] = []
         for name in teachers:
             if name in self.dropped:
                 continue
             teacher_start = time.perf_counter()
-            probability = self._predict(name, volume, tta)
+            probability = self._predict(name, volume, tta, volume_id)
             if probability is None:
                 continue
             if not bool(torch.isfinite(probability).all()):
                 self.drop(name, "its output holds NaN or inf")
                 continue
-            accumulator.add(probability, self.specs[name].weight)
+            try:
+                inject("ensemble", volume_id)
+                accumulator.add(probability.to(target), self.specs[name].weight)
+            except Exception as exc:  # noqa: BLE001 - the worker retries or falls back
+                raise StageError("ensemble", exc) from exc
             seconds[name] = time.perf_counter() - teacher_start
             used.append(name)
         if not used:
             raise NoTeacherLeft(
                 "no teacher produced a usable prediction ("
                 + "; ".join(f"{n}: {r}" for n, r in self.dropped.items()) + ")")
-        maps = accumulator.result()
+        try:
+            maps = accumulator.result()
+        except Exception as exc:  # noqa: BLE001
+            raise StageError("ensemble", exc) from exc
+        degraded = [f"without teacher '{n}' ({r})" for n, r in self.dropped.items()]
         if maps_dir is not None:
-            from vesukit.maps import save_map
+            try:
+                from vesukit.maps import save_map
 
-            save_map(maps_dir, volume_id, maps.mean)
-        threshold = float(self.calibration.rule(maps))
+                save_map(maps_dir, volume_id, maps.mean)
+            except Exception as exc:  # noqa: BLE001 - the saved map is a by-product: keep the mask
+                self.warn(f"volume '{volume_id}': its map was not saved to {maps_dir} "
+                          f"({describe_error(exc)})")
+        try:
+            inject("threshold", volume_id)
+            threshold = float(self.calibration.rule(maps))
+        except Exception as exc:  # noqa: BLE001 - a fixed threshold beats an empty mask
+            threshold = DEFAULT_THRESHOLD
+            reason = (f"fixed threshold {threshold:g}: the rule "
+                      f"{self.calibration.rule.describe()} failed ({describe_error(exc)})")
+            degraded.append(reason)
+            self.warn(f"volume '{volume_id}': {reason}")
         mask = binarize(maps.mean, threshold)
         if getattr(self.device, "type", "cpu") == "cuda":
             torch.cuda.synchronize(self.device)
         device_seconds = time.perf_counter() - start
-        mask = apply_postprocess(mask, self.calibration.postprocess, maps)
-        degraded = [f"without teacher '{n}' ({r})" for n, r in self.dropped.items()]
+        try:
+            inject("postprocess", volume_id)
+            mask = apply_postprocess(mask, self.calibration.postprocess, maps)
+        except Exception as exc:  # noqa: BLE001 - the unprocessed mask beats an empty one
+            reason = f"without post-processing ({describe_error(exc)})"
+            degraded.append(reason)
+            self.warn(f"volume '{volume_id}': {reason}")
         audit = {}
         if audit_dir is not None:
-            audit = self._audit(volume_id, volume, maps, mask, threshold, used, tta,
-                                time.perf_counter() - start, Path(audit_dir))
+            try:
+                inject("audit", volume_id)
+                audit = self._audit(volume_id, volume, maps, mask, threshold, used, tta,
+                                    time.perf_counter() - start, Path(audit_dir))
+            except Exception as exc:  # noqa: BLE001 - the audit is a report, not the result
+                audit = {"volume_id": volume_id, "error": describe_error(exc)}
+                self.warn(f"volume '{volume_id}': no audit record ({describe_error(exc)})")
         return Outcome(mask, threshold, seconds, device_seconds, used, degraded, audit)
+
+    def warm_up(self, volume_id: str = "warm-up") -> dict[str, float]:
+        """One forward pass per teacher on a tiny volume, before the first test volume.
+
+        The first call of a model pays one-off costs (kernel selection, allocator growth,
+        lazy initialisation); paid here, the time budget does not take them for the pace.
+        Returns name -> seconds; a teacher that fails here is only reported (the volumes'
+        retries decide whether it is dropped).
+        """
+        from vesukit.infer import predict_teacher
+
+        seconds = {}
+        for name, spec in self.specs.items():
+            shape = _warm_up_shape(spec)
+            start = time.perf_counter()
+            try:
+                inject("warmup", volume_id)
+                predict_teacher(np.zeros(shape, np.uint8), self.models[name], spec,
+                                device=self.device, tta="none", overlap=self.overlap,
+                                batch_size=1)
+            except Exception as exc:  # noqa: BLE001 - the real volumes decide
+                self.warn(f"teacher '{name}': warm-up failed ({describe_error(exc)})")
+            seconds[name] = time.perf_counter() - start
+        return seconds
 
     def _audit(self, volume_id, volume, maps, mask, threshold, used, tta, seconds,
                folder: Path) -> dict:
@@ -125,7 +198,7 @@ class VolumeComputer:
         audit["preview"] = f"{volume_id}.png"
         return audit
 
-    def _predict(self, name: str, volume: np.ndarray, tta: str):
+    def _predict(self, name: str, volume: np.ndarray, tta: str, volume_id: str = ""):
         """The teacher's probability map, retrying with batch 1 and then on the CPU."""
         import torch
 
@@ -140,6 +213,7 @@ class VolumeComputer:
             try:
                 if device != self.device:
                     model = model.to(device)
+                inject("teacher", volume_id)
                 probability = predict_teacher(volume, model, spec, device=device, tta=tta,
                                               overlap=self.overlap, batch_size=batch_size)
                 return probability.to(self.device)
@@ -153,3 +227,12 @@ class VolumeComputer:
                     self.models[name] = model.to(self.device)
         self.drop(name, "it raised on every retry (" + " | ".join(errors) + ")")
         return None
+
+
+def _warm_up_shape(spec) -> tuple[int, int, int]:
+    """The smallest volume that runs one full window (3D) or one slice of context (2.5D)."""
+    patch = tuple(int(p) for p in spec.patch)
+    if spec.input_kind == "3d":
+        return patch[:3]
+    depth = max(int(getattr(spec, "context", 1) or 1), 1)
+    return (depth, *patch[-2:])

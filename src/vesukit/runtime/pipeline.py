@@ -12,39 +12,47 @@ always holds every test id.
 
 from __future__ import annotations
 
+import math
 import os
-import platform
+import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from vesukit import __version__
 from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
 from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
+from vesukit.infer.tta import PRESETS
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
+from vesukit.runtime.compute import describe_error
+from vesukit.runtime.faults import inject
 from vesukit.runtime.progress import Progress
 from vesukit.runtime.record import RunRecord
-from vesukit.runtime.state import DONE, StateStore, VolumeState, fingerprint
+from vesukit.runtime.state import DONE, StateStore, VolumeState, file_stamp, fingerprint
 from vesukit.runtime.worker import (
     WorkerSetup,
     fallback_state,
     process_volumes,
     run_worker_processes,
+    save_fallback,
 )
 
-TTA_PRESETS = ("none", "flip", "full")
 EXIT_DEGRADED = 3  # the zip is valid and complete, but some volumes were predicted with less
+DEFAULT_OVERLAP = 0.5
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
 class PredictConfig:
+    """Everything `vesukit predict` takes; checks itself, so the command line and library
+    callers get the same errors (:class:`~vesukit.errors.UsageError`, naming the flag)."""
+
     teachers: Path
     out: Path
     data: Path | None = None          # competition root; None: discover under input_base
@@ -55,10 +63,30 @@ class PredictConfig:
     calibration: Path | None = None
     workdir: Path | None = None       # run.json, masks/, state/; default: beside the zip
     audit: Path | None = None
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     time_budget: float = DEFAULT_TIME_BUDGET
     resume: bool = False
     save_maps: Path | None = None     # each volume's ensemble mean as <id>.npy (float16) here
+    warm_up: bool = True              # one tiny forward pass per teacher before the first volume
+
+    def __post_init__(self):
+        if self.teachers is None or str(self.teachers) == "":
+            raise UsageError("--teachers: a teachers folder is required.")
+        if self.out is None or str(self.out) == "":
+            raise UsageError("--out: a zip path is required.")
+        if self.tta is not None and self.tta not in PRESETS:  # None: the calibration's TTA
+            raise UsageError(f"--tta {self.tta}: choose one of {', '.join(PRESETS)}.")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise UsageError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N.")
+        if (not isinstance(self.overlap, (int, float)) or isinstance(self.overlap, bool)
+                or not 0 <= self.overlap < 1):
+            raise UsageError(f"--overlap {self.overlap}: must be in [0, 1).")
+        if self.workers is not None and (not isinstance(self.workers, int)
+                                         or isinstance(self.workers, bool) or self.workers < 1):
+            raise UsageError(f"--workers {self.workers}: must be >= 1.")
+        if (not isinstance(self.time_budget, (int, float)) or isinstance(self.time_budget, bool)
+                or not math.isfinite(self.time_budget) or self.time_budget <= 0):
+            raise UsageError(f"--time-budget {self.time_budget}: must be > 0 seconds.")
 
     def resolved_workdir(self) -> Path:
         return Path(self.workdir) if self.workdir else Path(self.out).parent / "vesukit-work"
@@ -75,6 +103,7 @@ class RunResult:
     resumed: list[str] = field(default_factory=list)
     audit_index: Path | None = None   # --audit: the index.html showing every volume
     alarms: list = field(default_factory=list)
+    error: str | None = None          # why nothing could be predicted (every volume a fallback)
 
     @property
     def device_seconds(self) -> float:
@@ -118,7 +147,7 @@ def check_writable(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise VesukitError(f"{path}: cannot create its folder ({exc}). Choose another --out.")
+        raise VesukitError(f"{path}: cannot create its folder ({exc}). Choose another --out.") from exc
     if path.is_dir():
         raise VesukitError(f"{path}: is a directory. --out must be a file path ending in .zip.")
     if not os.access(path.parent, os.W_OK):
@@ -151,12 +180,15 @@ class StopRequest:
 
 def run_predict(config: PredictConfig, progress_stream=None,
                 on_volume: Callable[[VolumeState], None] | None = None) -> RunResult:
-    """Run the whole pipeline and return what was done and the validator's verdict."""
+    """Run the whole pipeline and return what was done and the validator's verdict.
+
+    Once the zip is open, nothing but an interrupt outside the signal handler ends the run
+    without a complete zip: every exception in a volume's stages becomes a flagged fallback
+    for that volume, and an error outside them fills the volumes still open with fallbacks.
+    """
     from vesukit.submission import SubmissionWriter, validate_zip
     from vesukit.teachers import load_manifest
 
-    if config.tta is not None and config.tta not in TTA_PRESETS:
-        raise UsageError(f"--tta {config.tta}: choose one of {', '.join(TTA_PRESETS)}.")
     wall_start = time.perf_counter()
     deadline = time.time() + config.time_budget
     out = Path(config.out)
@@ -167,29 +199,38 @@ def run_predict(config: PredictConfig, progress_stream=None,
     config = replace(config, tta=config.tta or calibration.tta or "none")
     root = find_competition_root(config.data, base=config.input_base)
     ids = list_test_ids(root)
-    shapes, shape_problems = scan_shapes(root, ids)
+    shapes, shape_problems, shape_guesses = scan_shapes(root, ids)
     manifest = load_manifest(config.teachers)
     devices = worker_devices(config.device, config.workers)
 
     workdir = config.resolved_workdir()
     store = StateStore(workdir)
-    run_fingerprint = fingerprint(
-        [spec.to_dict() for spec in manifest.teachers], config.tta, config.overlap,
-        calibration.to_dict())
+    parts = fingerprint_parts(manifest, config, calibration)
+    run_fingerprint = fingerprint(parts)
+    stamps = input_stamps(root, ids)
     resumed: dict[str, VolumeState] = {}
+    redo_reasons: dict[str, str] = {}
     if config.resume:
         for volume_id in ids:
-            state = store.finished(volume_id, run_fingerprint, shapes[volume_id])
+            try:
+                state, why = store.reusable(volume_id, run_fingerprint, shapes[volume_id],
+                                            stamps.get(volume_id), parts)
+            except Exception as exc:  # noqa: BLE001 - an unreadable state: redo the volume
+                state, why = None, f"its saved state cannot be read ({describe_error(exc)})"
             if state is not None:
                 resumed[volume_id] = state
+            elif why:
+                redo_reasons[volume_id] = why
     todo = tuple(i for i in ids if i not in resumed)
 
     record = RunRecord.start(workdir / "run.json", config, devices, manifest, calibration,
                              root, ids, list(resumed))
+    record.data["fingerprint"] = {"run": run_fingerprint, **parts}
+    record.data["shape_guesses"] = shape_guesses
     progress = Progress(len(ids), stream=progress_stream)
     warnings: list[str] = []
     states: dict[str, VolumeState] = dict(resumed)
-    lock = threading.Lock()
+    lock = threading.RLock()
 
     def warn(text: str) -> None:
         with lock:
@@ -197,63 +238,93 @@ def run_predict(config: PredictConfig, progress_stream=None,
             record.event(text)
             progress.note(f"WARNING {text}")
 
+    def note(key: str, value) -> None:
+        with lock:
+            record.data.setdefault(key, []).append(value)
+            record.save()
+
     for problem in shape_problems:
         warn(problem)
     decision = f"decision: {calibration.describe()}; TTA applied: {config.tta} ({tta_source})"
     record.event(decision)
     progress.note(decision)
+    for spec in manifest.teachers:
+        if spec.weight == 0:
+            warn(f"teacher '{spec.name}' has weight 0 in {manifest.root}: skipped (not loaded)")
+    for volume_id, why in redo_reasons.items():
+        warn(f"--resume: volume '{volume_id}' is recomputed: {why}")
 
+    error: Exception | None = None
     with SubmissionWriter(out, shapes) as writer, StopRequest() as stop:
-        assembler = OrderedAssembler(writer, ids, store)
+        assembler = OrderedAssembler(writer, ids, store, shapes)
 
         def on_state(state: VolumeState) -> None:
             with lock:
                 states[state.volume_id] = state
-                record.add_volume(state)
+                for volume_id, problem in assembler.ready(state).items():
+                    # the saved mask could not be added: the zip holds zeros, flagged
+                    warn(f"volume '{volume_id}' gets an empty fallback mask: {problem}")
+                    states[volume_id] = fallback_state(setup, volume_id, problem,
+                                                       states[volume_id].worker)
+                    if volume_id != state.volume_id:
+                        _guarded(warn, "the run record", record.add_volume, states[volume_id])
+                state = states[state.volume_id]
+                _guarded(warn, "the run record", record.add_volume, state)
                 label = "fallback" if state.status != DONE else f"thr {state.threshold:.3f}"
-                progress.advance(f"{state.volume_id} {'x'.join(map(str, state.shape))} "
-                                 f"({label})", state.seconds)
-                assembler.ready(state.volume_id)
+                _guarded(warn, "the progress line", progress.advance,
+                         f"{state.volume_id} {'x'.join(map(str, state.shape))} ({label})",
+                         state.seconds)
             if config.audit is not None:
-                _write_audit(Path(config.audit), state, config, calibration)
+                _guarded(warn, "the audit record", _write_audit, Path(config.audit), state,
+                         config, calibration)
             if on_volume:
                 on_volume(state)
-
-        if resumed:
-            progress.skip(len(resumed), f"resumed: {len(resumed)} volume(s) already done in "
-                                        f"{workdir}")
-        for volume_id in resumed:
-            assembler.ready(volume_id)
-            if config.audit is not None:
-                _write_audit(Path(config.audit), resumed[volume_id], config, calibration)
 
         setup = WorkerSetup(Path(config.teachers), root, workdir, todo, shapes,
                             calibration.to_dict(), config.tta, config.overlap,
                             run_fingerprint, deadline, len(devices),
                             Path(config.audit) if config.audit is not None else None,
-                            Path(config.save_maps) if config.save_maps is not None else None)
-        error: VesukitError | None = None
-        if todo:
-            if len(devices) == 1:
-                counter = iter(range(len(todo)))
-                try:
+                            Path(config.save_maps) if config.save_maps is not None else None,
+                            input_stamps=stamps, warm_up=config.warm_up,
+                            fingerprint_parts=parts)
+        try:
+            if resumed:
+                progress.skip(len(resumed), f"resumed: {len(resumed)} volume(s) already done "
+                                            f"in {workdir}")
+            for volume_id in list(resumed):
+                _guarded(warn, "the run record", record.add_volume, resumed[volume_id])
+                for other, problem in assembler.ready(resumed[volume_id]).items():
+                    warn(f"volume '{other}' gets an empty fallback mask: {problem}")
+                    states[other] = fallback_state(setup, other, problem)
+                    resumed.pop(other, None)
+                    _guarded(warn, "the run record", record.add_volume, states[other])
+                if volume_id in resumed and config.audit is not None:
+                    _guarded(warn, "the audit record", _write_audit, Path(config.audit),
+                             resumed[volume_id], config, calibration)
+            if todo:
+                if len(devices) == 1:
+                    counter = iter(range(len(todo)))
                     process_volumes(0, devices[0], setup, lambda: next(counter, None),
-                                    on_state, stop, warn)
-                except VesukitError as exc:
-                    error = exc
-            else:
-                for message in run_worker_processes(devices, setup, on_state, warn, stop):
-                    error = error or VesukitError(message)
-
-        reason = ("interrupted (SIGTERM/SIGINT)" if stop() else
-                  "time budget exhausted" if time.time() >= deadline else
-                  f"not predicted ({error})" if error else "not predicted")
-        for volume_id in ids:
-            if volume_id not in states:
-                state, mask_tiff = fallback_state(setup, volume_id, reason)
-                store.save(state, mask_tiff)
-                warn(f"volume '{volume_id}' gets an empty fallback mask: {reason}")
-                on_state(state)
+                                    on_state, stop, warn, note)
+                else:
+                    messages = run_worker_processes(devices, setup, on_state, warn, stop, note)
+                    if messages:
+                        error = VesukitError(messages[0])
+        except Exception as exc:  # noqa: BLE001 - the open volumes get fallbacks below
+            error = exc
+            if not isinstance(exc, VesukitError):
+                warn(f"predict failed outside a volume ({describe_error(exc)}); the volumes "
+                     "still open get empty fallback masks")
+        finally:
+            reason = ("interrupted (SIGTERM/SIGINT)" if stop() else
+                      "time budget exhausted" if time.time() >= deadline else
+                      f"not predicted ({error})" if error else "not predicted")
+            for volume_id in ids:
+                if volume_id not in states:
+                    state = fallback_state(setup, volume_id, reason)
+                    warn(f"volume '{volume_id}' gets an empty fallback mask: {reason}")
+                    save_fallback(store, state, warn)
+                    on_state(state)
         zip_path = writer.finish()
 
     report = validate_zip(zip_path, root)
@@ -264,26 +335,76 @@ def run_predict(config: PredictConfig, progress_stream=None,
 
         result.audit_index = write_index_html(config.audit)
         result.alarms = summarize(read_audits(config.audit))["alarms"]
+    if error is not None and not any(v.status == DONE for v in result.volumes):
+        # Nothing could be predicted (no teacher loads, every worker failed): the zip of
+        # fallbacks is valid, and exit 3 says so; the CLI and submit() say it loudly.
+        result.error = f"no volume could be predicted: {error}"
     record.finish(result)
-    if error is not None and not any(v.status == DONE for v in result.volumes if
-                                     v.volume_id not in resumed):
-        # Nothing could be predicted (no teacher loads, every worker failed): an error, but
-        # the zip of fallbacks stands.
-        raise type(error)(f"{error} A valid zip with fallback masks was still written: "
-                          f"{zip_path}.")
     return result
 
 
-def scan_shapes(root: Path, ids: list[str]) -> tuple[dict[str, tuple[int, int, int]], list[str]]:
+def _guarded(warn: Callable[[str], None], what: str, function, *args) -> None:
+    """Run a bookkeeping step whose failure must not cost a volume (record, progress, audit)."""
+    try:
+        function(*args)
+    except Exception as exc:  # noqa: BLE001
+        try:
+            warn(f"{what} could not be updated ({describe_error(exc)})")
+        except Exception:  # noqa: BLE001 - the warning goes to the same record
+            pass
+
+
+def fingerprint_parts(manifest, config: PredictConfig, calibration) -> dict[str, str]:
+    """What a saved mask depends on, part by part, so a resume can say what changed.
+
+    ``checkpoints``: each active teacher's file size, mtime and a fast content hash, so
+    weights retrained under the same name are never taken for the old ones.
+    """
+    active = [spec for spec in manifest.teachers if spec.weight > 0]
+    return {
+        "teachers": fingerprint([spec.to_dict() for spec in active]),
+        "checkpoints": fingerprint([(spec.name, _checkpoint_stamp(manifest, spec))
+                                    for spec in active]),
+        "tta": fingerprint(config.tta),
+        "overlap": fingerprint(config.overlap),
+        "calibration": fingerprint(calibration.to_dict()),
+    }
+
+
+def _checkpoint_stamp(manifest, spec) -> str:
+    try:
+        return file_stamp(manifest.checkpoint_path(spec), content=True)
+    except OSError as exc:
+        return f"unreadable: {exc}"  # the loader reports it; a resume then redoes the volume
+
+
+def input_stamps(root: Path, ids: list[str]) -> dict[str, str]:
+    """id -> the test volume's size and mtime (a changed input is never resumed)."""
+    stamps = {}
+    for volume_id in ids:
+        try:
+            stamps[volume_id] = file_stamp(volume_path(root, volume_id))
+        except (OSError, VesukitError):
+            stamps[volume_id] = "missing"
+    return stamps
+
+
+USUAL_SHAPE = (320, 320, 320)  # the competition's most common volume (docs/competition.md)
+
+
+def scan_shapes(root: Path, ids: list[str]
+                ) -> tuple[dict[str, tuple[int, int, int]], list[str], dict[str, dict]]:
     """Every test volume's shape from its TIFF headers (no decoding).
 
-    A volume whose headers are damaged still needs an entry of the right shape, so its shape
-    is guessed: its first page's (Y, X) with the most common Z among the readable volumes of
-    that plane size, else the most common shape. Returns the shapes and a warning per guess.
+    A volume whose headers are damaged still needs an entry of the right shape (a wrong one
+    fails the whole submission at scoring), so its shape is taken from the best source left,
+    in order: the shape its writer stored in the first page's description (tifffile JSON or
+    ImageJ), its first page's (Y, X) with the Z of the readable test volumes of that plane
+    (at least as many pages as are still reachable), a cube on its first page's plane, the
+    most common shape of the test set, and last the competition's usual 320^3.
+    Returns the shapes, a warning per guess, and id -> {"shape", "source"} per guess.
     """
     from collections import Counter
-
-    import tifffile
 
     shapes: dict[str, tuple[int, int, int]] = {}
     damaged: dict[str, str] = {}
@@ -292,48 +413,114 @@ def scan_shapes(root: Path, ids: list[str]) -> tuple[dict[str, tuple[int, int, i
             shapes[volume_id] = read_volume_shape(volume_path(root, volume_id))
         except VesukitError as exc:
             damaged[volume_id] = str(exc)
-    common = Counter(shapes.values()).most_common()
-    problems = []
+    common = [shape for shape, _ in Counter(shapes.values()).most_common()]
+    problems, guesses = [], {}
     for volume_id, error in damaged.items():
-        plane = None
-        try:
-            with tifffile.TiffFile(volume_path(root, volume_id)) as tif:
-                plane = tuple(tif.pages.first.shape[-2:])
-        except Exception:  # noqa: BLE001 - nothing readable at all: use the common shape
-            pass
-        same_plane = [shape for shape, _ in common if shape[1:] == plane]
-        if same_plane:
-            guess = same_plane[0]
-        elif plane is not None:
-            guess = (max(plane), *plane)
-        else:
-            guess = common[0][0] if common else (320, 320, 320)
+        guess, source = _guess_shape(volume_path(root, volume_id), common)
         shapes[volume_id] = guess
+        guesses[volume_id] = {"shape": list(guess), "source": source}
         problems.append(f"volume '{volume_id}': its shape cannot be read ({error}); its "
-                        f"fallback mask assumes {'x'.join(map(str, guess))}")
-    return {i: shapes[i] for i in ids}, problems
+                        f"fallback mask assumes {'x'.join(map(str, guess))}, guessed from "
+                        f"{source}")
+    return {i: shapes[i] for i in ids}, problems, guesses
+
+
+def _guess_shape(path: Path, common: list[tuple[int, int, int]]
+                 ) -> tuple[tuple[int, int, int], str]:
+    header = _partial_header(path)
+    plane, pages, described = header
+    if described is not None and (plane is None or tuple(described[1:]) == plane):
+        return described, "the shape stored in its TIFF description"
+    if plane is not None:
+        same_plane = [shape for shape in common if shape[1:] == plane and shape[0] >= pages]
+        if same_plane:
+            return same_plane[0], (f"its first page ({plane[0]}x{plane[1]}) and the readable "
+                                   "test volumes of that plane")
+        return (max(plane[0], pages), *plane), (f"its first page ({plane[0]}x{plane[1]}), "
+                                                "assuming a cube")
+    if common:
+        return common[0], "the most common shape of the readable test volumes"
+    return USUAL_SHAPE, "nothing readable: the competition's usual shape"
+
+
+def _partial_header(path: Path) -> tuple[tuple[int, int] | None, int, tuple | None]:
+    """What a damaged TIFF still tells: first page (Y, X), pages reachable, stored shape."""
+    import json
+
+    import tifffile
+
+    plane, pages, described = None, 0, None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            first = tif.pages.first
+            plane = tuple(int(n) for n in first.shape[-2:])
+            text = first.description or ""
+            try:
+                shape = json.loads(text).get("shape") if text.startswith("{") else None
+            except ValueError:
+                shape = None
+            if shape is None:
+                match = re.search(r"(?:^|\n)images=(\d+)", text)
+                shape = [int(match.group(1)), *plane] if match else None
+            if shape is not None and len(shape) == 3 and all(int(n) > 0 for n in shape):
+                described = tuple(int(n) for n in shape)
+            try:
+                for _ in tif.pages:
+                    pages += 1
+            except Exception:  # noqa: BLE001 - the chain ends where the file is damaged
+                pass
+    except Exception:  # noqa: BLE001 - nothing readable at all
+        pass
+    return plane, pages, described
 
 
 class OrderedAssembler:
     """Adds finished masks to the zip in test-id order, as soon as the next one is ready.
 
     The order (and the bytes) therefore do not depend on which worker finished first, so one
-    worker, two workers and a resumed run all give the same zip.
+    worker, two workers and a resumed run all give the same zip. A fallback's empty mask is
+    encoded here, never read back from the workdir, so a fallback needs no disk.
     """
 
-    def __init__(self, writer, ids: list[str], store: StateStore):
+    def __init__(self, writer, ids: list[str], store: StateStore,
+                 shapes: dict[str, tuple[int, int, int]]):
         self.writer = writer
         self.ids = list(ids)
         self.store = store
-        self.ready_ids: set[str] = set()
+        self.shapes = shapes
+        self.ready_masks: dict[str, bytes | None] = {}  # None: an empty mask
         self.next = 0
 
-    def ready(self, volume_id: str) -> None:
-        self.ready_ids.add(volume_id)
-        while self.next < len(self.ids) and self.ids[self.next] in self.ready_ids:
+    def ready(self, state: VolumeState) -> dict[str, str]:
+        """Queue ``state``'s mask and add what is next in order.
+
+        Returns id -> why a saved mask had to become an empty one (the caller flags those).
+        """
+        problems: dict[str, str] = {}
+        data = None
+        if state.status == DONE:
+            try:
+                inject("assemble", state.volume_id)
+                data = self.store.mask_bytes(state.volume_id)
+                self.writer.check_encoded(state.volume_id, data)
+            except Exception as exc:  # noqa: BLE001 - zeros instead, flagged by the caller
+                data = None
+                problems[state.volume_id] = ("its saved mask cannot be added to the zip "
+                                             f"({describe_error(exc)})")
+        self.ready_masks[state.volume_id] = data
+        while self.next < len(self.ids) and self.ids[self.next] in self.ready_masks:
             current = self.ids[self.next]
-            self.writer.add_encoded(current, self.store.mask_bytes(current))
+            data = self.ready_masks.pop(current)
+            if data is not None:
+                try:
+                    self.writer.add_encoded(current, data)
+                except Exception as exc:  # noqa: BLE001
+                    problems[current] = f"its mask cannot be added to the zip ({describe_error(exc)})"
+                    data = None
+            if data is None:
+                self.writer.add(current, np.zeros(self.shapes[current], np.uint8))
             self.next += 1
+        return problems
 
 
 def _write_audit(folder: Path, state: VolumeState, config: PredictConfig, calibration) -> None:
@@ -345,20 +532,3 @@ def _write_audit(folder: Path, state: VolumeState, config: PredictConfig, calibr
     record["tta_requested"] = config.tta
     record["alarms"] = alarms(record)
     write_volume_audit(folder, record)
-
-
-def environment_summary(devices: list[str]) -> dict:
-    import torch
-
-    info = {
-        "vesukit": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "devices": devices,
-    }
-    if torch.cuda.is_available():
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    info["cpu"] = platform.processor() or platform.machine()
-    info["cpu_threads"] = torch.get_num_threads()
-    return info

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from vesukit.data import atomic_write_bytes
+from vesukit.doctor import environment_summary
 
 
 def _now() -> str:
@@ -26,8 +27,6 @@ class RunRecord:
     @classmethod
     def start(cls, path, config, devices, manifest, calibration, root, ids,
               resumed) -> RunRecord:
-        from vesukit.runtime.pipeline import environment_summary
-
         data = {
             "started": _now(),
             "environment": environment_summary(devices),
@@ -55,7 +54,15 @@ class RunRecord:
         return record
 
     def add_volume(self, state) -> None:
-        self.data["volumes"].append(state.to_json())
+        """Record a volume's state; a later state of the same volume replaces it."""
+        entry = state.to_json()
+        volumes = self.data["volumes"]
+        for i, old in enumerate(volumes):
+            if old["volume_id"] == entry["volume_id"]:
+                volumes[i] = entry
+                break
+        else:
+            volumes.append(entry)
         self.save()
 
     def event(self, text: str) -> None:
@@ -70,7 +77,15 @@ class RunRecord:
         self.data["fallbacks"] = [v.volume_id for v in result.fallbacks]
         self.data["degraded"] = result.degraded
         self.data["zip_valid"] = result.validation.valid
+        self.data["error"] = result.error
+        self.data["exit_code"] = result.exit_code
         self.save()
 
     def save(self) -> None:
-        atomic_write_bytes(self.path, json.dumps(self.data, indent=2).encode())
+        """Write run.json; a failure (a full disk) is kept in ``save_error``, never raised:
+        the record must not cost the submission."""
+        try:
+            atomic_write_bytes(self.path, json.dumps(self.data, indent=2).encode())
+            self.save_error = None
+        except OSError as exc:
+            self.save_error = exc

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vesukit.data import atomic_write_bytes
+from vesukit.runtime.faults import inject
 
 DONE = "done"          # predicted by the ensemble (possibly degraded: see `degraded`)
 FALLBACK = "fallback"  # an empty mask written because the volume could not be predicted
@@ -36,6 +38,8 @@ class VolumeState:
     reason: str | None = None                           # why a fallback was written
     worker: int = 0
     audit: dict = field(default_factory=dict)           # report.volume_audit, with --audit
+    input_stamp: str | None = None                      # the test volume's size + mtime
+    fingerprint_parts: dict = field(default_factory=dict)  # part -> hash (why a redo)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -53,6 +57,33 @@ def fingerprint(*parts) -> str:
     """A short stable hash of JSON-able parts (the settings a mask depends on)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+HASH_SPAN = 1 << 20  # bytes hashed at each end of a checkpoint
+
+
+def file_stamp(path: str | os.PathLike, content: bool = False) -> str:
+    """``size:mtime_ns`` of a file, plus a fast content hash with ``content``.
+
+    The hash covers the first and last MiB and the size: it catches weights retrained and
+    saved under the same name (even with the mtime restored) at the cost of reading 2 MiB,
+    not the whole checkpoint. A folder (a Hugging Face style checkpoint) stamps every file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return fingerprint([(str(p.relative_to(path)), file_stamp(p, content)) for p in files])
+    stat = path.stat()
+    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    if not content:
+        return stamp
+    digest = hashlib.sha256(str(stat.st_size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(HASH_SPAN))
+        if stat.st_size > HASH_SPAN:
+            handle.seek(max(stat.st_size - HASH_SPAN, HASH_SPAN))
+            digest.update(handle.read(HASH_SPAN))
+    return f"{stamp}:{digest.hexdigest()[:16]}"
 
 
 class StateStore:
@@ -83,16 +114,35 @@ class StateStore:
             return None  # unreadable state: the volume is simply redone
 
     def finished(self, volume_id: str, expected_fingerprint: str,
-                 shape: tuple[int, int, int]) -> VolumeState | None:
+                 shape: tuple[int, int, int], input_stamp: str | None = None
+                 ) -> VolumeState | None:
         """The saved state if it is a usable prediction for these settings, else None.
 
         Fallback masks are never reused: a resumed run tries those volumes again.
         """
-        state = self.load(volume_id)
-        if (state is None or state.status != DONE or state.fingerprint != expected_fingerprint
-                or tuple(state.shape) != tuple(shape)):
-            return None
+        state, _ = self.reusable(volume_id, expected_fingerprint, shape, input_stamp)
         return state
+
+    def reusable(self, volume_id: str, expected_fingerprint: str, shape: tuple[int, int, int],
+                 input_stamp: str | None = None, parts: dict | None = None
+                 ) -> tuple[VolumeState | None, str | None]:
+        """(the saved state, None) when it can be reused, else (None, why it is redone)."""
+        inject("resume", volume_id)
+        state = self.load(volume_id)
+        if state is None:
+            return None, None  # never finished: nothing to explain
+        if state.status != DONE:
+            return None, "it was a fallback"
+        if state.fingerprint != expected_fingerprint:
+            changed = sorted(k for k, v in (parts or {}).items()
+                             if state.fingerprint_parts.get(k) != v)
+            return None, ("changed since: " + ", ".join(changed) if changed
+                          else "the settings changed")
+        if tuple(state.shape) != tuple(shape):
+            return None, f"its shape changed ({state.shape} -> {tuple(shape)})"
+        if input_stamp is not None and state.input_stamp != input_stamp:
+            return None, "its input volume changed (size or modification time)"
+        return state, None
 
     def mask_bytes(self, volume_id: str) -> bytes:
         return self.mask_path(volume_id).read_bytes()

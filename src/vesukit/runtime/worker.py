@@ -12,10 +12,10 @@ import multiprocessing
 import os
 import queue
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -24,7 +24,8 @@ from vesukit.decide import Calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import VesukitError
 from vesukit.runtime.budget import TimeBudget
-from vesukit.runtime.compute import NoTeacherLeft, VolumeComputer
+from vesukit.runtime.compute import NoTeacherLeft, StageError, VolumeComputer, describe_error
+from vesukit.runtime.faults import inject
 from vesukit.runtime.state import DONE, FALLBACK, StateStore, VolumeState
 
 
@@ -45,14 +46,30 @@ class WorkerSetup:
     n_workers: int = 1
     audit_dir: Path | None = None            # --audit: previews are drawn by the workers
     maps_dir: Path | None = None             # --save-maps: <id>.npy ensemble means
+    input_stamps: dict = field(default_factory=dict)  # id -> input size+mtime (resume check)
+    fingerprint_parts: dict = field(default_factory=dict)  # part -> hash (resume: what changed)
+    warm_up: bool = True                     # one tiny forward pass per teacher first
 
 
 def fallback_state(setup: WorkerSetup, volume_id: str, reason: str, worker: int = 0
-                   ) -> tuple[VolumeState, bytes]:
-    shape = tuple(setup.shapes[volume_id])
-    state = VolumeState(volume_id, FALLBACK, setup.fingerprint, shape, reason=reason,
-                        worker=worker)
-    return state, encode_volume(np.zeros(shape, np.uint8))
+                   ) -> VolumeState:
+    """The state of a volume that gets an empty mask (the zip's assembler writes the zeros)."""
+    return VolumeState(volume_id, FALLBACK, setup.fingerprint, tuple(setup.shapes[volume_id]),
+                       reason=reason, worker=worker)
+
+
+def save_fallback(store: StateStore, state: VolumeState, warn: Callable[[str], None]) -> None:
+    """Keep a fallback's state (and empty mask) in the workdir for the record; best effort.
+
+    The zip never depends on it: the assembler writes a fallback's zeros itself, so a full
+    disk or any other error here costs only the workdir copy.
+    """
+    try:
+        inject("fallback", state.volume_id)
+        store.save(state, encode_volume(np.zeros(state.shape, np.uint8)))
+    except Exception as exc:  # noqa: BLE001 - see above
+        warn(f"volume '{state.volume_id}': its fallback could not be saved in the workdir "
+             f"({describe_error(exc)}); the zip gets its empty mask anyway")
 
 
 def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None]):
@@ -65,7 +82,10 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None]):
     manifest = load_manifest(folder)
     specs, models, failures = [], [], {}
     for spec in manifest.teachers:
+        if spec.weight == 0:
+            continue  # switched off in the manifest; the pipeline logs it once
         try:
+            inject("load")
             models.append(load_teacher(spec, manifest.root, device=device))
             specs.append(spec)
         except Exception as exc:  # noqa: BLE001 - a broken teacher must not end the run
@@ -74,7 +94,7 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None]):
                  f"{type(exc).__name__}: {exc}")
     if not specs:
         raise NoTeacherLeft(
-            f"none of the {len(manifest.teachers)} teachers in {manifest.root} could be loaded "
+            f"none of the {len(failures)} teachers in {manifest.root} could be loaded "
             "(see the warnings above). Check them with `vesukit teachers check "
             f"{manifest.root}`.")
     return specs, models, failures
@@ -82,25 +102,54 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None]):
 
 def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
                     next_index: Callable[[], int | None], emit: Callable[[VolumeState], None],
-                    should_stop: Callable[[], bool], warn: Callable[[str], None]) -> None:
-    """Predict volumes until the ids run out, a stop is requested, or the deadline passes."""
+                    should_stop: Callable[[], bool], warn: Callable[[str], None],
+                    note: Callable[[str, object], None] = lambda key, value: None) -> None:
+    """Predict volumes until the ids run out, a stop is requested, or the deadline passes.
+
+    Any exception in a volume's stages becomes a flagged fallback for that volume; only
+    :class:`NoTeacherLeft` (nothing can predict any volume) ends the loop. ``note`` receives
+    facts for the run record (the teachers' warm-up seconds).
+    """
     device = resolve_device(device_name)
     calibration = Calibration.from_dict(setup.calibration)
     specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn)
     computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn)
     computer.dropped.update(failures)  # every volume's state says it ran without them
+    if setup.warm_up:
+        warm = computer.warm_up()
+        note("warm_up_seconds", {"worker": worker, "device": device_name, "teachers": warm})
+        warn(f"worker {worker}: teachers warmed up in {sum(warm.values()):.1f}s before the "
+             "first volume (not counted as the pace)")
     views = _views_counter(specs)
     budget = TimeBudget(setup.deadline - time.time(), {s.name: s.weight for s in specs},
                         views, setup.tta)
     store = StateStore(setup.workdir)
 
-    def save(state: VolumeState, mask_tiff: bytes) -> None:
-        store.save(state, mask_tiff)
+    def fall_back(volume_id: str, reason: str) -> None:
+        warn(f"volume '{volume_id}' gets an empty fallback mask: {reason}")
+        state = fallback_state(setup, volume_id, reason, worker)
+        save_fallback(store, state, warn)
         emit(state)
+
+    def save(state: VolumeState, mask: np.ndarray) -> None:
+        errors = []
+        for _ in range(2):  # a second try for a transient failure (a busy disk)
+            try:
+                inject("encode", state.volume_id)
+                mask_tiff = encode_volume(mask)
+                inject("save", state.volume_id)
+                store.save(state, mask_tiff)
+                emit(state)
+                return
+            except Exception as exc:  # noqa: BLE001 - becomes a flagged fallback
+                errors.append(describe_error(exc))
+        fall_back(state.volume_id, "its mask could not be encoded or saved ("
+                  + " | ".join(errors) + ")")
 
     def read(index: int | None):
         if index is None:
             return None
+        inject("read", setup.ids[index])
         return read_volume(volume_path(setup.root, setup.ids[index]))
 
     with ThreadPoolExecutor(1, thread_name_prefix=f"read{worker}") as reader, \
@@ -116,14 +165,12 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
             try:
                 volume = upcoming.result()
                 failure = None
-            except VesukitError as exc:
-                volume, failure = None, f"unreadable: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any read error: this volume only
+                volume, failure = None, f"unreadable: {_read_error(exc)}"
             index = next_index()
             upcoming = reader.submit(read, index)
             if failure is not None:
-                warn(f"volume '{volume_id}' gets an empty fallback mask: {failure}")
-                pending.append(saver.submit(save, *fallback_state(setup, volume_id, failure,
-                                                                  worker)))
+                pending.append(saver.submit(fall_back, volume_id, failure))
                 continue
 
             left = _remaining(setup, index)
@@ -132,13 +179,15 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
             plan = budget.plan
             teachers = [n for n in plan.teachers if n in computer.active]
             try:
-                outcome = computer.run(volume, teachers, plan.tta, volume_id, setup.audit_dir,
-                                       setup.maps_dir)
+                outcome = _compute(computer, volume, teachers, plan.tta, volume_id, setup, warn)
             except NoTeacherLeft as exc:
-                warn(f"volume '{volume_id}' gets an empty fallback mask: {exc}")
-                pending.append(saver.submit(save, *fallback_state(setup, volume_id, str(exc),
-                                                                  worker)))
+                pending.append(saver.submit(fall_back, volume_id, str(exc)))
+                for future in pending:
+                    future.result()
                 raise
+            except Exception as exc:  # noqa: BLE001 - any error: this volume only
+                pending.append(saver.submit(fall_back, volume_id, str(exc)))
+                continue
             budget.observe(outcome.teacher_seconds, volume.size, plan.tta)
             degraded = list(outcome.degraded)
             if plan.tta != setup.tta:
@@ -150,13 +199,47 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
                 seconds=time.perf_counter() - start, device_seconds=outcome.device_seconds,
                 teacher_seconds=outcome.teacher_seconds, tta=plan.tta,
                 teachers=outcome.teachers, degraded=degraded, worker=worker,
-                audit=outcome.audit)
-            pending.append(saver.submit(lambda s=state, m=outcome.mask: save(s, encode_volume(m))))
+                audit=outcome.audit, input_stamp=setup.input_stamps.get(volume_id),
+                fingerprint_parts=dict(setup.fingerprint_parts))
+            pending.append(saver.submit(save, state, outcome.mask))
             for done in [p for p in pending if p.done()]:
                 done.result()
                 pending.remove(done)
         for future in pending:
             future.result()
+
+
+def _compute(computer: VolumeComputer, volume, teachers, tta, volume_id, setup, warn):
+    """``computer.run``, once more with the ensemble on the CPU if it fails (memory)."""
+    try:
+        return computer.run(volume, teachers, tta, volume_id, setup.audit_dir, setup.maps_dir)
+    except NoTeacherLeft:
+        raise
+    except Exception as exc:  # noqa: BLE001 - retried once, then the caller falls back
+        first = describe_error(exc) if not isinstance(exc, StageError) else str(exc)
+    warn(f"volume '{volume_id}': {first}; retrying with the ensemble on the CPU")
+    _free_device_memory(computer.device)
+    try:
+        outcome = computer.run(volume, teachers, tta, volume_id, setup.audit_dir,
+                               setup.maps_dir, ensemble_device="cpu")
+    except NoTeacherLeft:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        second = describe_error(exc) if not isinstance(exc, StageError) else str(exc)
+        raise StageError("the volume", RuntimeError(f"{first}; on retry: {second}")) from exc
+    outcome.degraded.append(f"retried after: {first}")
+    return outcome
+
+
+def _free_device_memory(device) -> None:
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _read_error(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, VesukitError) else describe_error(exc)
 
 
 def _remaining(setup: WorkerSetup, next_index: int | None) -> tuple[int, int]:
@@ -209,7 +292,8 @@ def _worker_process(worker: int, device_name: str, setup: WorkerSetup, counter, 
     try:
         process_volumes(worker, device_name, setup, next_index,
                         lambda state: messages.put(("state", state.to_json())),
-                        stop_event.is_set, lambda text: messages.put(("warn", text)))
+                        stop_event.is_set, lambda text: messages.put(("warn", text)),
+                        lambda key, value: messages.put(("note", (key, value))))
     except BaseException as exc:  # noqa: BLE001 - reported to the main process
         messages.put(("error", f"worker {worker} ({device_name}): {type(exc).__name__}: {exc}"))
     finally:
@@ -218,7 +302,8 @@ def _worker_process(worker: int, device_name: str, setup: WorkerSetup, counter, 
 
 def run_worker_processes(devices: list[str], setup: WorkerSetup,
                          on_state: Callable[[VolumeState], None],
-                         warn: Callable[[str], None], should_stop: Callable[[], bool]
+                         warn: Callable[[str], None], should_stop: Callable[[], bool],
+                         note: Callable[[str, object], None] = lambda key, value: None
                          ) -> list[str]:
     """One process per device, sharing the id counter; returns the workers' errors."""
     context = multiprocessing.get_context("spawn")
@@ -246,6 +331,8 @@ def run_worker_processes(devices: list[str], setup: WorkerSetup,
             on_state(VolumeState.from_json(payload))
         elif kind == "warn":
             warn(payload)
+        elif kind == "note":
+            note(*payload)
         elif kind == "error":
             errors.append(payload)
             warn(payload)

@@ -21,7 +21,6 @@ import tifffile
 from vesukit.data import VOLUME_SUFFIX, encode_volume
 from vesukit.errors import VesukitError
 
-
 ZIP_DATE_TIME = (2020, 1, 1, 0, 0, 0)
 
 
@@ -123,6 +122,13 @@ class SubmissionWriter:
         not decoded (the validator does that on the finished zip).
         """
         volume_id = str(volume_id)
+        self.check_encoded(volume_id, tiff)
+        self._write_entry(volume_id, tiff)
+
+    def check_encoded(self, volume_id: str, tiff: bytes) -> None:
+        """Raise :class:`SubmissionError` unless ``tiff`` is a uint8 mask of the expected
+        shape for ``volume_id`` (headers only); adds nothing."""
+        volume_id = str(volume_id)
         self._check_id(volume_id)
         expected = self.shapes[volume_id]
         try:
@@ -132,12 +138,11 @@ class SubmissionWriter:
                 dtype = pages.first.dtype
         except Exception as exc:  # noqa: BLE001 - any parse failure means unusable bytes
             raise SubmissionError(f"{self.path}: mask for {volume_id!r} is not a readable "
-                                  f"TIFF ({exc}). Encode it with vesukit.data.encode_volume.")
+                                  f"TIFF ({exc}). Encode it with vesukit.data.encode_volume.") from exc
         if dtype != np.uint8 or (expected is not None and shape != expected):
             raise SubmissionError(
                 f"{self.path}: mask for {volume_id!r} is a {dtype} TIFF of shape {shape}; the "
                 f"source volume needs uint8 {expected}.")
-        self._write_entry(volume_id, tiff)
 
     def _write_entry(self, volume_id: str, data: bytes) -> None:
         with self._lock:
