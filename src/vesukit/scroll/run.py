@@ -217,7 +217,9 @@ def run_segment(config: SegmentConfig, progress=sys.stderr) -> SegmentResult:
     todo = [c for c in chunks if c not in finished]
     result = SegmentResult(store.path, shape, len(chunks), resumed=len(finished))
     n_workers = local_workers(config)
-    threads = max(1, (os.cpu_count() or 1) // n_workers) if config.scheduler == "local" else 0
+    # Local workers share the cores (OMP_NUM_THREADS, when set, wins); remote ones keep torch's default.
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // n_workers)) \
+        if config.scheduler == "local" else 0
     job = ChunkJob(source, store, Path(config.teachers), config.device, config.tta, config.overlap, decision,
                    threads)
     start = time.perf_counter()
