@@ -147,3 +147,16 @@ def test_a_failing_chunk_becomes_a_listed_fallback(finished, teachers, volume_za
     for index in fallbacks:
         region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, CHUNK))
         assert not probability[region].any()
+
+
+def test_usage_errors_come_before_any_cluster_starts(finished, teachers, volume_zarr, tmp_path, capsys):
+    from vesukit.cli import main
+
+    source, _ = volume_zarr
+    common = [str(source), "--teachers", str(teachers), "--device", "cpu"]
+    assert main(["segment", *common, "--out", str(tmp_path / "a.zarr"), "--chunk", "0", "8", "8"]) == 2
+    assert main(["segment", *common, "--out", str(finished[0])]) == 2
+    assert "already exists. Pass --resume" in capsys.readouterr().err
+    assert main(["segment", *common, "--out", str(finished[0]), "--resume", "--tta", "flip",
+                 "--chunk", *map(str, CHUNK), "--dtype", "float16"]) == 2
+    assert "other settings (decision, tta)" in capsys.readouterr().err
