@@ -95,3 +95,26 @@ def test_chunk_decision_equals_the_one_piece_chain():
         inner = tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(own, region))
         got[own] = decision.apply(mean[region], region, mean.shape)[inner]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_input_is_an_ome_zarr_level_a_zarr_array_or_a_tiff(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    from ome_zarr.writer import write_image
+
+    from vesukit.data import write_volume
+    from vesukit.errors import UsageError, VolumeError
+    from vesukit.scroll.source import find_source
+
+    volume = make_volume()
+    write_image(volume, zarr.open_group(str(tmp_path / "image.zarr"), mode="w"), axes="zyx")
+    assert find_source(tmp_path / "image.zarr", 0).open().shape == SHAPE
+    level = find_source(tmp_path / "image.zarr", 1).open()
+    assert level.shape[0] == SHAPE[0] and level.shape[1] < SHAPE[1]  # ome-zarr halves y and x
+    with pytest.raises(UsageError, match="--level"):
+        find_source(tmp_path / "image.zarr", 9)
+    write_volume(tmp_path / "volume.tif", volume, "zlib")
+    tiff = find_source(tmp_path / "volume.tif").open()
+    np.testing.assert_array_equal(tiff[2:9, 3:20, 30:47], volume[2:9, 3:20, 30:47])
+    zarr.open_array(str(tmp_path / "float.zarr"), mode="w", shape=(4, 4, 4), dtype="float32")[:] = 1
+    with pytest.raises(VolumeError, match="uint8"):
+        find_source(tmp_path / "float.zarr")
