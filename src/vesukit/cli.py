@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "vesukit.commands.teachers",
     "vesukit.commands.predict",
     "vesukit.commands.postprocess",
+    "vesukit.commands.segment",
     "vesukit.commands.validate",
     "vesukit.commands.score",
     "vesukit.commands.calibrate",

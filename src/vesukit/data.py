@@ -28,6 +28,7 @@ COMPETITION_SLUG = "vesuvius-challenge-surface-detection"
 # stdlib-only and load by path, holds the one definition).
 DEFAULT_INPUT_BASE = KAGGLE_INPUT
 VOLUME_SUFFIX = ".tif"
+ZARR_SUFFIX = ".zarr"  # a test volume may also be <id>.zarr (a zarr array), beside or instead of the TIFF
 
 # Compressions tifffile decodes with the standard library alone; any other (LZW above all)
 # needs imagecodecs, or Pillow.
@@ -48,6 +49,8 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
     corrupt data.
     """
     path = Path(path)
+    if path.suffix == ZARR_SUFFIX and path.is_dir():
+        return np.ascontiguousarray(_open_zarr_volume(path)[:], dtype=np.uint8)
     if not path.is_file():
         raise VolumeError(
             f"{path}: no such file. Check the path; test volumes live in "
@@ -143,6 +146,8 @@ def read_volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
     Runs the same checks as :func:`read_volume` except decoding the data.
     """
     path = Path(path)
+    if path.suffix == ZARR_SUFFIX and path.is_dir():
+        return tuple(int(n) for n in _open_zarr_volume(path).shape)
     if not path.is_file():
         raise VolumeError(f"{path}: no such file. Check the path.")
     try:
@@ -156,6 +161,22 @@ def read_volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
             "truncated or corrupt: copy it again, or re-write it."
         ) from exc
     return (n_pages, *page_shape)
+
+
+def _open_zarr_volume(path: Path):
+    """The zarr array at ``path`` (an ``<id>.zarr`` folder), checked to be uint8 (Z, Y, X)."""
+    from vesukit._optional import require
+
+    zarr = require("zarr", f"reading {path}")
+    try:
+        array = zarr.open_array(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for a folder that is not an array
+        raise VolumeError(f"{path}: not a readable zarr array ({type(exc).__name__}: {exc}). "
+                          "A .zarr test volume must be one uint8 (Z, Y, X) array.") from exc
+    if len(array.shape) != 3 or str(array.dtype) != "uint8":
+        raise VolumeError(f"{path}: zarr array of shape {tuple(array.shape)} and dtype {array.dtype}; "
+                          "a test volume must be uint8 (Z, Y, X).")
+    return array
 
 
 def _next_ifd_offset(tif: tifffile.TiffFile, ifd_offset: int) -> int:
@@ -397,14 +418,20 @@ def read_csv_ids(csv_path: Path) -> list[str]:
 
 
 def image_ids_in(folder: Path) -> list[str]:
-    """Ids of the ``<id>.tif`` volumes in a folder, sorted."""
-    return sorted(p.name[: -len(VOLUME_SUFFIX)] for p in folder.glob(f"*{VOLUME_SUFFIX}")
-                  if p.is_file())
+    """Ids of the ``<id>.tif`` volumes (and ``<id>.zarr`` arrays) in a folder, sorted."""
+    tiffs = {p.name[: -len(VOLUME_SUFFIX)] for p in folder.glob(f"*{VOLUME_SUFFIX}") if p.is_file()}
+    zarrs = {p.name[: -len(ZARR_SUFFIX)] for p in folder.glob(f"*{ZARR_SUFFIX}") if p.is_dir()}
+    return sorted(tiffs | zarrs)
 
 
 def volume_path(root: str | os.PathLike, volume_id: str, kind: str = "test_images") -> Path:
-    """``<root>/<kind>/<id>.tif``; ``kind`` is test_images, train_images or train_labels."""
-    return Path(root) / kind / f"{volume_id}{VOLUME_SUFFIX}"
+    """``<root>/<kind>/<id>.tif``; ``kind`` is test_images, train_images or train_labels.
+
+    Without that TIFF, an ``<id>.zarr`` array beside it is the volume (the TIFF wins when both exist).
+    """
+    tiff = Path(root) / kind / f"{volume_id}{VOLUME_SUFFIX}"
+    zarr_path = tiff.with_suffix(ZARR_SUFFIX)
+    return zarr_path if not tiff.exists() and zarr_path.is_dir() else tiff
 
 
 def _preview(items: list[str], limit: int = 8) -> str:

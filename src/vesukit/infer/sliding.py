@@ -81,6 +81,7 @@ def blend_windows(
     autocast: bool = True,
     what: str = "sliding window",
     progress: Callable[[int, int], None] | None = None,
+    starts: Sequence[Sequence[int]] | None = None,
 ) -> torch.Tensor:
     """Blend ``predictor`` over windows of ``images`` ``(N, C, *spatial)`` -> ``(N, C_out, *spatial)``.
 
@@ -92,6 +93,10 @@ def blend_windows(
 
     ``batch_size`` counts model inputs (window x view) per call; ``None`` picks it from free
     memory on CUDA (the first window is run alone and measured) and a small default on CPU.
+
+    ``starts`` replaces the evenly spread grid by explicit window corners in the (padded)
+    frame of ``images``: `segment` passes the windows of the whole volume's grid that reach
+    its block, so a block is blended exactly as the one-piece run blends it.
     """
     patch = tuple(int(p) for p in patch)
     if images.dim() != len(patch) + 2:
@@ -108,7 +113,13 @@ def blend_windows(
     amounts = _pad_amounts(spatial, patch)
     padded = _pad(images, amounts, pad_mode)
     padded_spatial = tuple(padded.shape[2:])
-    starts = window_grid(padded_spatial, patch, overlap)
+    if starts is None:
+        starts = window_grid(padded_spatial, patch, overlap)
+    else:
+        starts = [tuple(int(v) for v in start) for start in starts]
+        for start in starts:
+            if len(start) != len(patch) or any(s < 0 or s + p > n for s, p, n in zip(start, patch, padded_spatial)):
+                raise ValueError(f"window start {start} with patch {patch} leaves the images {padded_spatial}")
     slices = [window_slices(s, patch) for s in starts]
     n_images = padded.shape[0]
 

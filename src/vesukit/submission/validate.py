@@ -134,7 +134,7 @@ def expected_volumes(root: str | os.PathLike) -> tuple[list[str], dict[str, Shap
     for volume_id in ids:
         path = volume_path(root, volume_id, "test_images")
         try:
-            shapes[volume_id] = read_volume_shape(path) if path.is_file() else None
+            shapes[volume_id] = read_volume_shape(path) if path.exists() else None
         except VesukitError:  # a damaged source volume is reported as "shape unknown"
             shapes[volume_id] = None
     return ids, shapes
