@@ -9,8 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from vesukit.teachers.spec import (MANIFEST_NAME, FrozenMap, Manifest, Normalization,
-                                   TeacherError, TeacherSpec, load_manifest, save_manifest)
+from vesukit.teachers.spec import (
+    MANIFEST_NAME,
+    FrozenMap,
+    Manifest,
+    Normalization,
+    TeacherError,
+    TeacherSpec,
+    load_manifest,
+    save_manifest,
+)
 
 _LAZY = {
     "build_model": "vesukit.teachers.registry",
