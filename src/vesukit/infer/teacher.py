@@ -95,11 +95,17 @@ def predict_teacher(
     along each of ``spec.axes`` (averaged) with ``spec.context`` slices as channels. TTA is the
     ``tta`` preset restricted to ``spec.tta``. ``plane`` (default ``spec.plane``, else
     ``"tile"``) chooses tiled or whole-slice 2.5D inference; whole slices are padded to a
-    multiple of ``spec.stride`` (32 when the spec has none). The result lives on ``device``
-    (on the CPU only if memory ran out and the accumulators had to move there).
+    multiple of ``spec.stride`` (32 when the spec has none). nnU-Net teachers (``kind``
+    ``"nnunetv2"``) run as nnU-Net runs them (:mod:`vesukit.infer.nnunet`). The result lives on
+    ``device`` (on the CPU only if memory ran out and the accumulators had to move there).
     """
     if tta not in PRESETS:
         raise TeacherError(f"--tta must be one of {PRESETS}, got {tta!r}")
+    if getattr(spec, "kind", None) == "nnunetv2":
+        from vesukit.infer.nnunet import predict_nnunet
+
+        return predict_nnunet(volume, model, spec, device=device, tta=tta, overlap=overlap,
+                              batch_size=batch_size, progress=progress)
     kind = _check_spec(spec)
     device = torch.device(device)
     if getattr(volume, "ndim", None) != 3:

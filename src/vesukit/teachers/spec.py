@@ -17,6 +17,8 @@ from vesukit.teachers.base import NAME_RE, FrozenMap, TeacherError, thaw
 from vesukit.teachers.base import is_int as _is_int
 from vesukit.teachers.base import is_json_value as _is_json_value
 from vesukit.teachers.base import is_number as _is_number
+from vesukit.teachers.nnunet import KIND as NNUNET_KIND
+from vesukit.teachers.nnunet import NnUNetSpec
 from vesukit.teachers.registry import ARCHITECTURES, patch_multiple
 
 MANIFEST_NAME = "teachers.json"
@@ -264,7 +266,7 @@ class Manifest:
     to ``root``."""
 
     root: Path
-    teachers: tuple[TeacherSpec, ...]
+    teachers: tuple[TeacherSpec | NnUNetSpec, ...]
 
     def checkpoint_path(self, spec: TeacherSpec) -> Path:
         return resolve_checkpoint(self.root, spec)
@@ -276,8 +278,9 @@ class Manifest:
         raise KeyError(name)
 
 
-def resolve_checkpoint(root: str | Path, spec: TeacherSpec) -> Path:
-    path = Path(spec.checkpoint)
+def resolve_checkpoint(root: str | Path, spec: TeacherSpec | NnUNetSpec) -> Path:
+    """The teacher's weights on disk: its checkpoint file or folder, or an nnU-Net model folder."""
+    path = Path(spec.model if isinstance(spec, NnUNetSpec) else spec.checkpoint)
     return path if path.is_absolute() else Path(root) / path
 
 
@@ -296,6 +299,16 @@ def _check_ensemble(teachers: tuple[TeacherSpec, ...], where: str) -> None:
                            "ensemble would predict nothing; give at least one a weight > 0")
 
 
+def _teacher_from_dict(item: Any, *, where: str) -> TeacherSpec | NnUNetSpec:
+    """A teacher entry: ``"kind": "nnunetv2"`` is an nnU-Net results folder, else a TeacherSpec."""
+    if isinstance(item, Mapping) and "kind" in item:
+        if item["kind"] != NNUNET_KIND:
+            raise TeacherError(f"{where}: field 'kind': unknown teacher kind {item['kind']!r} "
+                               f"(known: {NNUNET_KIND!r}; leave it out for a network + checkpoint)")
+        return NnUNetSpec.from_dict(item, where=where)
+    return TeacherSpec.from_dict(item, where=where)
+
+
 def manifest_from_dict(data: Any, root: str | Path, *, where: str) -> Manifest:
     if not isinstance(data, Mapping):
         raise TeacherError(f"{where}: must be a JSON object {{\"format\": 1, \"teachers\": "
@@ -312,7 +325,7 @@ def manifest_from_dict(data: Any, root: str | Path, *, where: str) -> Manifest:
     if not isinstance(items, list):
         raise TeacherError(f"{where}: field 'teachers': must be a list of teacher objects, "
                            f"got {items!r}")
-    teachers = tuple(TeacherSpec.from_dict(item, where=f"{where}, teacher #{i + 1}")
+    teachers = tuple(_teacher_from_dict(item, where=f"{where}, teacher #{i + 1}")
                      for i, item in enumerate(items))
     _check_ensemble(teachers, where)
     return Manifest(root=Path(root), teachers=teachers)
@@ -339,9 +352,10 @@ def load_manifest(folder: str | Path) -> Manifest:
     manifest = manifest_from_dict(data, folder, where=str(path))
     for i, spec in enumerate(manifest.teachers):
         ckpt = manifest.checkpoint_path(spec)
+        field_name = "model" if isinstance(spec, NnUNetSpec) else "checkpoint"
         if not ckpt.exists():
             raise TeacherError(f"{path}, teacher #{i + 1}: teacher '{spec.name}': field "
-                               f"'checkpoint': {ckpt} does not exist (paths are relative to "
+                               f"'{field_name}': {ckpt} does not exist (paths are relative to "
                                f"{folder})")
     return manifest
 
