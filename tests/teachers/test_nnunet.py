@@ -314,3 +314,15 @@ def test_predict_runs_an_imported_nnunet_teacher_beside_a_2_5d_one(tmp_path, sli
     validate = subprocess.run(run + ["validate", str(zip_path), "--data", str(data)],
                               capture_output=True, text=True, cwd=REPO, env=_env())
     assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_is_close_to_cpu_fp32(volumes):
+    folder, folds, checkpoint = CASES["ct-plain-folds01"]
+    spec = NnUNetSpec(name="t", model=str(folder), folds=folds, checkpoint=checkpoint)
+    cpu = _vesukit(spec, folder.parent, volumes["20x34x28"])
+    model = load_nnunet_teacher(spec, folder.parent, "cuda")
+    cuda = predict_teacher(volumes["20x34x28"], model, spec, device="cuda", tta="flip")
+    assert cuda.device.type == "cuda"
+    assert np.abs(cuda.cpu().numpy() - cpu).max() <= 1e-2

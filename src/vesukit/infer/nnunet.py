@@ -80,6 +80,7 @@ def predict_nnunet(
     tta: str = "flip",
     overlap: float = 0.5,
     batch_size: int | None = None,
+    autocast: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Surface probability float32 ``(Z, Y, X)`` on ``device`` of an nnU-Net teacher (``model``
@@ -87,6 +88,7 @@ def predict_nnunet(
 
     Mirroring runs when the spec allows it and ``tta`` is not ``"none"`` (the run's TTA level,
     which the time budget may lower); the step is ``spec.tile_step``, else ``1 - overlap``.
+    ``autocast`` runs the network in fp16 on CUDA (as nnUNetPredictor does); False keeps fp32.
     """
     device = torch.device(device)
     plan = model.plan
@@ -100,7 +102,7 @@ def predict_nnunet(
     model = model.to(device).eval()
     logits = blend_windows(x[None, None], model, plan.patch, overlap=1.0 - step,
                            sigma_scale=SIGMA_SCALE, blend="nnunet", views=views,
-                           batch_size=batch_size, pad_mode="constant",
+                           batch_size=batch_size, pad_mode="constant", autocast=autocast,
                            what=f"nnU-Net teacher '{spec.name}'", progress=progress)[0]
     del x
     probability = torch.softmax(logits, dim=0)[plan.channel]

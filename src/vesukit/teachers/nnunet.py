@@ -210,8 +210,9 @@ def weight_file(folder: Path, fold, checkpoint: str, who: str) -> Path:
                        f"{checkpoint!r})")
 
 
-def read_plan(spec: NnUNetSpec, root: str | Path) -> NnUNetPlan:
-    """Read and check a results (or slim) folder for ``spec``; torch-free."""
+def read_plan(spec: NnUNetSpec, root: str | Path, *, weights: bool = True) -> NnUNetPlan:
+    """Read and check a results (or slim) folder for ``spec``; torch-free. ``weights=False``
+    skips looking for the folds' checkpoints (for a folder still being written)."""
     who = f"teacher '{spec.name}'"
     folder = Path(spec.model)
     folder = folder if folder.is_absolute() else Path(root) / folder
@@ -269,11 +270,11 @@ def read_plan(spec: NnUNetSpec, root: str | Path) -> NnUNetPlan:
         raise TeacherError(f"{who}: configuration {name!r} of {plans_path} has no 'architecture' "
                            "(plans from nnU-Net < 2.4 are not supported; re-plan with a recent "
                            "nnU-Net)")
-    weights = tuple(weight_file(folder, f, spec.checkpoint, who) for f in spec.folds)
+    files = tuple(weight_file(folder, f, spec.checkpoint, who) for f in spec.folds) if weights else ()
     return NnUNetPlan(folder=folder, configuration=name, patch=patch,
                       transpose_forward=transpose, transpose_backward=back, scheme=scheme,
                       use_mask_for_norm=bool(config.get("use_mask_for_norm", [False])[0]),
                       intensity=dict(intensity), network_class=arch["network_class_name"],
                       arch_kwargs=dict(arch.get("arch_kwargs", {})),
                       requires_import=tuple(arch.get("_kw_requires_import", ())),
-                      heads=heads, channel=channel, weights=weights)
+                      heads=heads, channel=channel, weights=files)
