@@ -90,6 +90,8 @@ DEFAULT_REQUIREMENTS = (
                 fallback="TIFF volumes only; zarr input is unavailable"),
     Requirement("numba", "numba", ">=0.60", optional=True,
                 fallback="the local scorer is unavailable; prediction is unaffected"),
+    Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.4",
+                optional=True, fallback="nnU-Net v2 teachers cannot be built"),
 )
 
 

@@ -11,7 +11,7 @@ from tests.infer.helpers import TinyConvNet, reference_blend
 from vesukit.data import read_volume, write_volume
 from vesukit.infer import (
     EnsembleAccumulator,
-    TeacherSpecError,
+    TeacherError,
     normalize_volume,
     predict_slices_multi_axis,
     predict_teacher,
@@ -125,9 +125,9 @@ def test_tta_preset_is_restricted_to_what_the_teacher_tolerates(volume):
 def test_bad_specs_name_the_teacher(volume, changes, message):
     fields = dict(name="broken_teacher", arch="x", encoder=None, input_kind="3d", patch=(16, 16, 16))
     fields.update(changes)
-    with pytest.raises(TeacherSpecError, match=f"broken_teacher.*{message}"):
+    with pytest.raises(TeacherError, match=f"broken_teacher.*{message}"):
         predict_teacher(volume, TinyConvNet(), Spec(**fields), device="cpu")
-    with pytest.raises(TeacherSpecError, match="tta"):
+    with pytest.raises(TeacherError, match="tta"):
         predict_teacher(volume, TinyConvNet(), Spec("t", "x", None, "3d", (16, 16, 16)), device="cpu", tta="max")
 
 

@@ -1,4 +1,5 @@
-"""`vesukit teachers init|check`: make a teachers folder from a preset; load and run one."""
+"""`vesukit teachers init|check|import-nnunet`: make a teachers folder from a preset or from an
+nnU-Net v2 results folder; load and run one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ def register(subparsers) -> None:
         "teachers", help="create (init) or verify (check) a teachers folder",
         description="A teachers folder holds teachers.json (the ensemble) beside the "
         "checkpoints.")
-    sub = parser.add_subparsers(dest="teachers_command", metavar="<init|check|pack>")
+    sub = parser.add_subparsers(dest="teachers_command", metavar="<init|check|pack|import-nnunet>")
     init = sub.add_parser("init", help="write a preset ensemble with random weights",
                           description="Write a preset's teachers with random weights and "
                           "the manifest. seed9: the nine 2.5D teachers; unet3d: one 3D "
@@ -43,6 +44,22 @@ def register(subparsers) -> None:
                       help="calibration.json to ship (default: DIR/calibration.json if present)")
     pack.add_argument("--half", action="store_true", help="store floating weights as float16")
     pack.set_defaults(handler=run_pack)
+    nnunet = sub.add_parser(
+        "import-nnunet", help="make a slim teachers folder from an nnU-Net v2 results folder",
+        description="Read an nnU-Net v2 results folder (<Trainer>__<Plans>__<configuration>, as "
+        "nnUNetv2_train writes it or as a model is downloaded), load every fold into its network, "
+        "and write OUT/teachers.json with OUT/<name>/: plans.json, dataset.json, nnunet.json and "
+        "fold_<f>/checkpoint_<final|best>.safetensors. The folder loads with no pickle at all.")
+    nnunet.add_argument("results", help="nnU-Net results folder (holding plans.json, fold_<f>/)")
+    nnunet.add_argument("--out", required=True, help="teachers folder to write")
+    nnunet.add_argument("--folds", nargs="+", default=None, metavar="F",
+                        help="fold numbers and/or 'all' (default: every fold with the checkpoint)")
+    nnunet.add_argument("--checkpoint", default="final", choices=("final", "best"))
+    nnunet.add_argument("--name", default=None,
+                        help="teacher name (default: from the dataset and plans names)")
+    nnunet.add_argument("--force", action="store_true",
+                        help="overwrite an OUT that already has a teachers.json")
+    nnunet.set_defaults(handler=run_import_nnunet)
     parser.set_defaults(handler=lambda args: _usage(parser))
 
 
@@ -123,4 +140,24 @@ def run_pack(args: argparse.Namespace) -> int:
     print(f"decision: {summary['calibration'] or 'none (predict uses a fixed 0.4)'}")
     print(f"wrote {summary['out']} (dataset {summary['dataset_id']}); upload with "
           f"`kaggle datasets create -p {summary['out']}`")
+def run_import_nnunet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vesukit.errors import UsageError
+    from vesukit.teachers import MANIFEST_NAME
+    from vesukit.teachers.nnunet_model import import_nnunet
+
+    if (Path(args.out) / MANIFEST_NAME).exists() and not args.force:
+        raise UsageError(f"{Path(args.out) / MANIFEST_NAME} already exists; pass --force to "
+                         "overwrite it")
+    folds = None
+    if args.folds is not None:
+        folds = [int(f) if f.isdigit() else f for f in args.folds]
+        if any(f != "all" and not isinstance(f, int) for f in folds):
+            raise UsageError(f"--folds takes fold numbers and/or 'all', got {args.folds}")
+    manifest, spec = import_nnunet(args.results, args.out, folds=folds,
+                                   checkpoint=args.checkpoint, name=args.name)
+    print(f"wrote {manifest} with nnU-Net teacher '{spec.name}': folds "
+          f"{', '.join(map(str, spec.folds))}, checkpoint_{spec.checkpoint}, weights as "
+          f"safetensors in {Path(args.out) / spec.model}")
     return 0

@@ -22,7 +22,7 @@ _LAZY = {
     "context_indices": "vesukit.infer.slices",
     "predict_slices": "vesukit.infer.slices",
     "predict_slices_multi_axis": "vesukit.infer.slices",
-    "TeacherSpecError": "vesukit.infer.teacher",
+    "TeacherError": "vesukit.infer.teacher",
     "normalize_volume": "vesukit.infer.teacher",
     "predict_teacher": "vesukit.infer.teacher",
     "surface_predictor": "vesukit.infer.teacher",

@@ -8,19 +8,16 @@ The teacher spec is used by attribute only (duck typing), so any object with the
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from vesukit.errors import VesukitError
-from vesukit.infer.sliding import Predictor, sliding_window_3d
 from vesukit.infer.slices import predict_slices_multi_axis
+from vesukit.infer.sliding import Predictor, sliding_window_3d
 from vesukit.infer.tta import PRESETS, tta_views
-
-
-class TeacherSpecError(VesukitError):
-    """A teacher spec asks for something the inference engine cannot do."""
+from vesukit.teachers.base import TeacherError
 
 
 def normalize_volume(volume, normalization, device: torch.device | str) -> torch.Tensor:
@@ -28,7 +25,10 @@ def normalize_volume(volume, normalization, device: torch.device | str) -> torch
 
     The uint8 volume crosses to the device once (a quarter of the float32 bytes).
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(volume)) if isinstance(volume, np.ndarray) else torch.as_tensor(volume)
+    if isinstance(volume, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(volume))
+    else:
+        tensor = torch.as_tensor(volume)
     tensor = tensor.to(device)
     out = tensor.to(torch.float32)
     scale = float(getattr(normalization, "scale", 1.0))
@@ -46,7 +46,7 @@ def surface_predictor(model: torch.nn.Module, spec) -> Predictor:
     def predict(batch: torch.Tensor) -> torch.Tensor:
         out = model(batch)
         if out.dim() != batch.dim() or out.shape[1] <= channel:
-            raise TeacherSpecError(
+            raise TeacherError(
                 f"teacher '{spec.name}': model returned shape {tuple(out.shape)} for input "
                 f"{tuple(batch.shape)}; expected (B, out_channels > {channel}, *patch)"
             )
@@ -61,17 +61,17 @@ def _check_spec(spec) -> str:
     kind = getattr(spec, "input_kind", None)
     patch = tuple(getattr(spec, "patch", ()))
     if kind == "3d" and len(patch) != 3:
-        raise TeacherSpecError(f"teacher '{name}': a 3d teacher needs a (D, H, W) patch, got {patch}")
+        raise TeacherError(f"teacher '{name}': a 3d teacher needs a (D, H, W) patch, got {patch}")
     if kind == "2.5d":
         if len(patch) != 2:
-            raise TeacherSpecError(f"teacher '{name}': a 2.5d teacher needs an (H, W) patch, got {patch}")
+            raise TeacherError(f"teacher '{name}': a 2.5d teacher needs an (H, W) patch, got {patch}")
         context = int(getattr(spec, "context", 1))
         if context < 1 or context % 2 == 0:
-            raise TeacherSpecError(f"teacher '{name}': context must be an odd number of slices, got {context}")
+            raise TeacherError(f"teacher '{name}': context must be an odd number of slices, got {context}")
     elif kind != "3d":
-        raise TeacherSpecError(f"teacher '{name}': input_kind must be '3d' or '2.5d', got {kind!r}")
+        raise TeacherError(f"teacher '{name}': input_kind must be '3d' or '2.5d', got {kind!r}")
     if getattr(spec, "output", "logit") not in ("logit", "probability"):
-        raise TeacherSpecError(f"teacher '{name}': output must be 'logit' or 'probability', got {spec.output!r}")
+        raise TeacherError(f"teacher '{name}': output must be 'logit' or 'probability', got {spec.output!r}")
     return kind
 
 
@@ -95,11 +95,17 @@ def predict_teacher(
     along each of ``spec.axes`` (averaged) with ``spec.context`` slices as channels. TTA is the
     ``tta`` preset restricted to ``spec.tta``. ``plane`` (default ``spec.plane``, else
     ``"tile"``) chooses tiled or whole-slice 2.5D inference; whole slices are padded to a
-    multiple of ``spec.stride`` (32 when the spec has none). The result lives on ``device``
-    (on the CPU only if memory ran out and the accumulators had to move there).
+    multiple of ``spec.stride`` (32 when the spec has none). nnU-Net teachers (``kind``
+    ``"nnunetv2"``) run as nnU-Net runs them (:mod:`vesukit.infer.nnunet`). The result lives on
+    ``device`` (on the CPU only if memory ran out and the accumulators had to move there).
     """
     if tta not in PRESETS:
-        raise TeacherSpecError(f"--tta must be one of {PRESETS}, got {tta!r}")
+        raise TeacherError(f"--tta must be one of {PRESETS}, got {tta!r}")
+    if getattr(spec, "kind", None) == "nnunetv2":
+        from vesukit.infer.nnunet import predict_nnunet
+
+        return predict_nnunet(volume, model, spec, device=device, tta=tta, overlap=overlap,
+                              batch_size=batch_size, progress=progress)
     kind = _check_spec(spec)
     device = torch.device(device)
     if getattr(volume, "ndim", None) != 3:

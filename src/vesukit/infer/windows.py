@@ -15,6 +15,8 @@ import torch
 #: sigma = patch/8; where a single window covers a voxel (volume corners) such weights make the
 #: blend ill-conditioned, so they are floored, as MONAI and nnU-Net do.
 MIN_IMPORTANCE = 1e-3
+#: nnUNetPredictor's peak weight (its ``value_scaling_factor``) for the float16 map.
+NNUNET_PEAK = 10.0
 
 
 def axis_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -63,8 +65,22 @@ def _importance_map_cached(
             g = torch.exp(-(x**2) / (2.0 * sigma**2))
             weights = weights.unsqueeze(-1) * g
         weights = weights.clamp(min=max(float(weights.min()), MIN_IMPORTANCE))
+    elif mode == "nnunet":
+        # nnU-Net's map as nnUNetPredictor uses it: a delta at size // 2 blurred by scipy's
+        # Gaussian (cut at 4 sigma), scaled to peak 10 and stored in float16 (its far corners
+        # underflow to 0, then are raised to the smallest non-zero weight). The float16 steps
+        # decide how windows share the volume's edges, so they are reproduced, not improved.
+        weights = torch.ones((), dtype=torch.float64)
+        for size in patch:
+            sigma = sigma_scale * size
+            radius = int(4.0 * sigma + 0.5)
+            x = torch.arange(size, dtype=torch.float64) - size // 2
+            g = torch.where(x.abs() <= radius, torch.exp(-0.5 * x**2 / sigma**2), torch.zeros(()))
+            weights = weights.unsqueeze(-1) * g
+        weights = (weights * (NNUNET_PEAK / weights.max())).to(torch.float16)
+        weights = torch.where(weights == 0, weights[weights > 0].min(), weights).to(torch.float64)
     else:
-        raise ValueError(f"blend must be 'gaussian' or 'constant', got {mode!r}")
+        raise ValueError(f"blend must be 'gaussian', 'nnunet' or 'constant', got {mode!r}")
     return weights.to(device=device, dtype=dtype)
 
 
@@ -78,9 +94,11 @@ def importance_map(
 ) -> torch.Tensor:
     """Per-voxel weight of a window: separable Gaussian with sigma = ``sigma_scale * patch``.
 
-    Peak ~1 at the centre, floored at :data:`MIN_IMPORTANCE`. Cached per
+    Peak ~1 at the centre, floored at :data:`MIN_IMPORTANCE`; ``mode="nnunet"`` is nnU-Net's
+    own map (centred at ``patch // 2``, cut at 4 sigma). Cached per
     (patch, mode, sigma, device, dtype); treat the result as read-only.
     """
     if sigma_scale <= 0:
         raise ValueError(f"sigma_scale must be positive, got {sigma_scale}")
-    return _importance_map_cached(tuple(int(p) for p in patch), mode, float(sigma_scale), str(torch.device(device)), dtype)
+    return _importance_map_cached(tuple(int(p) for p in patch), mode, float(sigma_scale),
+                                  str(torch.device(device)), dtype)

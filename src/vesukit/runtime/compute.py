@@ -172,11 +172,13 @@ class VolumeComputer:
 
         seconds = {}
         for name, spec in self.specs.items():
-            shape = _warm_up_shape(spec)
             start = time.perf_counter()
             try:
+                shape = _warm_up_shape(spec, self.models[name])
                 inject("warmup", volume_id)
-                predict_teacher(np.zeros(shape, np.uint8), self.models[name], spec,
+                # a ramp, not zeros: nnU-Net crops to the non-zero box and z-scores by the std
+                ramp = (np.arange(int(np.prod(shape))) % 251).astype(np.uint8).reshape(shape)
+                predict_teacher(ramp, self.models[name], spec,
                                 device=self.device, tta="none", overlap=self.overlap,
                                 batch_size=1)
             except Exception as exc:  # noqa: BLE001 - the real volumes decide
@@ -229,8 +231,12 @@ class VolumeComputer:
         return None
 
 
-def _warm_up_shape(spec) -> tuple[int, int, int]:
-    """The smallest volume that runs one full window (3D) or one slice of context (2.5D)."""
+def _warm_up_shape(spec, model) -> tuple[int, int, int]:
+    """The smallest volume that runs one full window (3D) or one slice of context (2.5D).
+    An nnU-Net teacher's patch is in its plans, which its loaded model carries."""
+    plan = getattr(model, "plan", None)
+    if plan is not None:  # the plans' patch is in nnU-Net's (transposed) axes: a cube fits either way
+        return (max(int(p) for p in plan.patch),) * 3
     patch = tuple(int(p) for p in spec.patch)
     if spec.input_kind == "3d":
         return patch[:3]

@@ -9,8 +9,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from vesukit.teachers.spec import (MANIFEST_NAME, FrozenMap, Manifest, Normalization,
-                                   TeacherError, TeacherSpec, load_manifest, save_manifest)
+from vesukit.teachers.nnunet import NnUNetSpec
+from vesukit.teachers.spec import (
+    MANIFEST_NAME,
+    FrozenMap,
+    Manifest,
+    Normalization,
+    TeacherError,
+    TeacherSpec,
+    load_manifest,
+    save_manifest,
+)
 
 _LAZY = {
     "build_model": "vesukit.teachers.registry",
@@ -25,9 +34,11 @@ _LAZY = {
     "write_preset": "vesukit.teachers.presets",
     "preset_specs": "vesukit.teachers.presets",
     "check_teachers": "vesukit.teachers.check",
+    "load_nnunet_teacher": "vesukit.teachers.nnunet_model",
+    "import_nnunet": "vesukit.teachers.nnunet_model",
 }
 
-__all__ = ["MANIFEST_NAME", "FrozenMap", "Manifest", "Normalization", "TeacherError",
+__all__ = ["MANIFEST_NAME", "FrozenMap", "Manifest", "NnUNetSpec", "Normalization", "TeacherError",
            "TeacherSpec", "load_manifest", "save_manifest", *_LAZY]
 
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vesukit.teachers.nnunet import NnUNetSpec
 from vesukit.teachers.spec import Manifest, TeacherError, TeacherSpec, load_manifest
 
 
@@ -44,13 +45,15 @@ def dummy_batch(spec: TeacherSpec, seed: int = 0):
     return (voxels.float() * norm.scale - norm.mean) / norm.std
 
 
-def check_teacher(spec: TeacherSpec, manifest: Manifest, device: str = "cpu") -> CheckRow:
+def check_teacher(spec: TeacherSpec | NnUNetSpec, manifest: Manifest,
+                  device: str = "cpu") -> CheckRow:
     import torch
 
     from vesukit.teachers.checkpoint import load_teacher
 
+    nnunet = isinstance(spec, NnUNetSpec)
     base = dict(name=spec.name, arch=spec.arch, encoder=spec.encoder, input=describe_input(spec),
-                patch=tuple(spec.patch), weight=spec.weight)
+                patch=() if nnunet else tuple(spec.patch), weight=spec.weight)
     start = time.perf_counter()
     try:
         model = load_teacher(spec, manifest.root, device=device)
@@ -59,7 +62,15 @@ def check_teacher(spec: TeacherSpec, manifest: Manifest, device: str = "cpu") ->
                         forward_seconds=0.0, error=str(exc))
     load_seconds = time.perf_counter() - start
     parameters = sum(p.numel() for p in model.parameters())
-    x = dummy_batch(spec).to(device)
+    if nnunet:
+        # The plans give the patch and the heads; the input is already normalised (z-scores).
+        base["patch"] = tuple(model.plan.patch)
+        x = torch.randn((1, 1, *model.plan.patch), generator=torch.Generator().manual_seed(0))
+        x = x.to(device)
+        out_channels = model.plan.heads
+    else:
+        x = dummy_batch(spec).to(device)
+        out_channels = spec.out_channels
     error = None
     try:
         with torch.inference_mode():
@@ -73,13 +84,13 @@ def check_teacher(spec: TeacherSpec, manifest: Manifest, device: str = "cpu") ->
         y, error = None, f"forward failed: {exc}"
     forward_seconds = time.perf_counter() - start
     if y is not None:
-        want = (1, spec.out_channels, *spec.patch)
+        want = (1, out_channels, *base["patch"])
         if tuple(y.shape) != want:
             error = (f"output shape {tuple(y.shape)}, expected {want} (out_channels and full "
                      "input resolution)")
         elif not bool(torch.isfinite(y).all()):
             error = "output has NaN or inf values"
-        elif spec.output == "probability" and not bool(((y >= 0) & (y <= 1)).all()):
+        elif not nnunet and spec.output == "probability" and not bool(((y >= 0) & (y <= 1)).all()):
             error = ("output is declared 'probability' but has values outside [0, 1]; "
                      "is it a logit?")
     return CheckRow(**base, parameters=parameters, load_seconds=load_seconds,

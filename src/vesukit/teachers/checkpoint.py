@@ -352,9 +352,14 @@ def _hint(report: LoadReport) -> str:
 def load_teacher(spec: TeacherSpec, root: str | Path, device: str | torch.device = "cpu",
                  strict: bool = True) -> torch.nn.Module:
     """Build ``spec``'s network, load its checkpoint (relative to ``root``), put it in eval
-    mode on ``device``."""
+    mode on ``device``. An nnU-Net teacher gives its folds as one module (mean logits)."""
+    from vesukit.teachers.nnunet import NnUNetSpec
     from vesukit.teachers.registry import build_model
 
+    if isinstance(spec, NnUNetSpec):
+        from vesukit.teachers.nnunet_model import load_nnunet_teacher
+
+        return load_nnunet_teacher(spec, root, device)
     path = resolve_checkpoint(root, spec)
     if not path.exists():
         raise TeacherError(f"teacher '{spec.name}': field 'checkpoint': {path} does not exist")

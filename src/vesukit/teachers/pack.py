@@ -28,6 +28,7 @@ def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
     from vesukit.kernelgen import KernelConfig
     from vesukit.teachers import load_manifest
     from vesukit.teachers.checkpoint import read_state_dict
+    from vesukit.teachers.nnunet import META_NAME, NnUNetSpec
     from vesukit.teachers.spec import save_manifest
 
     manifest = load_manifest(source)
@@ -39,7 +40,18 @@ def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
     for spec in manifest.teachers:
         path = manifest.checkpoint_path(spec)
         before = _size(path)
-        if path.is_dir():
+        if isinstance(spec, NnUNetSpec):
+            if not (path / META_NAME).is_file():
+                # A raw results folder holds pickled training checkpoints (optimizer state too).
+                raise UsageError(
+                    f"{path}: teacher '{spec.name}' is a raw nnU-Net results folder. Make it slim "
+                    f"first: `vesukit teachers import-nnunet {path} --out DIR`, then pack DIR.")
+            target = out / path.name
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(path, target)  # already safetensors + json
+            specs.append(dataclasses.replace(spec, model=path.name))
+        elif path.is_dir():
             target = out / path.name
             if target.exists():
                 shutil.rmtree(target)

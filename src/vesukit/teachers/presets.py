@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from vesukit.teachers.registry import TINY_MIT
-from vesukit.teachers.spec import (Manifest, Normalization, TeacherError, TeacherSpec,
-                                   load_manifest, resolve_checkpoint, save_manifest)
+from vesukit.teachers.spec import (
+    Manifest,
+    Normalization,
+    TeacherError,
+    TeacherSpec,
+    load_manifest,
+    resolve_checkpoint,
+    save_manifest,
+)
 
 PRESETS = ("seed9", "unet3d")
 SIZES = ("tiny", "full")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vesukit.teachers.base import TeacherError, thaw
+
 if TYPE_CHECKING:
     import torch
 
@@ -26,10 +28,6 @@ SMP_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "Segformer", "Linknet", "PSPNet", "D
 # SegFormers are the same family as mit_b2/mit_b4 (smp's own smallest, mit_b0, is 3.3M
 # parameters). Widths/depths are a shrunken mit_b0.
 TINY_MIT = "vesukit-mit_tiny"
-
-# nnU-Net ResEnc-M's plan for 3D full resolution: widths and residual blocks per stage.
-UNET3D_DEFAULT_WIDTHS = (32, 64, 128, 256, 320, 320)
-UNET3D_DEFAULT_BLOCKS = (1, 3, 4, 6, 6, 6)
 
 
 @dataclass(frozen=True)
@@ -61,8 +59,6 @@ def build_model(spec: TeacherSpec, *, init_weights: bool = True) -> torch.nn.Mod
     ``init_weights=False`` skips the random initialisation of the parameters (seconds for
     the large encoders): they are allocated but hold garbage, so use it only when a
     checkpoint that covers every parameter is loaded next (strict loading does)."""
-    from vesukit.teachers.spec import TeacherError, thaw
-
     try:
         if not init_weights:
             return _build_uninitialised(ARCHITECTURES[spec.arch].build, spec)
@@ -129,8 +125,6 @@ def _register_tiny_encoders(smp) -> None:
 
 def _smp_builder(class_name: str) -> Callable[[TeacherSpec], Any]:
     def build(spec: TeacherSpec):
-        from vesukit.teachers.spec import TeacherError, thaw
-
         smp = _import_smp()
         kwargs = thaw(spec.model_kwargs)
         if not spec.encoder.startswith("tu-") and spec.encoder not in smp.encoders.encoders:
@@ -164,7 +158,6 @@ for _name in SMP_ARCHS:
 def _build_transunet(spec: TeacherSpec):
     _import_smp()
     from vesukit.teachers.nets.transunet import TransUNet
-    from vesukit.teachers.spec import thaw
 
     return TransUNet(encoder_name=spec.encoder, in_channels=spec.in_channels,
                      classes=spec.out_channels, **thaw(spec.model_kwargs))
@@ -172,14 +165,16 @@ def _build_transunet(spec: TeacherSpec):
 
 def _build_unet3d(spec: TeacherSpec):
     from vesukit.teachers.nets.unet3d import ResEncUNet3D
-    from vesukit.teachers.spec import thaw
 
     return ResEncUNet3D(in_channels=spec.in_channels, classes=spec.out_channels,
                         **thaw(spec.model_kwargs))
 
 
 def _unet3d_multiple(spec: TeacherSpec) -> int:
-    widths = spec.model_kwargs.get("widths", UNET3D_DEFAULT_WIDTHS)
+    widths = spec.model_kwargs.get("widths")
+    if widths is None:
+        # The defaults live with the network; only a spec that relies on them pays the import.
+        from vesukit.teachers.nets.unet3d import DEFAULT_WIDTHS as widths
     return 2 ** (len(widths) - 1) if isinstance(widths, (list, tuple)) and widths else 1
 
 

@@ -8,14 +8,18 @@ teacher and the field, says what was found and what is allowed.
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vesukit.errors import VesukitError
+from vesukit.teachers.base import NAME_RE, FrozenMap, TeacherError, thaw
+from vesukit.teachers.base import is_int as _is_int
+from vesukit.teachers.base import is_json_value as _is_json_value
+from vesukit.teachers.base import is_number as _is_number
+from vesukit.teachers.nnunet import KIND as NNUNET_KIND
+from vesukit.teachers.nnunet import NnUNetSpec
+from vesukit.teachers.registry import ARCHITECTURES, patch_multiple
 
 MANIFEST_NAME = "teachers.json"
 MANIFEST_FORMAT = 1
@@ -27,77 +31,6 @@ PLANE_MODES = ("tile", "whole")
 # Constructor arguments that the spec (not model_kwargs) decides, or that would download.
 RESERVED_MODEL_KWARGS = ("encoder_name", "encoder_weights", "in_channels", "classes",
                          "pretrained")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class TeacherError(VesukitError):
-    """A teacher description, manifest or checkpoint is wrong; the message says which and why."""
-
-
-class FrozenMap(Mapping):
-    """A read-only, hashable mapping of JSON values (nested dicts become FrozenMaps,
-    lists become tuples) so that a frozen :class:`TeacherSpec` stays hashable."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, Any] | None = None):
-        self._data = {str(k): _freeze(v) for k, v in (data or {}).items()}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return hash(json.dumps(thaw(self), sort_keys=True))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and thaw(self) == thaw(other)
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return FrozenMap(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def thaw(value: Any) -> Any:
-    """Plain dicts and lists again (for JSON and for model constructors)."""
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [thaw(v) for v in value]
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _is_json_value(value: Any) -> bool:
-    if value is None or isinstance(value, (str, bool, int)):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(_is_json_value(v) for v in value)
-    return False
 
 
 @dataclass(frozen=True)
@@ -196,9 +129,7 @@ class TeacherSpec:
             raise TeacherError(f"{who}: {exc}") from None
 
     def _validate(self) -> None:
-        from vesukit.teachers.registry import ARCHITECTURES, patch_multiple
-
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             raise self._fail("name", f"must be a non-empty name of letters, digits, '_', '-', "
                              f"'.' (it names files and report rows), got {self.name!r}")
         if self.arch not in ARCHITECTURES:
@@ -288,8 +219,6 @@ class TeacherSpec:
     @property
     def stride(self) -> int:
         """Every input size must be a multiple of this (the network's total down-sampling)."""
-        from vesukit.teachers.registry import patch_multiple
-
         return patch_multiple(self)
 
     # -- JSON ------------------------------------------------------------------------------
@@ -337,7 +266,7 @@ class Manifest:
     to ``root``."""
 
     root: Path
-    teachers: tuple[TeacherSpec, ...]
+    teachers: tuple[TeacherSpec | NnUNetSpec, ...]
 
     def checkpoint_path(self, spec: TeacherSpec) -> Path:
         return resolve_checkpoint(self.root, spec)
@@ -349,8 +278,9 @@ class Manifest:
         raise KeyError(name)
 
 
-def resolve_checkpoint(root: str | Path, spec: TeacherSpec) -> Path:
-    path = Path(spec.checkpoint)
+def resolve_checkpoint(root: str | Path, spec: TeacherSpec | NnUNetSpec) -> Path:
+    """The teacher's weights on disk: its checkpoint file or folder, or an nnU-Net model folder."""
+    path = Path(spec.model if isinstance(spec, NnUNetSpec) else spec.checkpoint)
     return path if path.is_absolute() else Path(root) / path
 
 
@@ -369,6 +299,16 @@ def _check_ensemble(teachers: tuple[TeacherSpec, ...], where: str) -> None:
                            "ensemble would predict nothing; give at least one a weight > 0")
 
 
+def _teacher_from_dict(item: Any, *, where: str) -> TeacherSpec | NnUNetSpec:
+    """A teacher entry: ``"kind": "nnunetv2"`` is an nnU-Net results folder, else a TeacherSpec."""
+    if isinstance(item, Mapping) and "kind" in item:
+        if item["kind"] != NNUNET_KIND:
+            raise TeacherError(f"{where}: field 'kind': unknown teacher kind {item['kind']!r} "
+                               f"(known: {NNUNET_KIND!r}; leave it out for a network + checkpoint)")
+        return NnUNetSpec.from_dict(item, where=where)
+    return TeacherSpec.from_dict(item, where=where)
+
+
 def manifest_from_dict(data: Any, root: str | Path, *, where: str) -> Manifest:
     if not isinstance(data, Mapping):
         raise TeacherError(f"{where}: must be a JSON object {{\"format\": 1, \"teachers\": "
@@ -385,7 +325,7 @@ def manifest_from_dict(data: Any, root: str | Path, *, where: str) -> Manifest:
     if not isinstance(items, list):
         raise TeacherError(f"{where}: field 'teachers': must be a list of teacher objects, "
                            f"got {items!r}")
-    teachers = tuple(TeacherSpec.from_dict(item, where=f"{where}, teacher #{i + 1}")
+    teachers = tuple(_teacher_from_dict(item, where=f"{where}, teacher #{i + 1}")
                      for i, item in enumerate(items))
     _check_ensemble(teachers, where)
     return Manifest(root=Path(root), teachers=teachers)
@@ -412,9 +352,10 @@ def load_manifest(folder: str | Path) -> Manifest:
     manifest = manifest_from_dict(data, folder, where=str(path))
     for i, spec in enumerate(manifest.teachers):
         ckpt = manifest.checkpoint_path(spec)
+        field_name = "model" if isinstance(spec, NnUNetSpec) else "checkpoint"
         if not ckpt.exists():
             raise TeacherError(f"{path}, teacher #{i + 1}: teacher '{spec.name}': field "
-                               f"'checkpoint': {ckpt} does not exist (paths are relative to "
+                               f"'{field_name}': {ckpt} does not exist (paths are relative to "
                                f"{folder})")
     return manifest
 

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vesukit.teachers.registry import UNET3D_DEFAULT_BLOCKS, UNET3D_DEFAULT_WIDTHS
+# nnU-Net ResEnc-M's plan for 3D full resolution: widths and residual blocks per stage.
+DEFAULT_WIDTHS = (32, 64, 128, 256, 320, 320)
+DEFAULT_BLOCKS = (1, 3, 4, 6, 6, 6)
 
 
 def _norm(channels: int) -> nn.Module:
@@ -50,8 +52,8 @@ class ResidualBlock(nn.Module):
 
 class ResEncUNet3D(nn.Module):
     def __init__(self, in_channels: int = 1, classes: int = 1,
-                 widths: Sequence[int] = UNET3D_DEFAULT_WIDTHS,
-                 blocks: Sequence[int] = UNET3D_DEFAULT_BLOCKS, decoder_blocks: int = 1,
+                 widths: Sequence[int] = DEFAULT_WIDTHS,
+                 blocks: Sequence[int] = DEFAULT_BLOCKS, decoder_blocks: int = 1,
                  activation: str | None = None):
         super().__init__()
         widths, blocks = list(widths), list(blocks)
