@@ -219,9 +219,16 @@ class VolumeComputer:
 
 
 def _warm_up_shape(spec) -> tuple[int, int, int]:
-    """The smallest volume that runs one full window (3D) or one slice of context (2.5D)."""
+    """The smallest volume that runs one full window (3D) or one tile per slicing axis (2.5D).
+
+    2.5D: ``context`` slices along each axis the teacher slices, the patch size elsewhere, so
+    a teacher slicing along all three axes gets a tiny cube, not 64 slices per extra axis.
+    """
     patch = tuple(int(p) for p in spec.patch)
     if spec.input_kind == "3d":
         return patch[:3]
     depth = max(int(getattr(spec, "context", 1) or 1), 1)
-    return (depth, *patch[-2:])
+    shape = [max(patch)] * 3
+    for axis in getattr(spec, "axes", (0,)) or (0,):
+        shape[int(axis)] = depth
+    return tuple(shape)
