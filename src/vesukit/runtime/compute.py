@@ -232,8 +232,12 @@ class VolumeComputer:
 
 
 def _warm_up_shape(spec, model) -> tuple[int, int, int]:
-    """The smallest volume that runs one full window (3D) or one slice of context (2.5D).
-    An nnU-Net teacher's patch is in its plans, which its loaded model carries."""
+    """The smallest volume that runs one full window (3D) or one tile per slicing axis (2.5D).
+
+    2.5D: ``context`` slices along each axis the teacher slices, the patch size elsewhere, so
+    a teacher slicing along all three axes gets a tiny cube, not 64 slices per extra axis.
+    An nnU-Net teacher's patch is in its plans, which its loaded model carries.
+    """
     plan = getattr(model, "plan", None)
     if plan is not None:  # the plans' patch is in nnU-Net's (transposed) axes: a cube fits either way
         return (max(int(p) for p in plan.patch),) * 3
@@ -241,4 +245,7 @@ def _warm_up_shape(spec, model) -> tuple[int, int, int]:
     if spec.input_kind == "3d":
         return patch[:3]
     depth = max(int(getattr(spec, "context", 1) or 1), 1)
-    return (depth, *patch[-2:])
+    shape = [max(patch)] * 3
+    for axis in getattr(spec, "axes", (0,)) or (0,):
+        shape[int(axis)] = depth
+    return tuple(shape)
