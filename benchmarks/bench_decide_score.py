@@ -8,7 +8,7 @@ and the out-of-fold score of the calibrated rule + chain is compared with the be
 fixed threshold without post-processing (chosen on the same fit folds), with the per-step
 ablation table and the search cost (masks scored, seconds per mask).
 
-    PYTHONPATH=src python -m benchmarks.bench_decide_score [--volumes 12] [--size 64] [--folds 3]
+    PYTHONPATH=src python -m benchmarks.bench_decide_score [--volumes 9] [--size 48] [--folds 3] [--top-k 1]
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ def build(folder: Path, volumes: int, size: int, seed: int) -> tuple[Path, Path]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--volumes", type=int, default=12)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--volumes", type=int, default=9)
+    parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--steps", default="winners", choices=["basic", "winners"])
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--top-k", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built {args.volumes} labelled volumes of {args.size}^3 with defective maps in "
               f"{time.perf_counter() - start:.1f} s")
         oof = run_calibration_from_maps(maps, root, Path(tmp) / "calibration.json",
-                                        folds=args.folds, winners=args.steps == "winners")
+                                        folds=args.folds, top_k=args.top_k,
+                                        winners=args.steps == "winners")
     print(f"out-of-fold, {len(oof.folds)} folds, exact scorer:")
     print(f"  calibrated rule + chain          {oof.winner_mean:.4f}")
     print(f"  best fixed threshold, no post     {oof.baseline_mean:.4f}")

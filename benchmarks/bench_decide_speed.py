@@ -25,8 +25,6 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from benchmarks.timing import best_of
-
 
 def make_mask(size: int, seed: int = 3) -> np.ndarray:
     from vesukit.synth import synth_volume
@@ -94,13 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mask {args.size}^3: {100 * mask.mean():.2f} % surface, {sheets} components "
           f"(built in {time.perf_counter() - start:.1f} s)")
     chain = PRESETS["first_place"]["postprocess"]
-    ours = best_of(args.repeat, lambda: apply_postprocess(mask, chain))
-    per_step = []
-    current = mask
-    for step in chain:
-        t0 = time.perf_counter()
-        current = apply_postprocess(current, [step])
-        per_step.append((step["step"], time.perf_counter() - t0))
+
+    def timed_chain() -> list[tuple[str, float]]:
+        per_step, current = [], mask
+        for step in chain:
+            t0 = time.perf_counter()
+            current = apply_postprocess(current, [step])
+            per_step.append((step["step"], time.perf_counter() - t0))
+        return per_step
+
+    runs = [timed_chain() for _ in range(args.repeat)]
+    per_step = min(runs, key=lambda r: sum(t for _, t in r))
+    ours = sum(t for _, t in per_step)
     print(f"vesukit first_place: {ours:.2f} s per volume")
     for name, seconds in per_step:
         print(f"  {name:14s} {seconds:6.2f} s")

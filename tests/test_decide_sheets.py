@@ -179,3 +179,24 @@ def test_probability_steps_need_maps(step):
 
     with pytest.raises(PostprocessError, match="needs the ensemble maps"):
         run(flat_sheet(), step)
+
+
+def test_sparse_oriented_close_equals_scipys_dense_closing():
+    from scipy import ndimage
+
+    from vesukit.decide.components import main_axis
+    from vesukit.decide.sheets import ellipsoid, oriented_close
+
+    rng = np.random.default_rng(4)
+    for trial in range(4):
+        sheet = np.zeros((14, 30, 26), bool)
+        z = (6 + 3 * np.sin(np.arange(26) / 5)).astype(int)
+        for x in range(2, 24):
+            sheet[z[x]:z[x] + 1 + trial % 2, 3:27, x] = True
+        sheet &= rng.random(sheet.shape) > 0.15            # pinholes and tears
+        radii = [3.0, 3.0, 3.0]
+        radii[main_axis(sheet)] = 1.5
+        element = ellipsoid(tuple(radii))
+        padded = np.pad(sheet, 4)
+        dense = ndimage.binary_erosion(ndimage.binary_dilation(padded, element), element)[4:-4, 4:-4, 4:-4]
+        np.testing.assert_array_equal(oriented_close(sheet, 3, 1.5), dense | sheet)

