@@ -15,7 +15,7 @@ pytest.importorskip("vesukit.teachers")  # merged from its own branch
 
 from vesukit.calibrate.ablate import ablate  # noqa: E402
 from vesukit.calibrate.cache import CacheError, build_cache  # noqa: E402
-from vesukit.calibrate.runner import labelled_ids, prepared_labels  # noqa: E402
+from vesukit.calibrate.labels import labelled_ids, prepared_labels  # noqa: E402
 from vesukit.cli import main  # noqa: E402
 from vesukit.data import read_volume, volume_path  # noqa: E402
 from vesukit.decide import Calibration, ThresholdRule, binarize, load_calibration  # noqa: E402

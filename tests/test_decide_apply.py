@@ -15,7 +15,8 @@ from vesukit.cli import main
 from vesukit.data import list_test_ids, read_volume_pillow
 from vesukit.decide import Calibration, load_calibration
 from vesukit.decide.apply import decide
-from vesukit.decide.presets import PRESETS, preset_calibration
+from vesukit.decide.calibration import preset_calibration
+from vesukit.decide.presets import PRESETS
 from vesukit.maps import maps_from_probability, read_map
 from vesukit.synth import make_competition_root
 

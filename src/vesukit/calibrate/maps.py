@@ -30,7 +30,7 @@ def load_map(path: Path):
 def map_volumes(maps_dir, root, count: int | None = None,
                 progress: Callable[[str], None] | None = None) -> list[LabelledVolume]:
     """The labelled train volumes that have a saved map, each with its prepared label."""
-    from vesukit.calibrate.runner import labelled_ids, prepared_labels
+    from vesukit.calibrate.labels import labelled_ids, prepared_labels
     from vesukit.maps import find_maps, maps_from_probability
 
     found = find_maps(maps_dir)

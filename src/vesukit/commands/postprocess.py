@@ -37,7 +37,7 @@ def _progress(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from vesukit.decide import load_calibration
     from vesukit.decide.apply import postprocess_maps
-    from vesukit.decide.presets import preset_calibration
+    from vesukit.decide.calibration import preset_calibration
 
     calibration = (preset_calibration(args.preset) if args.preset
                    else load_calibration(args.calibration))

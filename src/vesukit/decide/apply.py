@@ -71,7 +71,7 @@ def postprocess_maps(maps_dir, calibration: Calibration, out, data=None, input_b
     check_writable(out)
     root = find_competition_root(data, base=input_base)
     ids = list_test_ids(root)
-    shapes, warnings = scan_shapes(root, ids)
+    shapes, warnings, _guesses = scan_shapes(root, ids)  # each guess is also a warning
     found = find_maps(maps_dir)
     decision = calibration.describe()
     say(f"decision: {decision}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vesukit.decide.presets import PRESETS
 from vesukit.decide.rules import DEFAULT_THRESHOLD, THRESHOLD_RULES
 from vesukit.errors import VesukitError
 
@@ -89,8 +90,6 @@ class Calibration:
         check_rule_params(name, threshold, where)
         chain = data.get("postprocess", ())
         if isinstance(chain, str):  # a preset's name: its published chain
-            from vesukit.decide.presets import preset_chain
-
             chain = preset_chain(chain, where)
         steps = tuple(dict(step) for step in chain)
         check_steps(steps, where)
@@ -143,3 +142,17 @@ def binarize(probability, threshold: float) -> np.ndarray:
     if hasattr(mask, "cpu"):
         mask = mask.cpu().numpy()
     return np.asarray(mask).astype(np.uint8)
+
+
+def preset_chain(name: str, where: str = "postprocess") -> tuple[dict, ...]:
+    """The chain of preset ``name``; raises CalibrationError naming the known presets."""
+    if name not in PRESETS:
+        raise CalibrationError(f"{where}: unknown post-processing preset '{name}'. Known presets: "
+                               f"{', '.join(sorted(PRESETS))}.")
+    return tuple(dict(step) for step in PRESETS[name]["postprocess"])
+
+
+def preset_calibration(name: str):
+    """The preset's published threshold (fixed) and chain as a Calibration."""
+    chain = preset_chain(name)
+    return Calibration(ThresholdRule("fixed", {"threshold": PRESETS[name]["threshold"]}), chain)

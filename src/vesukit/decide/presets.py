@@ -1,10 +1,11 @@
 """Named chains that reproduce the top solutions' post-processing in one word.
 
-Parameters are the published ones (winners.md) for 320^3 volumes; where a solution did not
+Parameters are the published ones (docs/winners.md) for 320^3 volumes; where a solution did not
 publish a value, the one chosen here is marked "not published". Steps a solution used that
 vesukit does not have yet are listed under ``missing``, so a preset never claims more than it
 runs. Use one in a calibration file as ``"postprocess": "first_place"``, or with
-``vesukit postprocess --preset first_place``.
+``vesukit postprocess --preset first_place``. :func:`vesukit.decide.calibration.preset_chain` resolves a
+name to its chain.
 """
 
 from __future__ import annotations
@@ -77,21 +78,3 @@ PRESETS: dict[str, dict[str, Any]] = {
         "missing": [],
     },
 }
-
-
-def preset_chain(name: str, where: str = "postprocess") -> tuple[dict, ...]:
-    """The chain of preset ``name``; raises CalibrationError naming the known presets."""
-    from vesukit.decide.calibration import CalibrationError
-
-    if name not in PRESETS:
-        raise CalibrationError(f"{where}: unknown post-processing preset '{name}'. Known presets: "
-                               f"{', '.join(sorted(PRESETS))}.")
-    return tuple(dict(step) for step in PRESETS[name]["postprocess"])
-
-
-def preset_calibration(name: str):
-    """The preset's published threshold (fixed) and chain as a Calibration."""
-    from vesukit.decide.calibration import Calibration, ThresholdRule
-
-    chain = preset_chain(name)
-    return Calibration(ThresholdRule("fixed", {"threshold": PRESETS[name]["threshold"]}), chain)

@@ -26,7 +26,7 @@ _LAZY = {
     "ARCHITECTURES": "vesukit.teachers.registry",
     "register_architecture": "vesukit.teachers.registry",
     "Architecture": "vesukit.teachers.registry",
-    "load_teacher": "vesukit.teachers.checkpoint",
+    "load_teacher": "vesukit.teachers.load",
     "read_state_dict": "vesukit.teachers.checkpoint",
     "load_weights": "vesukit.teachers.checkpoint",
     "save_checkpoint": "vesukit.teachers.checkpoint",

@@ -49,7 +49,7 @@ def check_teacher(spec: TeacherSpec | NnUNetSpec, manifest: Manifest,
                   device: str = "cpu") -> CheckRow:
     import torch
 
-    from vesukit.teachers.checkpoint import load_teacher
+    from vesukit.teachers.load import load_teacher
 
     nnunet = isinstance(spec, NnUNetSpec)
     base = dict(name=spec.name, arch=spec.arch, encoder=spec.encoder, input=describe_input(spec),

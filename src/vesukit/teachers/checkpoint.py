@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vesukit.teachers.spec import TeacherError, TeacherSpec, resolve_checkpoint
+from vesukit.teachers.spec import TeacherError, TeacherSpec
 
 if TYPE_CHECKING:
     import torch
@@ -347,28 +347,6 @@ def _hint(report: LoadReport) -> str:
             return (f"{key}: the checkpoint emits {got[0]} channels, the spec says "
                     f"out_channels={want[0]}")
     return ""
-
-
-def load_teacher(spec: TeacherSpec, root: str | Path, device: str | torch.device = "cpu",
-                 strict: bool = True) -> torch.nn.Module:
-    """Build ``spec``'s network, load its checkpoint (relative to ``root``), put it in eval
-    mode on ``device``. An nnU-Net teacher gives its folds as one module (mean logits)."""
-    from vesukit.teachers.nnunet import NnUNetSpec
-    from vesukit.teachers.registry import build_model
-
-    if isinstance(spec, NnUNetSpec):
-        from vesukit.teachers.nnunet_model import load_nnunet_teacher
-
-        return load_nnunet_teacher(spec, root, device)
-    path = resolve_checkpoint(root, spec)
-    if not path.exists():
-        raise TeacherError(f"teacher '{spec.name}': field 'checkpoint': {path} does not exist")
-    state, report = read_state_dict(path, key=spec.checkpoint_key, spec=spec)
-    # Strict loading overwrites every parameter (or fails), so random init would be wasted.
-    model = build_model(spec, init_weights=not strict)
-    load_weights(model, state, report, strict=strict, who=f"teacher '{spec.name}' ({path})")
-    model.vesukit_load_report = report  # type: ignore[attr-defined]  # for `teachers check`
-    return model.to(device).eval()
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path) -> Path:
