@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.data import atomic_write_bytes
 from vesukit.errors import VesukitError
 
@@ -147,7 +148,7 @@ class MapCache:
 
 
 def build_cache(folder: str | Path, root: str | Path, manifest, volume_ids: Sequence[str], *,
-                device: str = "cpu", tta: str = "none", overlap: float = 0.5,
+                device: str = "cpu", tta: str = "none", overlap: float = DEFAULT_OVERLAP,
                 dtype: str = "float16",
                 progress: Callable[[str], None] | None = None) -> MapCache:
     """Run every teacher once on each labelled volume (``train_images/<id>.tif``) and store

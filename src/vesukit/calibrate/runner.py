@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.calibrate.labels import labelled_ids, prepared_labels
 from vesukit.data import atomic_write_bytes
 
@@ -29,7 +30,7 @@ def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device:
 
 
 def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_dir=None,
-                    device: str = "auto", tta: str = "none", overlap: float = 0.5,
+                    device: str = "auto", tta: str = "none", overlap: float = DEFAULT_OVERLAP,
                     holdout: float = 0.25, dtype: str = "float16", top_k: int = 3,
                     grid=None, winners: bool = False,
                     progress: Callable[[str], None] | None = None):
@@ -61,7 +62,7 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
 
 def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
                  calibration=None, device: str = "auto", tta: str = "none",
-                 overlap: float = 0.5, dtype: str = "float16", json_out="ablation.json",
+                 overlap: float = DEFAULT_OVERLAP, dtype: str = "float16", json_out="ablation.json",
                  progress: Callable[[str], None] | None = None):
     """Per-teacher and leave-one-out scores from the cache; writes ``json_out`` if given.
 

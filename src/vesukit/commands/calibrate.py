@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import PRESETS
 
 
@@ -24,8 +25,8 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser, teachers_required: b
     parser.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--tta", default="none", choices=PRESETS)
-    parser.add_argument("--overlap", type=float, default=0.5,
-                        help="sliding-window overlap in [0, 1) (0.5)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
 
 
 def register(subparsers) -> None:

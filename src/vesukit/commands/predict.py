@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.errors import EXIT_CODES
 from vesukit.infer.tta import PRESETS
 
@@ -30,8 +31,8 @@ def register(subparsers) -> None:
                         help="worker processes (default: one per visible GPU, 1 on CPU)")
     parser.add_argument("--tta", default=None, choices=PRESETS,
                         help="test-time augmentation (default: the calibration's 'tta', else none)")
-    parser.add_argument("--overlap", type=float, default=0.5,
-                        help="sliding-window overlap in [0, 1) (0.5)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="calibration.json (threshold rule + post-processing)")
     parser.add_argument("--workdir", type=Path, default=None,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.sliding import blend_windows
 from vesukit.infer.tta import TTAView
 
@@ -78,7 +79,7 @@ def predict_nnunet(
     *,
     device: torch.device | str,
     tta: str = "flip",
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int | None = None,
     autocast: bool = True,
     progress: Callable[[int, int], None] | None = None,

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.sliding import Predictor, blend_windows
 from vesukit.infer.tta import IDENTITY, TTAView
 
@@ -57,7 +58,7 @@ def predict_slices(
     patch: Sequence[int] | None = None,
     plane: str = "tile",
     multiple: int = 32,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     sigma_scale: float = 0.125,
     blend: str = "gaussian",
     views: Sequence[TTAView] = (IDENTITY,),

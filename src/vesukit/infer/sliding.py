@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.memory import (
     OomPolicy,
     batch_size_from_free_memory,
@@ -71,7 +72,7 @@ def blend_windows(
     predictor: Predictor,
     patch: Sequence[int],
     *,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     sigma_scale: float = 0.125,
     blend: str = "gaussian",
     views: Sequence[TTAView] = (IDENTITY,),
@@ -235,7 +236,7 @@ def sliding_window_3d(
     predictor: Predictor,
     patch: Sequence[int],
     *,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     sigma_scale: float = 0.125,
     batch_size: int | None = None,
     blend: str = "gaussian",
@@ -287,7 +288,7 @@ class SlidingWindowInferer:
     """MONAI-style wrapper: fixed settings, called as ``inferer(inputs, predictor)``."""
 
     patch: tuple[int, int, int]
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     sigma_scale: float = 0.125
     batch_size: int | None = None
     blend: str = "gaussian"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.errors import VesukitError
 from vesukit.infer.slices import predict_slices_multi_axis
 from vesukit.infer.sliding import Predictor, sliding_window_3d
@@ -82,7 +83,7 @@ def predict_teacher(
     *,
     device: torch.device | str,
     tta: str = "none",
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int | None = None,
     sigma_scale: float = 0.125,
     pad_mode: str = "replicate",

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
 from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
@@ -44,7 +45,6 @@ from vesukit.runtime.worker import (
 )
 
 EXIT_DEGRADED = 3  # the zip is valid and complete, but some volumes were predicted with less
-DEFAULT_OVERLAP = 0.5
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer import EnsembleAccumulator, blend_windows, normalize_volume, surface_predictor, tta_views
 from vesukit.scroll.plan import Pass, read_box, teacher_passes
 
@@ -38,7 +39,7 @@ def _run_pass(block: torch.Tensor, offset: tuple[int, ...], step: Pass, predicto
 
 
 def region_maps(volume, shape: tuple[int, int, int], region: tuple[slice, ...], specs, models, *,
-                device, tta: str = "none", overlap: float = 0.5, batch_size: int | None = None):
+                device, tta: str = "none", overlap: float = DEFAULT_OVERLAP, batch_size: int | None = None):
     """Ensemble maps over ``region`` of a ``shape`` volume that ``volume[box]`` reads from.
 
     Returns ``(maps, box_max)``; ``maps`` is None when every voxel the region depends on is 0

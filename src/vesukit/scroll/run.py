@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.errors import VesukitError
 from vesukit.scroll.decision import ChunkDecision, load_decision
 from vesukit.scroll.plan import chunk_grid, chunk_region
@@ -43,7 +44,7 @@ class SegmentConfig:
     device: str = "auto"
     resume: bool = False
     level: int = 0
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     dtype: str = "uint8"
     retries: int = 2
 
