@@ -10,7 +10,8 @@ torch.utils.flop_counter on one held-back volume, and wall time (mean over the v
 
     PYTHONPATH=src python -m benchmarks.skill_lab [--out build/skill-lab] [--size cpu|cuda]
 
-Writes OUT/table.md and OUT/skill_lab.json (the audit page's copy: OUT/audit/skill_lab.json).
+Writes OUT/table.md and OUT/skill_lab.json, and the audit page OUT/audit/index.html showing the
+table (an audit folder holding skill_lab.json shows it, e.g. after `predict --audit` there).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 SIZES = {
     # volumes, counts, student/teacher sizes and training lengths; cpu fits well under an hour
-    "cpu": {"shape": 48, "train": 5, "held": 3, "epochs": 5, "steps": 20, "batch": 8,
+    "cpu": {"shape": 48, "train": 4, "held": 2, "epochs": 4, "steps": 12, "batch": 8,
             "teacher_size": "small", "student_size": "tiny", "threads": 2},
     "smoke": {"shape": 32, "train": 3, "held": 2, "epochs": 1, "steps": 2, "batch": 2,
               "teacher_size": "tiny", "student_size": "tiny", "threads": 1},
@@ -224,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
               "calibration": calibration.to_dict(), "seconds": time.perf_counter() - started,
               "command": "make skill-lab" + ("" if args.size == "cpu" else f" SIZE={args.size}")}
     (out / "skill_lab.json").write_text(json.dumps(result, indent=1))
+    from vesukit.report import SKILL_LAB, write_index_html
+
     (out / "audit").mkdir(exist_ok=True)
-    (out / "audit" / "skill_lab.json").write_text(json.dumps(result, indent=1))
+    (out / "audit" / SKILL_LAB).write_text(json.dumps(result, indent=1))
+    write_index_html(out / "audit", title="vesukit skill lab")
     table = render_table(result)
     (out / "table.md").write_text(table)
     print(table)
