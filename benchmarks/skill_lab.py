@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {"size": args.size, "config": cfg, "held_back": held_ids, "rows": rows, "goals": goals,
               "calibration": calibration.to_dict(), "seconds": time.perf_counter() - started,
-              "command": "make skill-lab" + ("" if args.size == "cpu" else f" SIZE={args.size}")}
+              "command": "make skill-lab" + ("" if args.size == "cpu" else f" DEVICE={args.size}")}
     (out / "skill_lab.json").write_text(json.dumps(result, indent=1))
     from vesukit.report import SKILL_LAB, write_index_html
 
