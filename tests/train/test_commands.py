@@ -78,3 +78,34 @@ def test_distill_learns_from_the_teachers_cached_maps(root, tmp_path, capsys):
     spec = load_manifest(out).teachers[0]
     assert spec.arch == "resenc_unet3d" and spec.patch == (16, 16, 16)
     load_teacher(spec, out)
+
+
+def test_train_killed_with_sigkill_resumes_from_its_last_checkpoint(root, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "student"
+    args = [sys.executable, "-m", "vesukit", "train", "--data", str(root), "--out", str(out),
+            "--size", "tiny", "--patch", "32", "--epochs", "4", "--steps-per-epoch", "4",
+            "--batch-size", "2", "--holdout", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    state = out / "checkpoint" / "state.json"
+    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not state.is_file() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    done = json.loads(state.read_text())["epochs_run"]
+    assert 1 <= done < 4, "the run ended before it could be killed"
+    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"epoch {done + 1}" in resumed.stderr and "resuming from" in resumed.stderr
+    training = json.loads((out / "training.json").read_text())
+    assert training["epochs_run"] == 4
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    load_teacher(load_manifest(out).teachers[0], out)

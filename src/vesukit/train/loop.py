@@ -233,8 +233,9 @@ def train_student(spec, volumes: Sequence[TrainVolume], out: str | Path, config:
             progress(f"{ckpt}: the run had finished; writing its result again")
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / LOG_NAME
-    if not resume:
-        log_path.write_text("")
+    # the log is the checkpoint's history: a kill between writing a line and the checkpoint
+    # would otherwise leave that epoch twice in it
+    log_path.write_text("".join(json.dumps(record) + "\n" for record in history))
     total_epochs = sum(s.epochs for s in config.stages)
     bar = Progress(total_epochs, "epochs", live=False) if progress else None
     if bar and epochs_run:
