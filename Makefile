@@ -28,14 +28,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The dry run, then the same notebook offline in a Kaggle-like environment (SIM=0 skips it).
-SIM ?= 1
+# The dry run, then the same notebook offline in a Kaggle-like environment where this machine
+# can run it (SIM=auto: root and `unshare`; otherwise one line says why it was skipped).
+# SIM=1 requires the simulation, SIM=0 skips it.
+SIM ?= auto
 submit-dry: $(STAMP)
 	DEVICE=$(DEVICE) DRY=$(DRY) PY=$(PY) bash scripts/submit_dry.sh
-	@if [ "$(SIM)" != "0" ]; then $(MAKE) --no-print-directory kaggle-sim; fi
+	@SIM=$(SIM) PY=$(PY) KAGGLE_SIM_ARGS="$(KAGGLE_SIM_ARGS)" bash scripts/sim_after_dry.sh
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+	PYTHONPATH=src $(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 # Three small teachers trained from labels, calibration, a distilled student, each row scored
 # with the exact metric on held-back synthetic volumes (table: docs/benchmarks.md).

@@ -26,15 +26,13 @@ import numpy as np
 from scipy import ndimage
 
 from benchmarks.timing import best_of
-from vesukit.maps import EnsembleMaps
 from vesukit import _optional
-from vesukit.calibrate import binarize
-from vesukit.calibrate.rules import THRESHOLD_RULES
-from vesukit.postprocess import (close, drop_uncertain, fill_holes, label_components,
-                                 remove_small, zero_border)
+from vesukit.decide import binarize
+from vesukit.decide.rules import THRESHOLD_RULES
+from vesukit.decide.steps import close, drop_uncertain, fill_holes, label_components, remove_small, zero_border
+from vesukit.maps import EnsembleMaps
 from vesukit.report import volume_audit, write_preview_png
 from vesukit.synth import synth_volume
-
 
 Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
 

@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     log = out / "commands.log"
     started = time.perf_counter()
 
-    from vesukit.calibrate import Calibration, binarize, load_calibration
     from vesukit.data import read_volume, volume_path
+    from vesukit.decide import Calibration, binarize, load_calibration
+    from vesukit.decide.steps import apply_postprocess
     from vesukit.infer import EnsembleAccumulator
     from vesukit.metric import PreparedLabel
-    from vesukit.postprocess import apply_postprocess
     from vesukit.synth import make_competition_root
     from vesukit.teachers import build_model, load_manifest, load_teacher, save_manifest
 

@@ -13,12 +13,14 @@
 3. The notebook's code cells (from the generated .ipynb, not kernel.py) run with the network
    cut (`unshare -n`) in a private mount namespace where the fake tree is bind-mounted on
    /kaggle and /kaggle/input is read-only. Needs root and util-linux; when /kaggle does not
-   exist, an empty /kaggle is made as the mount point and removed afterwards.
+   exist, an empty /kaggle is made as the mount point and removed by the last of the
+   simulations running at once. The network cut is checked inside the namespace from its
+   interface list (only loopback), without sending anything.
 4. Checks: the bootstrap installed from the wheels dataset, /kaggle/working/submission.zip
    exists and `vesukit validate` accepts it. Then the same again without the imagecodecs
    wheel: it must still succeed, through Pillow, with the warning shown.
 
-    PYTHONPATH=src python scripts/kaggle_sim.py [--install-only] [--keep] [--work DIR]
+    PYTHONPATH=src python scripts/kaggle_sim.py [--install-only] [--keep] [--work DIR] [--preflight]
 
 ``--install-only`` stops after the bootstrap cell and checks every import instead (useful
 before `vesukit predict` exists, and quick).
@@ -27,15 +29,18 @@ before `vesukit predict` exists, and quick).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import venv
+from contextlib import contextmanager
 from pathlib import Path
 
 from vesukit import bootstrap
@@ -133,7 +138,8 @@ def make_image(root: Path, cache: Path) -> Path:
     env = root / "image-venv"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
     python = env / "bin" / "python"
-    numpy = numpy_wheel(cache)
+    with locked(cache):  # concurrent simulations share the download cache
+        numpy = numpy_wheel(cache)
     dists = image_closure()
     count = link_image_site(root / "image-site", dists, {"numpy"} if numpy else set())
     site = next((env / "lib").glob("python3*/site-packages"))
@@ -188,11 +194,23 @@ def make_inputs(root: Path, wheels: Path, teachers: bool, drop: tuple[str, ...])
         except OSError:
             shutil.copy2(path, dataset / path.name)
     if teachers:
-        vesukit_cli([sys.executable, "-m", "vesukit", "teachers", "init",
-                     str(kaggle / "input" / "vesukit-teachers"), "--preset", "seed9",
-                     "--size", "tiny"])
+        # the teachers dataset as `vesukit teachers pack` makes it, carrying a decision with a
+        # post-processing chain and flip TTA: the notebook must apply both
+        source = root / "teachers-source"
+        vesukit_cli([sys.executable, "-m", "vesukit", "teachers", "init", str(source),
+                     "--preset", "seed9", "--size", "tiny"])
+        (source / "calibration.json").write_text(json.dumps(SIM_DECISION))
+        vesukit_cli([sys.executable, "-m", "vesukit", "teachers", "pack", str(source),
+                     "--out", str(kaggle / "input" / "vesukit-teachers")])
     (kaggle / "working").mkdir()
     return kaggle
+
+
+SIM_DECISION = {"threshold": {"rule": "fixed", "threshold": 0.45}, "tta": "flip",
+                "postprocess": [{"step": "zero_border", "width": 1},
+                                {"step": "remove_small", "min_voxels": 20},
+                                {"step": "sheet_close", "radius": 2, "thin": 1.5},
+                                {"step": "fill_holes"}]}
 
 
 def vesukit_cli(command: list[str]) -> None:
@@ -217,6 +235,19 @@ def notebook_code(root: Path, install_only: bool, modules: tuple[str, ...]) -> P
     return script
 
 
+# Run inside the namespace before the notebook: the network is cut when the only interface in
+# this network namespace is the loopback. /proc/self/net/dev lists the interfaces of the
+# reader's own namespace (unlike /sys/class/net, which shows the namespace sysfs was mounted in).
+NETWORK_CUT_CHECK = """
+import sys
+with open('/proc/self/net/dev') as f:
+    names = [line.split(':')[0].strip() for line in f.readlines()[2:]]
+others = [n for n in names if n != 'lo']
+if others:
+    sys.exit(f'the network is not cut (interfaces besides lo: {others}): not a fair simulation')
+"""
+
+
 def run_offline(root: Path, kaggle: Path, python: Path, script: Path) -> subprocess.CompletedProcess:
     """Run the script with no network, the fake tree on /kaggle, /kaggle/input read-only."""
     if shutil.which("unshare") is None:
@@ -227,11 +258,8 @@ def run_offline(root: Path, kaggle: Path, python: Path, script: Path) -> subproc
         "mount --bind /kaggle/input /kaggle/input\n"
         "mount -o remount,bind,ro /kaggle/input\n"
         "cd /kaggle/working\n"
-        # Prove the cut before running anything.
-        f"{python} -c \"import socket,sys\n"
-        "try:\n socket.create_connection(('pypi.org', 443), timeout=3)\n"
-        "except OSError: sys.exit(0)\n"
-        "sys.exit('the network is reachable: not a fair simulation')\"\n"
+        # Prove the cut before running anything, without sending a packet or naming a host.
+        f"{python} -c {shlex.quote(NETWORK_CUT_CHECK)}\n"
         f"exec {python} {script}\n"
     )
     return subprocess.run(["unshare", "--net", "--mount", "--propagation", "private",
@@ -276,6 +304,11 @@ def scenario(name: str, work: Path, cache: Path, wheels: Path, install_only: boo
             raise SimError(f"[{name}] the imports after the bootstrap did not all succeed")
         log(f"[{name}] ok: installed offline from the wheels dataset, every import works")
         return
+    log_text = result.stdout + result.stderr
+    if "TTA applied: flip (calibration)" not in log_text or "sheet_close(radius=2" not in log_text:
+        raise SimError(f"[{name}] the notebook's log does not show the packed decision (chain "
+                       f"and flip TTA) being applied; log: {root / 'notebook.log'}")
+    log(f"[{name}] the notebook applied the packed decision: chain and flip TTA")
     zip_path = kaggle / "working" / "submission.zip"
     if not zip_path.is_file():
         raise SimError(f"[{name}] /kaggle/working/submission.zip was not written")
@@ -335,11 +368,12 @@ def scenario_cp312(work: Path, cache: Path, wheels: Path, python312: Path) -> No
     pins = [p for p in CP312_IMAGE
             if bootstrap.normalise(re.split(r"[=<>]", p)[0]) not in cached]
     if pins:  # downloaded once; later runs need no network before the cut
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--only-binary=:all:", "--disable-pip-version-check", "--python-version",
-                        "3.12", "--platform", "manylinux2014_x86_64", "--platform",
-                        "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "-d",
-                        str(image_wheels), *pins], check=True, capture_output=True)
+        with locked(cache):
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                            "--only-binary=:all:", "--disable-pip-version-check", "--python-version",
+                            "3.12", "--platform", "manylinux2014_x86_64", "--platform",
+                            "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "-d",
+                            str(image_wheels), *pins], check=True, capture_output=True)
     env = root / "venv"
     subprocess.run([str(python312), "-m", "venv", str(env)], check=True)
     python = env / "bin" / "python"
@@ -366,9 +400,107 @@ def scenario_cp312(work: Path, cache: Path, wheels: Path, python312: Path) -> No
         f"{KAGGLE_NUMPY}")
 
 
+# --------------------------------------------------------------------------- the host side
+
+KAGGLE = Path("/kaggle")
+# Serialises the creation and removal of the shared /kaggle mount point; each running
+# simulation holds a shared lock on USERS_LOCK, so the last one out removes what a simulation made.
+GUARD_LOCK = Path(tempfile.gettempdir()) / "vesukit-kaggle-sim.guard"
+USERS_LOCK = Path(tempfile.gettempdir()) / "vesukit-kaggle-sim.users"
+MADE_MARK = Path(tempfile.gettempdir()) / "vesukit-kaggle-sim.made-mountpoint"
+
+
+@contextmanager
+def locked(path: Path, exclusive: bool = True):
+    """flock on a file or a folder (folders are locked through a read-only descriptor)."""
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def kaggle_mountpoint():
+    """An empty /kaggle to bind the fake tree on inside each run's private namespace.
+
+    The mount itself is private to each run, but the directory is shared by every concurrent
+    simulation on this machine: it is made when missing, and removed by the last simulation to
+    finish, and only if a simulation made it (one run's clean-up never pulls it from under
+    another's feet)."""
+    users = None
+    with locked(GUARD_LOCK):
+        if not KAGGLE.exists():
+            KAGGLE.mkdir()
+            MADE_MARK.touch()
+        elif any(KAGGLE.iterdir()):
+            raise SimError("/kaggle exists and is not empty (a real Kaggle machine?); "
+                           "the simulation will not run over it")
+        users = os.open(USERS_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+        fcntl.flock(users, fcntl.LOCK_SH)
+    try:
+        yield KAGGLE
+    finally:
+        with locked(GUARD_LOCK):
+            fcntl.flock(users, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                last = True
+            except BlockingIOError:
+                last = False
+            os.close(users)
+            if last and MADE_MARK.exists():
+                try:
+                    KAGGLE.rmdir()
+                except OSError:
+                    pass
+                MADE_MARK.unlink(missing_ok=True)
+
+
+def snapshot_wheels(wheels: Path, local: Path, work: Path) -> Path:
+    """The wheels dataset as this simulation installs from it: the upload folder plus the
+    local cp311-only wheels (this simulation's interpreter is 3.11; Kaggle's is 3.12), with one
+    SHA256SUMS listing both. Hard links taken under build_wheels.sh's lock, so a concurrent
+    `make wheels` cannot change the set a running simulation installs from."""
+    snapshot = work / "wheels-snapshot"
+    snapshot.mkdir(parents=True)
+    sums = []
+    with locked(wheels, exclusive=False):
+        for folder in (wheels, local):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.name == "SHA256SUMS":
+                    sums.append(path.read_text())
+                elif path.is_file() and not path.name.startswith(".") \
+                        and not (snapshot / path.name).exists():
+                    try:
+                        os.link(path, snapshot / path.name)
+                    except OSError:
+                        shutil.copy2(path, snapshot / path.name)
+    if sums:
+        (snapshot / "SHA256SUMS").write_text("".join(sums))
+    return snapshot
+
+
+def preflight() -> list[str]:
+    """Why the simulation cannot run on this machine (empty when it can)."""
+    reasons = []
+    if os.geteuid() != 0:
+        reasons.append("it needs root (a private mount namespace and bind mounts on /kaggle)")
+    if shutil.which("unshare") is None:
+        reasons.append("it needs util-linux `unshare` to cut the network")
+    if KAGGLE.exists() and KAGGLE.is_dir() and any(KAGGLE.iterdir()):
+        reasons.append("/kaggle exists and is not empty (a real Kaggle machine?)")
+    return reasons
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wheels", type=Path, default=REPO / "wheels")
+    parser.add_argument("--local-wheels", type=Path, default=REPO / "build" / "wheels-cp311",
+                        help="the cp311-only wheels `make wheels` keeps out of the upload")
     parser.add_argument("--work", type=Path, default=None,
                         help="where to build (default: a temporary folder, removed after)")
     parser.add_argument("--cache", type=Path, default=REPO / "build" / "kaggle-sim-cache")
@@ -377,7 +509,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python312", type=Path, default=find_python312(),
                         help="a CPython 3.12 for the cp312-wheel scenario (default: found on "
                              "PATH or in pyenv; skipped when none)")
+    parser.add_argument("--preflight", action="store_true",
+                        help="only say whether this machine can run the simulation: exit 0, or "
+                             "exit 3 with the reasons on one line")
     args = parser.parse_args(argv)
+    reasons = preflight()
+    if args.preflight:
+        if reasons:
+            print("; ".join(reasons))
+            return 3
+        return 0
+    if reasons:
+        print(f"kaggle-sim: cannot run here: {'; '.join(reasons)}. Run it as root: "
+              "`sudo make kaggle-sim`", file=sys.stderr)
+        return 1
     if not any(args.wheels.glob("vesukit-*.whl")) or \
             not (args.wheels / "vesukit_bootstrap.py").is_file():
         print(f"kaggle-sim: {args.wheels} holds no vesukit wheel or vesukit_bootstrap.py; "
@@ -391,30 +536,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     work = args.work or Path(tempfile.mkdtemp(prefix="kaggle-sim-"))
     args.cache.mkdir(parents=True, exist_ok=True)
-    made_mountpoint = False
     try:
-        if not Path("/kaggle").exists():
-            Path("/kaggle").mkdir()  # an empty mount point; the tree is mounted only inside
-            made_mountpoint = True
-        elif any(Path("/kaggle").iterdir()):
-            raise SimError("/kaggle exists and is not empty (a real Kaggle machine?); "
-                           "the simulation will not run over it")
-        scenario("with-imagecodecs", work, args.cache, args.wheels, args.install_only, ())
-        scenario("without-imagecodecs", work, args.cache, args.wheels, args.install_only,
-                 ("imagecodecs",))
+        wheels = snapshot_wheels(args.wheels, args.local_wheels, work)
+        with kaggle_mountpoint():
+            scenario("with-imagecodecs", work, args.cache, wheels, args.install_only, ())
+            scenario("without-imagecodecs", work, args.cache, wheels, args.install_only,
+                     ("imagecodecs",))
         if args.python312:
-            scenario_cp312(work, args.cache, args.wheels, args.python312)
+            scenario_cp312(work, args.cache, wheels, args.python312)
         else:
             log("[cp312] skipped: no CPython 3.12 here (pass --python312)")
     except (SimError, subprocess.CalledProcessError, PermissionError) as exc:
         print(f"kaggle-sim: FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
-        if made_mountpoint:
-            try:
-                Path("/kaggle").rmdir()
-            except OSError:
-                pass
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     log("passed: every scenario")

@@ -13,15 +13,15 @@ pytest.importorskip("vesukit.metric")  # merged from its own branch
 pytest.importorskip("vesukit.infer")  # merged from its own branch
 pytest.importorskip("vesukit.teachers")  # merged from its own branch
 
-from vesukit.calibrate import Calibration, ThresholdRule, binarize, load_calibration  # noqa: E402
 from vesukit.calibrate.ablate import ablate  # noqa: E402
 from vesukit.calibrate.cache import CacheError, build_cache  # noqa: E402
 from vesukit.calibrate.runner import labelled_ids, prepared_labels  # noqa: E402
 from vesukit.cli import main  # noqa: E402
 from vesukit.data import read_volume, volume_path  # noqa: E402
+from vesukit.decide import Calibration, ThresholdRule, binarize, load_calibration  # noqa: E402
+from vesukit.decide.steps import apply_postprocess  # noqa: E402
 from vesukit.infer import EnsembleAccumulator, predict_teacher  # noqa: E402
 from vesukit.metric import score_volume  # noqa: E402
-from vesukit.postprocess import apply_postprocess  # noqa: E402
 from vesukit.synth import make_competition_root  # noqa: E402
 from vesukit.teachers import load_manifest, load_teacher, save_manifest, write_preset  # noqa: E402
 

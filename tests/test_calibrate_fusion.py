@@ -10,11 +10,11 @@ import pytest
 pytest.importorskip("numba")
 torch = pytest.importorskip("torch")
 
-from vesukit.calibrate import ThresholdRule  # noqa: E402
 from vesukit.calibrate.cache import build_cache  # noqa: E402
 from vesukit.calibrate.fusion import candidates, fit_fusion, fuse  # noqa: E402
 from vesukit.calibrate.runner import labelled_ids, prepared_labels  # noqa: E402
 from vesukit.cli import main  # noqa: E402
+from vesukit.decide import ThresholdRule  # noqa: E402
 from vesukit.infer import EnsembleAccumulator  # noqa: E402
 from vesukit.synth import make_competition_root  # noqa: E402
 from vesukit.teachers import load_manifest, save_manifest, write_preset  # noqa: E402

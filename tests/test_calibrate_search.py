@@ -15,13 +15,19 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("vesukit.metric")  # merged from its own branch
 pytest.importorskip("vesukit.infer")  # merged from its own branch
 
-from vesukit.calibrate import Calibration, ThresholdRule, binarize  # noqa: E402
-from vesukit.calibrate.search import (Candidate, Evaluator, LabelledVolume,  # noqa: E402
-                                      calibrate_volumes, postprocess_options, search,
-                                      split_volumes)
+from vesukit.calibrate.search import (  # noqa: E402
+    Candidate,
+    Evaluator,
+    LabelledVolume,
+    calibrate_volumes,
+    postprocess_options,
+    search,
+    split_volumes,
+)
+from vesukit.decide import Calibration, ThresholdRule, binarize  # noqa: E402
+from vesukit.decide.steps import apply_postprocess  # noqa: E402
 from vesukit.infer import EnsembleAccumulator  # noqa: E402
 from vesukit.metric import PreparedLabel, score_volume  # noqa: E402
-from vesukit.postprocess import apply_postprocess  # noqa: E402
 from vesukit.synth import synth_volume  # noqa: E402
 
 SHAPE = (32, 32, 32)

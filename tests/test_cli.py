@@ -24,8 +24,8 @@ def run_module(*args: str, env_extra: dict | None = None) -> subprocess.Complete
 def test_help_and_version():
     result = run_module("--help")
     assert result.returncode == 0
-    for command in ("synth", "teachers", "predict", "validate", "score", "calibrate", "ablate",
-                    "train", "distill", "doctor"):
+    for command in ("synth", "teachers", "predict", "postprocess", "validate", "score", "calibrate",
+                    "ablate", "train", "distill", "doctor"):
         assert f"\n    {command}" in result.stdout, command
     result = run_module("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"vesukit {__version__}"

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "vesukit.commands.synth",
     "vesukit.commands.teachers",
     "vesukit.commands.predict",
+    "vesukit.commands.postprocess",
     "vesukit.commands.validate",
     "vesukit.commands.score",
     "vesukit.commands.calibrate",

@@ -20,15 +20,19 @@ import numpy as np
 import tifffile
 
 from vesukit._optional import has
+from vesukit.bootstrap import INPUT_BASE_ENV, KAGGLE_INPUT
 from vesukit.errors import CompetitionRootError, VolumeError
 
 COMPETITION_SLUG = "vesuvius-challenge-surface-detection"
-DEFAULT_INPUT_BASE = "/kaggle/input"
+# The folder Kaggle mounts datasets and competitions under (bootstrap.py, which must stay
+# stdlib-only and load by path, holds the one definition).
+DEFAULT_INPUT_BASE = KAGGLE_INPUT
 VOLUME_SUFFIX = ".tif"
 
 # Compressions tifffile decodes with the standard library alone; any other (LZW above all)
 # needs imagecodecs, or Pillow.
-_STDLIB_COMPRESSIONS = {1, 8, 32946}  # none, adobe deflate (zlib), deflate
+# TIFF compressions tifffile decodes without imagecodecs: none, adobe deflate (zlib), deflate.
+STDLIB_TIFF_COMPRESSIONS = frozenset({1, 8, 32946})
 
 _FIX_WRITE = "write it with vesukit.data.write_volume (or tifffile.imwrite(path, volume_zyx))"
 
@@ -52,7 +56,7 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             n_pages, page_shape, compression = _check_pages(path, tif)
-            if compression not in _STDLIB_COMPRESSIONS and not has("imagecodecs"):
+            if compression not in STDLIB_TIFF_COMPRESSIONS and not has("imagecodecs"):
                 volume = _read_pages_with_pillow(path)
             else:
                 volume = tif.asarray(key=range(n_pages))
@@ -273,6 +277,11 @@ def _write_lzw_with_pillow(handle: BinaryIO, volume: np.ndarray) -> None:
 # --------------------------------------------------------------------------- discovery
 
 
+def input_base(base: str | os.PathLike | None = None) -> Path:
+    """Where inputs are discovered: ``base``, else ``$VESUKIT_INPUT_BASE``, else ``/kaggle/input``."""
+    return Path(base or os.environ.get(INPUT_BASE_ENV) or DEFAULT_INPUT_BASE)
+
+
 def find_competition_root(
     path: str | os.PathLike | None = None,
     base: str | os.PathLike | None = None,
@@ -299,7 +308,7 @@ def find_competition_root(
             )
         return root
 
-    base = Path(base or os.environ.get("VESUKIT_INPUT_BASE", DEFAULT_INPUT_BASE))
+    base = input_base(base)
     patterns = [slug, f"competitions/{slug}", f"datasets/*/{slug}", "*", "*/*", "*/*/*"]
     seen: list[Path] = []
     for pattern in patterns:

@@ -16,6 +16,8 @@ from vesukit.errors import VesukitError
 TEACHERS_ENV = "VESUKIT_TEACHERS"
 # A teachers folder holds one of these beside the checkpoints (`vesukit teachers init`).
 TEACHER_MANIFESTS = ("teachers.json", "manifest.json")
+# The teachers dataset carries the decision (rule, chain, TTA) beside the manifest.
+CALIBRATION_NAME = "calibration.json"
 
 
 def find_teachers(base: str | os.PathLike | None = None) -> Path:
@@ -64,8 +66,19 @@ def submit(
     teachers = Path(teachers) if teachers else find_teachers(input_base)
     out = Path(out)
     print(f"vesukit: competition root {root}, teachers {teachers}, output {out}", flush=True)
+    args = list(extra_args)
+    calibration = teachers / CALIBRATION_NAME
+    if "--calibration" not in args and calibration.is_file():
+        from vesukit.decide import load_calibration
+
+        decision = load_calibration(calibration)
+        print(f"vesukit: decision from {calibration}: {decision.describe()}", flush=True)
+        args += ["--calibration", str(calibration)]
+    elif "--calibration" not in args:
+        print(f"vesukit: no {CALIBRATION_NAME} beside the teachers: fixed threshold, no "
+              "post-processing, no TTA", flush=True)
     code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
-                 "--device", device, *extra_args])
+                 "--device", device, *args])
     if code != 0:
         raise VesukitError(f"vesukit predict failed (exit {code}); {out} was not written")
     code = main(["validate", str(out), "--data", str(root)])

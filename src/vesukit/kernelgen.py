@@ -175,6 +175,14 @@ def write_dataset_metadata(folder: Path, config: KernelConfig) -> Path:
     return path
 
 
+def missing_owner_warning() -> str:
+    """Said by every command that writes a Kaggle id without a known owner: Kaggle refuses a
+    dataset or kernel id whose owner is not the uploading user."""
+    return (f"no ${OWNER_ENV}: the ids say {DEFAULT_OWNER!r}, and `kaggle datasets create` / "
+            f"`kaggle kernels push` will refuse them. Set {OWNER_ENV}=<your Kaggle user> and "
+            "run `make wheels`, `make kernel` and `vesukit teachers pack` again.")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m vesukit.kernelgen", description=__doc__.split("\n")[0])
@@ -188,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upload", type=Path, default=Path("kernel/upload"))
     args = parser.parse_args(argv)
     config = KernelConfig.from_env(args.owner)
+    if config.owner == DEFAULT_OWNER:
+        print(f"kernelgen: {missing_owner_warning()}", file=sys.stderr)
     if args.what == "dataset-metadata":
         path = write_dataset_metadata(Path(args.folder), config)
         print(f"wrote {path} (id {config.owner}/{config.wheels_slug})")

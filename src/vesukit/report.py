@@ -55,7 +55,7 @@ def volume_audit(volume_id: str, image, maps, mask, threshold: float, rule: str,
     such as ``ThresholdRule.describe()``. ``extra`` entries (worker, degraded teachers...) are
     copied in as they are.
     """
-    from vesukit.postprocess import component_sizes, label_components
+    from vesukit.decide.steps import component_sizes, label_components
 
     mask = as_numpy(mask).astype(bool, copy=False)
     mean = map_array(maps, "mean")

@@ -1,6 +1,6 @@
 """Synthetic competition data: sheet-like CT volumes with 0/1/2 labels, in Kaggle's layout.
 
-The real data (competition.md): uint8 volumes, mean ~88, sd ~48, a ~3-voxel zero border in
+The real data (docs/competition.md): uint8 volumes, mean ~88, sd ~48, a ~3-voxel zero border in
 Y/X; papyrus sheets whose recto surface is labelled 1 (~2 voxels thick), 0 background, and 2
 for unlabeled regions covering roughly half of each volume. The generator reproduces that
 structure: wavy, roughly parallel sheets (some touching or merging), a bright papyrus layer

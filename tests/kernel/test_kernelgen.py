@@ -66,3 +66,13 @@ def test_cells_round_trip_markdown_and_code():
     assert [c["cell_type"] for c in notebook["cells"]] == ["markdown", "code"]
     assert "".join(notebook["cells"][0]["source"]) == "# Title\n\ntext"
     assert kernelgen.source_from_notebook(notebook) == source
+
+
+def test_a_missing_owner_is_said_before_an_upload_fails(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    assert kernelgen.main(["dataset-metadata", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "KAGGLE_USERNAME" in err and "make wheels" in err
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    assert kernelgen.main(["dataset-metadata", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""

@@ -16,8 +16,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from vesukit.calibrate import Calibration, binarize
-from vesukit.postprocess import apply_postprocess
+from vesukit.decide import Calibration, binarize
+from vesukit.decide.steps import apply_postprocess
 
 
 def score_ensemble(cache, volume_id: str, teachers: Sequence[str], label,

@@ -73,7 +73,7 @@ def fit_fusion(cache, labels: Mapping[str, object], volume_ids: Sequence[str], r
                progress: Callable[[str], None] | None = None) -> dict:
     """Choose weights and mode for ``rule`` (a ThresholdRule) on ``volume_ids``; returns the
     JSON block written into the calibration (chosen, every candidate's scores, out-of-fold)."""
-    from vesukit.calibrate import binarize
+    from vesukit.decide import binarize
 
     names = cache.teacher_names
     ids = list(volume_ids)
@@ -146,9 +146,9 @@ def run_fusion(data, teachers, calibration_path, *, volumes: int | None = None, 
     import json
     from pathlib import Path
 
-    from vesukit.calibrate import load_calibration
     from vesukit.calibrate.runner import cached_ensemble_pass, prepared_labels
     from vesukit.data import atomic_write_bytes
+    from vesukit.decide import load_calibration
     from vesukit.teachers import load_manifest
 
     calibration_path = Path(calibration_path)

@@ -63,9 +63,15 @@ def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device:
 def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_dir=None,
                     device: str = "auto", tta: str = "none", overlap: float = 0.5,
                     holdout: float = 0.25, dtype: str = "float16", top_k: int = 3,
-                    grid=None, progress: Callable[[str], None] | None = None):
+                    grid=None, winners: bool = False,
+                    progress: Callable[[str], None] | None = None):
     """Build (or reuse) the cache, search, write ``out``; returns the CalibrationOutcome."""
-    from vesukit.calibrate.search import RULE_GRID, LabelledVolume, calibrate_volumes
+    from vesukit.calibrate.search import (
+        RULE_GRID,
+        LabelledVolume,
+        calibrate_volumes,
+        postprocess_options,
+    )
 
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / "calibration-cache"
@@ -73,11 +79,13 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                             overlap, dtype, progress)
     labels = prepared_labels(root, ids, progress)
     prepared = [LabelledVolume(i, cache.ensemble(i), labels[i]) for i in ids]
+    options = postprocess_options(_median_voxels(prepared), winners=winners)
     outcome = calibrate_volumes(prepared, holdout=holdout, grid=grid or RULE_GRID,
-                                top_k=top_k, progress=progress)
+                                options=options, top_k=top_k, progress=progress)
     data_out = outcome.to_dict()
     data_out["evidence"]["cache"] = str(cache_dir)
     data_out["evidence"]["tta"] = tta
+    data_out["tta"] = tta  # predict and the notebook run the TTA the decision was fitted with
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
     return outcome
@@ -92,8 +100,8 @@ def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
     The default cache folder is the one `vesukit calibrate` uses when its output sits in the
     same folder, so calibrate and ablate share one ensemble pass.
     """
-    from vesukit.calibrate import load_calibration
     from vesukit.calibrate.ablate import ablate
+    from vesukit.decide import load_calibration
 
     base = Path(json_out).parent if json_out is not None else Path(".")
     cache_dir = Path(cache_dir) if cache_dir else base / "calibration-cache"
@@ -106,3 +114,60 @@ def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
         json_out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(json_out, json.dumps(result.to_json(), indent=1).encode())
     return result
+
+
+def _median_voxels(volumes) -> int:
+    import numpy as np
+
+    return int(np.median([np.prod(np.shape(v.maps.mean)) for v in volumes]))
+
+
+def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None, folds: int = 3,
+                              top_k: int = 3, grid=None, winners: bool = True,
+                              budget_hours: float | None = None,
+                              progress: Callable[[str], None] | None = None):
+    """Saved maps + labels -> out-of-fold search -> ``out``; returns the OutOfFold result.
+
+    With ``budget_hours``, one mask of the first volume is timed (threshold, the longest
+    chain, the exact scorer) and the search takes only as many volumes (the first ones, in id
+    order) as the upper bound on its masks allows within the budget; the result says so.
+    """
+    import time
+
+    from vesukit.calibrate.maps import map_volumes
+    from vesukit.calibrate.oof import budget_volumes, masks_per_volume_bound, out_of_fold
+    from vesukit.calibrate.search import RULE_GRID, Candidate, Evaluator, postprocess_options
+    from vesukit.data import find_competition_root
+    from vesukit.decide import ThresholdRule
+
+    out = Path(out)
+    root = find_competition_root(data)
+    prepared = map_volumes(maps_dir, root, volumes, progress)
+    options = postprocess_options(_median_voxels(prepared), winners=winners, disagreement=False)
+    # saved maps carry only the mean: rules that read the disagreement have nothing to use
+    grid = {k: v for k, v in (grid or RULE_GRID).items() if k != "uncertainty"} or RULE_GRID
+    budget = None
+    if budget_hours is not None:
+        longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
+                        for slot, opts in options.items() if any(o is not None for o in opts))
+        start = time.perf_counter()
+        Evaluator(prepared[:1]).score(Candidate(ThresholdRule(), longest))
+        per_mask = time.perf_counter() - start
+        bound = masks_per_volume_bound(grid, options, top_k, folds)
+        take = budget_volumes(len(prepared), per_mask, bound, budget_hours * 3600)
+        budget = {"hours": budget_hours, "seconds_per_mask_measured": per_mask,
+                  "masks_per_volume_bound": bound, "volumes_available": len(prepared),
+                  "volumes_searched": take,
+                  "estimated_hours_at_most": take * bound * per_mask / 3600}
+        if progress:
+            progress(f"budget {budget_hours} h: {per_mask:.2f} s per mask, at most {bound} masks "
+                     f"per volume -> searching {take} of {len(prepared)} volume(s)")
+        prepared = prepared[:take]
+    oof = out_of_fold(prepared, folds, grid, options, top_k, progress)
+    oof.budget = budget
+    data_out = oof.final.calibration().to_dict()
+    data_out["evidence"] = {"maps": str(maps_dir), "volumes": [v.volume_id for v in prepared],
+                            "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
+    return oof

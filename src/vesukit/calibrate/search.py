@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from vesukit.calibrate import Calibration, ThresholdRule, binarize
-from vesukit.postprocess import apply_postprocess
+from vesukit.decide import Calibration, ThresholdRule, binarize
+from vesukit.decide.steps import apply_postprocess
 
 # Rule candidates: name -> parameter sets. 0.26 (the winner's) through 0.6 for fixed.
 RULE_GRID: dict[str, list[dict]] = {
@@ -42,24 +42,44 @@ RULE_GRID: dict[str, list[dict]] = {
 
 # Post-processing slots in chain order; each option is a step's parameters or None (off).
 STEP_ORDER = ("zero_border", "drop_uncertain", "remove_small", "close", "fill_holes")
+# With the winners' steps (`vesukit calibrate --steps winners`, the command's default).
+WINNER_STEP_ORDER = ("zero_border", "drop_uncertain", "remove_small", "sheet_close",
+                     "patch_holes", "plug_holes", "close", "median_filter", "fill_holes")
 
 
-def postprocess_options(voxels: int) -> dict[str, list[dict | None]]:
-    """Options per step for volumes of ``voxels`` voxels.
+def postprocess_options(voxels: int, winners: bool = False,
+                        disagreement: bool = True) -> dict[str, list[dict | None]]:
+    """Options per step, in chain order, for volumes of ``voxels`` voxels.
 
     Component and hole sizes scale with the volume: on 320^3 the winners dropped components
-    under 3k-20k voxels, i.e. about 1e-4 to 6e-4 of the volume.
+    under 3k-20k voxels, i.e. about 1e-4 to 6e-4 of the volume, and patched holes under 64^2
+    pixels, 0.04 of a 320^2 plane. ``winners`` adds the top solutions' steps;
+    ``disagreement`` False (maps saved without the teachers' disagreement) leaves out
+    ``drop_uncertain``.
     """
     def size(fraction: float) -> int:
         return max(2, int(round(fraction * voxels)))
 
-    return {
+    plane = voxels ** (2 / 3)
+    options: dict[str, list[dict | None]] = {
         "zero_border": [None, {"width": 3}],
         "drop_uncertain": [None, {"max_disagreement": 0.5}, {"max_disagreement": 0.3}],
         "remove_small": [None] + [{"min_voxels": size(f)} for f in (1e-4, 3e-4, 1e-3)],
         "close": [None, {"radius": 1}],
         "fill_holes": [None, {"max_voxels": size(3e-5)}, {"max_voxels": 0}],
     }
+    if not disagreement:
+        options["drop_uncertain"] = [None]
+    if not winners:
+        return {slot: options[slot] for slot in STEP_ORDER}
+    options["remove_small"] += [{"min_voxels": size(3e-4), "connectivity": 6}]
+    options.update({
+        "sheet_close": [None, {"radius": 3, "thin": 1.5}],
+        "patch_holes": [None, {"max_area": max(4, int(0.04 * plane))}],
+        "plug_holes": [None, {"passes": 2}],
+        "median_filter": [None, {"rounds": 3}],
+    })
+    return {slot: options[slot] for slot in WINNER_STEP_ORDER}
 
 
 @dataclass(frozen=True)
@@ -135,10 +155,12 @@ class LabelledVolume:
 class Evaluator:
     """Scores candidates on volumes, scoring each distinct mask once."""
 
-    def __init__(self, volumes: Sequence[LabelledVolume]):
+    def __init__(self, volumes: Sequence[LabelledVolume], shared: Evaluator | None = None):
         self.volumes = list(volumes)
-        self._thresholds: dict[tuple[str, str], float] = {}
-        self._scores: dict[tuple[str, float, str], float] = {}
+        # folds of one out-of-fold search share the caches: a mask is scored once in all
+        self._thresholds: dict[tuple[str, str], float] = shared._thresholds if shared else {}
+        self._scores: dict[tuple[str, float, str], float] = shared._scores if shared else {}
+        self._root = shared._root if shared else self
         self.masks_scored = 0
 
     def threshold(self, volume: LabelledVolume, candidate: Candidate) -> float:
@@ -157,6 +179,8 @@ class Evaluator:
                 mask = apply_postprocess(mask, candidate.postprocess, volume.maps)
                 self._scores[key] = float(volume.label.score(mask).score)
                 self.masks_scored += 1
+                if self._root is not self:
+                    self._root.masks_scored += 1
             scores[volume.volume_id] = self._scores[key]
             thresholds[volume.volume_id] = threshold
         return CandidateScore(candidate, scores, thresholds, stage)
@@ -169,9 +193,10 @@ def rule_candidates(grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
 
 
 def chain_from(choice: Mapping[str, Mapping | None]) -> tuple[dict, ...]:
-    """The ordered chain of the steps switched on in ``choice`` (slot -> params or None)."""
-    return tuple({"step": name, **choice[name]} for name in STEP_ORDER
-                 if choice.get(name) is not None)
+    """The chain of the steps switched on in ``choice`` (slot -> params or None), in the
+    choice's (chain) order."""
+    return tuple({"step": name, **option} for name, option in choice.items()
+                 if option is not None)
 
 
 @dataclass
@@ -224,7 +249,7 @@ def _descend(ledger: _Ledger, rule: ThresholdRule, options: Mapping[str, list],
     best = ledger.score(Candidate(rule, chain_from(choice)), "postprocess")
     for _ in range(passes):
         improved = False
-        for slot in STEP_ORDER:
+        for slot in options:
             for option in options[slot]:
                 trial = {**choice, slot: option}
                 result = ledger.score(Candidate(rule, chain_from(trial)), "postprocess")
@@ -237,14 +262,15 @@ def _descend(ledger: _Ledger, rule: ThresholdRule, options: Mapping[str, list],
 
 def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
            options: Mapping[str, list] | None = None, top_k: int = 3, passes: int = 2,
-           progress: Callable[[str], None] | None = None) -> SearchResult:
+           progress: Callable[[str], None] | None = None,
+           shared: Evaluator | None = None) -> SearchResult:
     """The staged search described in the module docstring, on ``volumes``."""
     if not volumes:
         raise ValueError("the search needs at least one labelled volume")
     if options is None:
         voxels = int(np.median([np.prod(np.shape(v.maps.mean)) for v in volumes]))
         options = postprocess_options(voxels)
-    evaluator = Evaluator(volumes)
+    evaluator = Evaluator(volumes, shared)
     ledger = _Ledger(evaluator)
     say = progress or (lambda text: None)
 
@@ -256,7 +282,7 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
     if fixed and fixed[0] not in starts:
         starts.append(fixed[0])
     say(f"stage 2: post-processing for {len(starts)} candidates")
-    empty = {slot: None for slot in STEP_ORDER}
+    empty = {slot: None for slot in options}
     best_choice, best_mean = empty, -math.inf
     for start in starts:
         choice = _descend(ledger, start.candidate.rule, options, empty, passes)

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 
-def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
+def add_ensemble_arguments(parser: argparse.ArgumentParser, teachers_required: bool = True) -> None:
     """Arguments shared by calibrate and ablate: data, teachers, the cached ensemble pass."""
     parser.add_argument("--data", type=Path, default=None,
                         help="competition root with train_images/ and train_labels/ "
                         "(default: discovered under /kaggle/input)")
-    parser.add_argument("--teachers", type=Path, required=True,
+    parser.add_argument("--teachers", type=Path, required=teachers_required,
                         help="folder with teachers.json and the checkpoints")
     parser.add_argument("--volumes", type=int, default=None, metavar="N",
                         help="use the first N labelled volumes (default: all)")
@@ -30,11 +30,25 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="choose threshold rule + post-processing on labelled volumes",
         description="Run the ensemble once per labelled train volume (maps cached on disk), "
-        "score every threshold rule, its parameters and post-processing choices with the "
-        "local scorer, and write the best as calibration.json with the scores of every "
-        "candidate. Some volumes are held back to check the winner against the best fixed "
-        "threshold. Use the file with `vesukit predict --calibration`.")
-    add_ensemble_arguments(parser)
+        "or read probability maps already saved (--maps), score every threshold rule, its "
+        "parameters and post-processing choices with the local scorer, and write the best as "
+        "calibration.json with the scores of every candidate. With --teachers some volumes are "
+        "held back to check the winner against the best fixed threshold; with --maps the check "
+        "is out-of-fold (--folds) with a per-step ablation table. Use the file with "
+        "`vesukit predict --calibration` or `vesukit postprocess --calibration`.")
+    add_ensemble_arguments(parser, teachers_required=False)
+    parser.add_argument("--maps", type=Path, default=None, metavar="DIR",
+                        help="fit from saved probability maps instead of running teachers: "
+                        "<id>.npy (predict --save-maps), nnU-Net <id>.npz, <id>.tif, <id>.zarr")
+    parser.add_argument("--folds", type=int, default=3,
+                        help="with --maps: out-of-fold folds (3)")
+    parser.add_argument("--budget-hours", type=float, default=None, metavar="H",
+                        help="with --maps: time one mask, then search only as many volumes as "
+                        "fit H hours (e.g. 8 for a working day); default: all volumes")
+    parser.add_argument("--steps", default="winners", choices=["basic", "winners"],
+                        help="post-processing steps searched: basic (border, dust, closing, "
+                        "cavities) or winners (plus per-sheet closing, patching, plugging, median; "
+                        "default)")
     parser.add_argument("--out", type=Path, required=True, help="calibration.json to write")
     parser.add_argument("--holdout", type=float, default=0.25,
                         help="share of the volumes held back for the check (0.25; 0 = none)")
@@ -58,6 +72,17 @@ def run(args: argparse.Namespace) -> int:
     from vesukit.calibrate.runner import run_calibration
     from vesukit.errors import UsageError
 
+    if (args.teachers is None) == (args.maps is None):
+        raise UsageError("calibrate needs exactly one of --teachers DIR (run the ensemble) "
+                         "and --maps DIR (saved probability maps).")
+    if args.fusion and args.maps is not None:
+        raise UsageError("--fusion fits teacher weights from the teachers' cached maps; use it "
+                         "with --teachers, not --maps.")
+    if args.folds < 1:
+        raise UsageError(f"--folds {args.folds}: must be >= 1.")
+    if args.budget_hours is not None and args.budget_hours <= 0:
+        raise UsageError(f"--budget-hours {args.budget_hours}: must be > 0.")
+
     if not 0 <= args.overlap < 1:
         raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
     if not 0 <= args.holdout < 1:
@@ -74,11 +99,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--rules {args.rules}: unknown rule(s) {unknown}; choose from "
                              f"{', '.join(RULE_GRID)}.")
         grid = {n: RULE_GRID[n] for n in names}
+    if args.maps is not None:
+        return _run_from_maps(args, grid)
     outcome = run_calibration(args.data, args.teachers, args.out, volumes=args.volumes,
                               cache_dir=args.cache, device=args.device, tta=args.tta,
                               overlap=args.overlap, holdout=args.holdout,
                               dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
-                              progress=_progress)
+                              winners=args.steps == "winners", progress=_progress)
     result = outcome.search
     ranked = sorted(result.evaluated, key=lambda c: -c.mean)
     print(f"{len(result.evaluated)} candidates on {len(outcome.fit_ids)} volume(s) "
@@ -111,4 +138,34 @@ def run(args: argparse.Namespace) -> int:
             print(f"  out-of-fold: fitted {oof['score']:.4f} vs equal-weight probability "
                   f"{oof['equal_probability']:.4f}")
         print(f"wrote {fusion['manifest']} (use it with predict --teachers)")
+    return 0
+
+
+def _run_from_maps(args: argparse.Namespace, grid) -> int:
+    from vesukit.calibrate.runner import run_calibration_from_maps
+
+    oof = run_calibration_from_maps(args.maps, args.data, args.out, volumes=args.volumes,
+                                    folds=args.folds, top_k=args.top_k, grid=grid,
+                                    winners=args.steps == "winners",
+                                    budget_hours=args.budget_hours, progress=_progress)
+    if oof.budget:
+        b = oof.budget
+        print(f"budget {b['hours']} h: {b['seconds_per_mask_measured']:.2f} s per mask, at most "
+              f"{b['masks_per_volume_bound']} masks per volume: searched {b['volumes_searched']} "
+              f"of {b['volumes_available']} volume(s) (at most {b['estimated_hours_at_most']:.2f} h)")
+    print(f"out-of-fold ({len(oof.folds)} fold(s), {sum(map(len, oof.folds))} volume(s), "
+          f"{oof.masks_scored} masks scored in {oof.seconds:.1f} s, "
+          f"{oof.seconds / max(oof.masks_scored, 1):.2f} s/mask):")
+    print(f"  calibrated rule + chain       {oof.winner_mean:.4f}")
+    print(f"  best fixed, no post-processing {oof.baseline_mean:.4f}")
+    print(f"  gain                          {oof.winner_mean - oof.baseline_mean:+.4f}")
+    for note in oof.notes:
+        print(f"  note: {note}")
+    if oof.ablation:
+        print("ablation, out-of-fold (score of each fold's winner, and with the step removed):")
+        print(f"  {'step':28s} {'with':>7s} {'without':>8s} {'delta':>8s}  folds")
+        for row in sorted(oof.ablation, key=lambda r: -r["delta"]):
+            print(f"  {row['step']:28s} {row['with']:7.4f} {row['without']:8.4f} "
+                  f"{row['delta']:+8.4f}  {row['folds']}")
+    print(f"wrote {args.out}: {oof.final.winner.candidate.describe()}")
     return 0

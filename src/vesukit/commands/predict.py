@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: one per visible GPU, 1 on CPU)")
-    parser.add_argument("--tta", default="none", choices=["none", "flip", "full"])
+    parser.add_argument("--tta", default=None, choices=["none", "flip", "full"],
+                        help="test-time augmentation (default: the calibration's 'tta', else none)")
     parser.add_argument("--overlap", type=float, default=0.5,
                         help="sliding-window overlap in [0, 1) (0.5)")
     parser.add_argument("--calibration", type=Path, default=None,
@@ -40,6 +41,9 @@ def register(subparsers) -> None:
     parser.add_argument("--audit", type=Path, default=None,
                         help="write <id>.json, a preview <id>.png per volume and index.html "
                         "(with alarms) into this folder")
+    parser.add_argument("--save-maps", type=Path, default=None, metavar="DIR",
+                        help="save each volume's ensemble mean probability as <id>.npy (float16) "
+                        "for `vesukit calibrate --maps` and `vesukit postprocess`")
     parser.set_defaults(handler=run)
 
 
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                            input_base=args.input_base, device=args.device, workers=args.workers,
                            tta=args.tta, calibration=args.calibration, workdir=args.workdir,
                            audit=args.audit, overlap=args.overlap, time_budget=budget,
-                           resume=args.resume)
+                           resume=args.resume, save_maps=args.save_maps)
     result = run_predict(config)
     print(f"\n{'id':>12}  {'shape':>13}  {'threshold':>9}  {'fg %':>6}  {'seconds':>8}  status")
     for v in result.volumes:

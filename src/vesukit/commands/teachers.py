@@ -11,7 +11,7 @@ def register(subparsers) -> None:
         "teachers", help="create (init) or verify (check) a teachers folder",
         description="A teachers folder holds teachers.json (the ensemble) beside the "
         "checkpoints.")
-    sub = parser.add_subparsers(dest="teachers_command", metavar="<init|check>")
+    sub = parser.add_subparsers(dest="teachers_command", metavar="<init|check|pack>")
     init = sub.add_parser("init", help="write a preset ensemble with random weights",
                           description="Write a preset's teachers with random weights and "
                           "the manifest. seed9: the nine 2.5D teachers; unet3d: one 3D "
@@ -30,6 +30,19 @@ def register(subparsers) -> None:
     check.add_argument("dir", help="teachers folder (holding teachers.json)")
     check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (cpu)")
     check.set_defaults(handler=run_check)
+    pack = sub.add_parser("pack", help="make the Kaggle teachers dataset: slim weights, "
+                          "manifest, calibration, dataset-metadata.json",
+                          description="Write DATASET_DIR for `kaggle datasets create -p "
+                          "DATASET_DIR`: each checkpoint reduced to its weights (safetensors), "
+                          "teachers.json pointing at them, the calibration (--calibration, or "
+                          "DIR/calibration.json) that the notebook applies, and "
+                          "dataset-metadata.json owned by $KAGGLE_USERNAME.")
+    pack.add_argument("dir", help="teachers folder (holding teachers.json)")
+    pack.add_argument("--out", required=True, help="dataset folder to write")
+    pack.add_argument("--calibration", default=None,
+                      help="calibration.json to ship (default: DIR/calibration.json if present)")
+    pack.add_argument("--half", action="store_true", help="store floating weights as float16")
+    pack.set_defaults(handler=run_pack)
     parser.set_defaults(handler=lambda args: _usage(parser))
 
 
@@ -93,4 +106,21 @@ def run_check(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(f"\nall {len(rows)} teacher(s) OK on {device}: {total / 1e6:.1f}M parameters")
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from vesukit.teachers.pack import pack_teachers
+
+    from vesukit.kernelgen import DEFAULT_OWNER, missing_owner_warning
+
+    summary = pack_teachers(args.dir, args.out, calibration=args.calibration, half=args.half)
+    if summary["dataset_id"].startswith(f"{DEFAULT_OWNER}/"):
+        print(f"vesukit teachers pack: warning: {missing_owner_warning()}", file=sys.stderr)
+    for row in summary["teachers"]:
+        print(f"  {row['teacher']:24s} {row['bytes_before'] / 1e6:9.2f} MB -> "
+              f"{row['bytes_after'] / 1e6:9.2f} MB  {row['to']}")
+    print(f"decision: {summary['calibration'] or 'none (predict uses a fixed 0.4)'}")
+    print(f"wrote {summary['out']} (dataset {summary['dataset_id']}); upload with "
+          f"`kaggle datasets create -p {summary['out']}`")
     return 0

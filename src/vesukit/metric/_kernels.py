@@ -4,6 +4,11 @@ All kernels work on one C-contiguous boolean block (uint8, 0/1) flattened, with 
 (n0, n1, n2). Voxel ``v = (x*n1 + y)*n2 + z``; edge and square ids are ``3*v + t`` with the
 orientation t of docs/metric.md section 2, so id order is the lexicographic (x, y, z, t) order
 the official code uses for ties. Every kernel releases the GIL so octants run in threads.
+
+The per-axis blocks below (one for x, y and z; one per edge or square orientation) repeat
+themselves on purpose: numba compiles straight-line code for each axis with its stride as a
+constant, so the hottest loops of the scorer hold no inner loop over axes and no call through
+a stride argument. A duplicate-code report on this file lists them; they are deliberate.
 """
 
 from __future__ import annotations
@@ -182,7 +187,7 @@ def runs26(a, n0, n1, n2, fg):
 
 @njit(**_JIT)
 def cavity_keys(row_start, z0, z1, root, bounded, u, n2):
-    """Per cavity root: its lexicographically last voxel outside U (-1: none), metric.md 6.4."""
+    """Per cavity root: its lexicographically last voxel outside U (-1: none), docs/metric.md 6.4."""
     count = z0.shape[0]
     keys = np.full(count, -1, dtype=np.int64)
     nrows = row_start.shape[0] - 1
@@ -228,7 +233,7 @@ def _edge_end(v, x, y, z, t, n0, n1, n2):
 
 @njit(**_JIT)
 def dim0_matches(f, g, n0, n1, n2, parent, flags):
-    """m_0 of one block: raster-order Kruskal over edges touching U^c (metric.md 6.3).
+    """m_0 of one block: raster-order Kruskal over edges touching U^c (docs/metric.md 6.3).
     ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries."""
     nvox = n0 * n1 * n2
     for v in range(nvox):
@@ -279,7 +284,7 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
 
 @njit(**_JIT)
 def _square_edges(s, n1, n2, out):
-    """The 4 boundary edge ids of square s (metric.md section 2)."""
+    """The 4 boundary edge ids of square s (docs/metric.md section 2)."""
     v = s // 3
     t = s - 3 * v
     s0 = n1 * n2
@@ -370,7 +375,7 @@ def square_classes(u, n0, n1, n2, cls, parent):
     and the ids of the K(U) squares, ascending.
 
     Births come from the dual union-find over cubes plus the outside node, squares in
-    descending (value, index) order (metric.md section 4): a square that joins two dual
+    descending (value, index) order (docs/metric.md section 4): a square that joins two dual
     components creates a 2-cycle in the ascending filtration, so its column reduces to zero.
     """
     nvox = n0 * n1 * n2
@@ -574,7 +579,7 @@ def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, w
 
 @njit(**_JIT)
 def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f, own_g):
-    """m_1 of one block: the two image reductions of metric.md 6.5, run in lockstep.
+    """m_1 of one block: the two image reductions of docs/metric.md 6.5, run in lockstep.
 
     Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
     largest key. Columns: K(U) squares, then the other squares in id (lexicographic) order,

@@ -91,7 +91,7 @@ class Timings:
 
 
 def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None) -> Counts:
-    """(m_k, p_k, g_k) of one block (metric.md section 11)."""
+    """(m_k, p_k, g_k) of one block (docs/metric.md section 11)."""
     k = kernels()
     timings = timings or Timings()
     n0, n1, n2 = f.shape
@@ -100,7 +100,7 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None) ->
         raise ValueError(f"an octant of {f.shape} voxels is too large for the dim-1 kernel")
     if np.array_equal(f.mask, g.mask):
         # Identical inputs: V_F = V_G and H_k(K(F)) injects into every Y_0, so every class
-        # matches (metric.md 6.2): m_k = p_k = g_k.
+        # matches (docs/metric.md 6.2): m_k = p_k = g_k.
         return {dim: (f.betti[dim], f.betti[dim], f.betti[dim]) for dim in range(3)}
     u = (f.mask | g.mask).astype(np.uint8)
     ws = workspace(nvox)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.calibrate import Calibration, binarize
+from vesukit.decide import Calibration, binarize
+from vesukit.decide.steps import apply_postprocess
 from vesukit.errors import VesukitError
-from vesukit.postprocess import apply_postprocess
 
 log = logging.getLogger("vesukit.predict")
 
@@ -60,11 +60,13 @@ class VolumeComputer:
         self.warn(f"teacher '{name}' dropped for the rest of the run: {reason}")
 
     def run(self, volume: np.ndarray, teachers: list[str], tta: str, volume_id: str = "",
-            audit_dir: Path | None = None) -> Outcome:
+            audit_dir: Path | None = None, maps_dir: Path | None = None) -> Outcome:
         """Ensemble, threshold and post-process one volume.
 
         With ``audit_dir``, the volume's audit record is returned and its preview PNG written
-        there (here, because the maps live here, possibly in a worker process).
+        there (here, because the maps live here, possibly in a worker process). With
+        ``maps_dir``, the ensemble mean is saved there as ``<id>.npy`` (float16) for
+        `vesukit calibrate --maps` and `vesukit postprocess`.
         """
         import torch
 
@@ -92,6 +94,10 @@ class VolumeComputer:
                 "no teacher produced a usable prediction ("
                 + "; ".join(f"{n}: {r}" for n, r in self.dropped.items()) + ")")
         maps = accumulator.result()
+        if maps_dir is not None:
+            from vesukit.maps import save_map
+
+            save_map(maps_dir, volume_id, maps.mean)
         threshold = float(self.calibration.rule(maps))
         mask = binarize(maps.mean, threshold)
         if getattr(self.device, "type", "cpu") == "cuda":

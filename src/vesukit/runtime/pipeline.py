@@ -17,15 +17,15 @@ import platform
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from vesukit import __version__
-from vesukit.calibrate import load_calibration
 from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
+from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
@@ -51,13 +51,14 @@ class PredictConfig:
     input_base: Path | None = None
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     workers: int | None = None        # None: one per visible GPU (1 on CPU)
-    tta: str = "none"
+    tta: str | None = None            # None: the calibration's TTA, else "none"
     calibration: Path | None = None
     workdir: Path | None = None       # run.json, masks/, state/; default: beside the zip
     audit: Path | None = None
     overlap: float = 0.5
     time_budget: float = DEFAULT_TIME_BUDGET
     resume: bool = False
+    save_maps: Path | None = None     # each volume's ensemble mean as <id>.npy (float16) here
 
     def resolved_workdir(self) -> Path:
         return Path(self.workdir) if self.workdir else Path(self.out).parent / "vesukit-work"
@@ -154,13 +155,16 @@ def run_predict(config: PredictConfig, progress_stream=None,
     from vesukit.submission import SubmissionWriter, validate_zip
     from vesukit.teachers import load_manifest
 
-    if config.tta not in TTA_PRESETS:
+    if config.tta is not None and config.tta not in TTA_PRESETS:
         raise UsageError(f"--tta {config.tta}: choose one of {', '.join(TTA_PRESETS)}.")
     wall_start = time.perf_counter()
     deadline = time.time() + config.time_budget
     out = Path(config.out)
     check_writable(out)
     calibration = load_calibration(config.calibration)
+    # an explicit --tta wins; otherwise the TTA the calibration was fitted with
+    tta_source = "requested" if config.tta else "calibration" if calibration.tta else "default"
+    config = replace(config, tta=config.tta or calibration.tta or "none")
     root = find_competition_root(config.data, base=config.input_base)
     ids = list_test_ids(root)
     shapes, shape_problems = scan_shapes(root, ids)
@@ -195,6 +199,9 @@ def run_predict(config: PredictConfig, progress_stream=None,
 
     for problem in shape_problems:
         warn(problem)
+    decision = f"decision: {calibration.describe()}; TTA applied: {config.tta} ({tta_source})"
+    record.event(decision)
+    progress.note(decision)
 
     with SubmissionWriter(out, shapes) as writer, StopRequest() as stop:
         assembler = OrderedAssembler(writer, ids, store)
@@ -223,7 +230,8 @@ def run_predict(config: PredictConfig, progress_stream=None,
         setup = WorkerSetup(Path(config.teachers), root, workdir, todo, shapes,
                             calibration.to_dict(), config.tta, config.overlap,
                             run_fingerprint, deadline, len(devices),
-                            Path(config.audit) if config.audit is not None else None)
+                            Path(config.audit) if config.audit is not None else None,
+                            Path(config.save_maps) if config.save_maps is not None else None)
         error: VesukitError | None = None
         if todo:
             if len(devices) == 1:

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from vesukit.calibrate import Calibration
 from vesukit.data import encode_volume, read_volume, volume_path
+from vesukit.decide import Calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import VesukitError
 from vesukit.runtime.budget import TimeBudget
@@ -44,6 +44,7 @@ class WorkerSetup:
     deadline: float                          # time.time() by which every volume must be done
     n_workers: int = 1
     audit_dir: Path | None = None            # --audit: previews are drawn by the workers
+    maps_dir: Path | None = None             # --save-maps: <id>.npy ensemble means
 
 
 def fallback_state(setup: WorkerSetup, volume_id: str, reason: str, worker: int = 0
@@ -131,7 +132,8 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
             plan = budget.plan
             teachers = [n for n in plan.teachers if n in computer.active]
             try:
-                outcome = computer.run(volume, teachers, plan.tta, volume_id, setup.audit_dir)
+                outcome = computer.run(volume, teachers, plan.tta, volume_id, setup.audit_dir,
+                                       setup.maps_dir)
             except NoTeacherLeft as exc:
                 warn(f"volume '{volume_id}' gets an empty fallback mask: {exc}")
                 pending.append(saver.submit(save, *fallback_state(setup, volume_id, str(exc),

@@ -1,6 +1,6 @@
 """Judge a submission zip the way the Kaggle scorer will read it, before a submission is spent.
 
-The scorer (competition.md, "Submission") extracts the zip, collects ``**/*.tif`` recursively,
+The scorer (docs/competition.md, "Submission") extracts the zip, collects ``**/*.tif`` recursively,
 takes the id as the basename up to the first ``.``, reads each file with Pillow page by page,
 stacks the pages on axis 0 and requires the exact shape of the label; any non-zero voxel is
 surface. This module reproduces that view in memory, without extracting anything: every
@@ -31,6 +31,7 @@ import tifffile
 
 from vesukit._optional import has
 from vesukit.data import (
+    STDLIB_TIFF_COMPRESSIONS,
     VOLUME_SUFFIX,
     list_test_ids,
     read_volume_pillow,
@@ -51,7 +52,6 @@ DEFAULT_ENTRY_CAP = 512**3 + HEADER_ALLOWANCE
 DEFAULT_DECODE_CAP = 512**3
 # More entries than this (beyond the expected ids) is not a submission; stop listing.
 MAX_EXTRA_ENTRIES = 10_000
-_STDLIB_COMPRESSIONS = {1, 8, 32946}  # TIFF compressions tifffile decodes without imagecodecs
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _FIX = ("Write each mask with vesukit's SubmissionWriter (or "
         "tifffile.imwrite(f'{id}.tif', mask_zyx.astype(np.uint8), compression='zlib')).")
@@ -192,7 +192,7 @@ def validate_zip(zip_path: str | os.PathLike, root: str | os.PathLike | None = N
 
     report = ValidationReport(str(zip_path), expected_ids, strict=strict)
     with _quiet_readers():
-        _check(Path(zip_path), expected_ids, expected_shapes, report, workers)
+        _check_zip(Path(zip_path), expected_ids, expected_shapes, report, workers)
     report.shapes_known = sum(1 for shape in expected_shapes.values() if shape is not None)
     images = Path(root) / "test_images" if root is not None and shapes is None else None
     for volume_id, shape in expected_shapes.items():
@@ -223,16 +223,36 @@ def _quiet_readers():
         logger.setLevel(level)
 
 
-def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape | None],
-           report: ValidationReport, workers: int | None) -> None:
-    err, warn = report.errors.append, report.warnings.append
+def _check_zip(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape | None],
+               report: ValidationReport, workers: int | None) -> None:
+    """The whole check, in the scorer's order: open the zip, list its entries, match them to
+    the test ids, then read every matched entry."""
+    archive = _open_archive(path, report)
+    if archive is None:
+        return
+    with archive:
+        if not _within_entry_limit(archive, path, expected_ids, report):
+            return
+        listing = _list_entries(archive, path, set(expected_ids), report)
+        _match_ids(listing, path, expected_ids, report)
+        results = _read_entries(archive, listing.scored, set(expected_ids), expected_shapes,
+                                workers)
+    for info, issues in results:
+        report.files[info.id] = info
+        for issue in issues:
+            (report.warnings if issue.code in WARNING_CODES else report.errors).append(issue)
+
+
+def _open_archive(path: Path, report: ValidationReport) -> zipfile.ZipFile | None:
+    """The zip, or None with the error that says why it cannot be one."""
+    err = report.errors.append
     if not path.is_file():
         err(Issue("zip_not_found", f"{path}: no such file. The run did not write its zip: "
                   "check the notebook log for the error that stopped it, and write the zip "
                   "with SubmissionWriter so it appears only when complete.", entry=None))
-        return
+        return None
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         with open(path, "rb") as handle:
             head = handle.read(4)
@@ -244,97 +264,119 @@ def _check(path: Path, expected_ids: list[str], expected_shapes: dict[str, Shape
             err(Issue("not_a_zip", f"{path}: is not a zip file (starts with {head!r}). The "
                       "submission must be a zip of <id>.tif files: zip them, e.g. with "
                       "SubmissionWriter or `zip -j submission.zip *.tif`."))
-        return
     except OSError as exc:
         err(Issue("corrupt_zip", f"{path}: cannot be read ({exc}). Write it again."))
-        return
+    return None
 
-    with archive:
-        infos = archive.infolist()
-        if len(infos) > len(expected_ids) + MAX_EXTRA_ENTRIES:
-            err(Issue("too_many_entries", f"{path}: holds {len(infos)} entries for "
-                      f"{len(expected_ids)} test volumes; refusing to inspect it. Zip only "
-                      "the <id>.tif masks."))
-            return
-        expected_set = set(expected_ids)
-        scored: list[tuple[str, zipfile.ZipInfo]] = []
-        first_entry: dict[str, str] = {}
-        other_tiffs: dict[str, list[str]] = {}
-        stored = []
-        for info in infos:
-            name = info.filename
-            if info.is_dir():
-                continue
-            if _unsafe_name(name):
-                err(Issue("unsafe_path", f"{name}: entry name is absolute or climbs out with "
-                          "'..'; the scorer's extraction must stay inside its folder. Zip the "
-                          "masks with flat names (<id>.tif).", entry=name))
-                continue
-            if info.compress_type == zipfile.ZIP_STORED:
-                stored.append(name)
-            if not _is_scored(name):
-                if _looks_like_tiff(name):
-                    other_tiffs.setdefault(scorer_id(name), []).append(name)
-                else:
-                    warn(Issue("ignored_entry", f"{name}: not a .tif, the scorer ignores it. "
-                               "Leave only <id>.tif masks in the zip.", entry=name))
-                continue
-            volume_id = scorer_id(name)
-            if volume_id in first_entry:
-                err(Issue("duplicate_id", f"{name}: id {volume_id!r} already comes from "
-                          f"{first_entry[volume_id]}; the scorer would see two masks for one "
-                          "volume. Keep exactly one <id>.tif per test id.",
-                          entry=name, id=volume_id))
-                continue
-            first_entry[volume_id] = name
-            if "/" in name:
-                warn(Issue("in_subfolder", f"{name}: is inside a folder. The scorer searches "
-                           "folders too, but flat names are safer: zip the masks with "
-                           "`zip -j` or SubmissionWriter.", entry=name, id=volume_id))
-            if volume_id not in expected_set:
-                err(Issue("extra_id", f"{name}: id {volume_id!r} is not a test id. Remove it; "
-                          "only the volumes of test.csv / test_images may be submitted.",
-                          entry=name, id=volume_id))
-            scored.append((volume_id, info))
 
-        if stored:
-            count = "1 entry is" if len(stored) == 1 else f"{len(stored)} entries are"
-            warn(Issue("stored_zip", f"{path}: {count} stored uncompressed (e.g. {stored[0]}); "
-                       "the zip is larger than it needs to be. Use ZIP_DEFLATED "
-                       "(SubmissionWriter does).",
-                       entry=stored[0]))
-        if not scored:
-            err(Issue("no_tif", f"{path}: holds no *.tif entry, so the scorer finds no mask "
-                      "at all. Write one <id>.tif (lower-case .tif) per test id."))
-        for volume_id in expected_ids:
-            if volume_id in first_entry:
-                continue
-            if volume_id in other_tiffs:
-                names = other_tiffs[volume_id]
-                err(Issue("wrong_extension", f"{names[0]}: the mask for {volume_id!r} is named "
-                          f"with another extension; the scorer reads only '*.tif' and skips "
-                          f"it. Rename it to {volume_id}{VOLUME_SUFFIX}.",
-                          entry=names[0], id=volume_id))
-            elif scored:
-                err(Issue("missing_id", f"{volume_id}{VOLUME_SUFFIX}: no mask for test id "
-                          f"{volume_id!r} in {path.name}. Every test id needs one; check the "
-                          "prediction log for this volume.", id=volume_id))
+def _within_entry_limit(archive: zipfile.ZipFile, path: Path, expected_ids: list[str],
+                        report: ValidationReport) -> bool:
+    count = len(archive.infolist())
+    if count <= len(expected_ids) + MAX_EXTRA_ENTRIES:
+        return True
+    report.errors.append(Issue(
+        "too_many_entries", f"{path}: holds {count} entries for {len(expected_ids)} test "
+        "volumes; refusing to inspect it. Zip only the <id>.tif masks."))
+    return False
 
-        # Extra ids are already errors: they are listed, not decoded.
-        results = [(FileInfo(volume_id, info.filename, verdict="error"), [])
-                   for volume_id, info in scored if volume_id not in expected_set]
-        jobs = [(volume_id, info, expected_shapes.get(volume_id))
-                for volume_id, info in scored if volume_id in expected_set]
-        n_workers = workers or default_workers()
-        if n_workers > 1 and len(jobs) > 1:
-            with ThreadPoolExecutor(n_workers) as pool:
-                results += pool.map(lambda job: _check_entry(archive, *job), jobs)
-        else:
-            results += [_check_entry(archive, *job) for job in jobs]
-    for info, issues in results:
-        report.files[info.id] = info
-        for issue in issues:
-            (report.warnings if issue.code in WARNING_CODES else report.errors).append(issue)
+
+@dataclass
+class _Listing:
+    """The zip's entries as the scorer sorts them."""
+
+    scored: list[tuple[str, zipfile.ZipInfo]] = field(default_factory=list)  # (id, entry)
+    first_entry: dict[str, str] = field(default_factory=dict)  # id -> the entry that gives it
+    other_tiffs: dict[str, list[str]] = field(default_factory=dict)  # id -> .tiff/.TIF names
+
+
+def _list_entries(archive: zipfile.ZipFile, path: Path, expected: set[str],
+                  report: ValidationReport) -> _Listing:
+    """Sort each entry: scored (``*.tif``), another TIFF spelling, or ignored; flag unsafe
+    names, duplicates, subfolders, ids that are not test ids and stored (uncompressed) entries."""
+    err, warn = report.errors.append, report.warnings.append
+    listing = _Listing()
+    stored = []
+    for info in archive.infolist():
+        name = info.filename
+        if info.is_dir():
+            continue
+        if _unsafe_name(name):
+            err(Issue("unsafe_path", f"{name}: entry name is absolute or climbs out with "
+                      "'..'; the scorer's extraction must stay inside its folder. Zip the "
+                      "masks with flat names (<id>.tif).", entry=name))
+            continue
+        if info.compress_type == zipfile.ZIP_STORED:
+            stored.append(name)
+        if not _is_scored(name):
+            if _looks_like_tiff(name):
+                listing.other_tiffs.setdefault(scorer_id(name), []).append(name)
+            else:
+                warn(Issue("ignored_entry", f"{name}: not a .tif, the scorer ignores it. "
+                           "Leave only <id>.tif masks in the zip.", entry=name))
+            continue
+        volume_id = scorer_id(name)
+        if volume_id in listing.first_entry:
+            err(Issue("duplicate_id", f"{name}: id {volume_id!r} already comes from "
+                      f"{listing.first_entry[volume_id]}; the scorer would see two masks for "
+                      "one volume. Keep exactly one <id>.tif per test id.",
+                      entry=name, id=volume_id))
+            continue
+        listing.first_entry[volume_id] = name
+        if "/" in name:
+            warn(Issue("in_subfolder", f"{name}: is inside a folder. The scorer searches "
+                       "folders too, but flat names are safer: zip the masks with "
+                       "`zip -j` or SubmissionWriter.", entry=name, id=volume_id))
+        if volume_id not in expected:
+            err(Issue("extra_id", f"{name}: id {volume_id!r} is not a test id. Remove it; "
+                      "only the volumes of test.csv / test_images may be submitted.",
+                      entry=name, id=volume_id))
+        listing.scored.append((volume_id, info))
+    if stored:
+        count = "1 entry is" if len(stored) == 1 else f"{len(stored)} entries are"
+        warn(Issue("stored_zip", f"{path}: {count} stored uncompressed (e.g. {stored[0]}); "
+                   "the zip is larger than it needs to be. Use ZIP_DEFLATED "
+                   "(SubmissionWriter does).", entry=stored[0]))
+    return listing
+
+
+def _match_ids(listing: _Listing, path: Path, expected_ids: list[str],
+               report: ValidationReport) -> None:
+    """Every test id needs its ``<id>.tif``: say which are missing or misnamed."""
+    err = report.errors.append
+    if not listing.scored:
+        err(Issue("no_tif", f"{path}: holds no *.tif entry, so the scorer finds no mask "
+                  "at all. Write one <id>.tif (lower-case .tif) per test id."))
+    for volume_id in expected_ids:
+        if volume_id in listing.first_entry:
+            continue
+        if volume_id in listing.other_tiffs:
+            names = listing.other_tiffs[volume_id]
+            err(Issue("wrong_extension", f"{names[0]}: the mask for {volume_id!r} is named "
+                      f"with another extension; the scorer reads only '*.tif' and skips "
+                      f"it. Rename it to {volume_id}{VOLUME_SUFFIX}.",
+                      entry=names[0], id=volume_id))
+        elif listing.scored:
+            err(Issue("missing_id", f"{volume_id}{VOLUME_SUFFIX}: no mask for test id "
+                      f"{volume_id!r} in {path.name}. Every test id needs one; check the "
+                      "prediction log for this volume.", id=volume_id))
+
+
+def _read_entries(archive: zipfile.ZipFile, scored: list[tuple[str, zipfile.ZipInfo]],
+                  expected: set[str], expected_shapes: dict[str, Shape | None],
+                  workers: int | None) -> list[tuple[FileInfo, list[Issue]]]:
+    """Decode every entry of a test id (threads: strip decoding releases the GIL). Extra ids
+    are already errors: they are listed, not decoded."""
+    results = [(FileInfo(volume_id, info.filename, verdict="error"), [])
+               for volume_id, info in scored if volume_id not in expected]
+    jobs = [(volume_id, info, expected_shapes.get(volume_id))
+            for volume_id, info in scored if volume_id in expected]
+    n_workers = workers or default_workers()
+    if n_workers > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(n_workers) as pool:
+            results += pool.map(lambda job: _check_entry(archive, *job), jobs)
+    else:
+        results += [_check_entry(archive, *job) for job in jobs]
+    return results
 
 
 def default_workers() -> int:
@@ -358,107 +400,146 @@ def _decode_cap(shape: Shape | None) -> int:
     return DEFAULT_DECODE_CAP if shape is None else 2 * int(np.prod(shape))
 
 
+class _EntryFindings:
+    """The findings of one entry; ``add`` prefixes the entry name, as every message does."""
+
+    def __init__(self, volume_id: str, name: str, expected: Shape | None):
+        self.volume_id, self.name, self.expected = volume_id, name, expected
+        self.info = FileInfo(volume_id, name, expected_shape=list(expected) if expected else None)
+        self.issues: list[Issue] = []
+
+    def add(self, code: str, message: str) -> None:
+        self.issues.append(Issue(code, f"{self.name}: {message}", entry=self.name,
+                                 id=self.volume_id))
+
+    def result(self) -> tuple[FileInfo, list[Issue]]:
+        return self.info, self.issues
+
+
 def _check_entry(archive: zipfile.ZipFile, volume_id: str, zinfo: zipfile.ZipInfo,
                  expected: Shape | None) -> tuple[FileInfo, list[Issue]]:
-    name = zinfo.filename
-    info = FileInfo(volume_id, name, expected_shape=list(expected) if expected else None)
-    issues: list[Issue] = []
+    """One entry in three steps, each stopping at the first finding that makes the next
+    meaningless: inflate it (bounded), read its TIFF header, decode and compare the readers."""
+    found = _EntryFindings(volume_id, zinfo.filename, expected)
+    data = _inflate_entry(archive, zinfo, found)
+    if data is None:
+        return found.result()
+    header = _check_tiff_structure(data, found)
+    if header is None or found.issues:
+        return found.result()
+    _decode_and_compare(data, header, found)
+    return found.result()
 
-    def issue(code: str, message: str) -> tuple[FileInfo, list[Issue]]:
-        issues.append(Issue(code, f"{name}: {message}", entry=name, id=volume_id))
-        return info, issues
 
-    # 1. Size: the declared size first, then the bytes really inflated (headers can lie).
+def _inflate_entry(archive: zipfile.ZipFile, zinfo: zipfile.ZipInfo,
+                   found: _EntryFindings) -> bytes | None:
+    """The entry's bytes: the declared size first, then the bytes really inflated (headers can
+    lie), so a zip bomb is refused without being inflated."""
+    expected = found.expected
     cap = _entry_cap(expected)
     need = (f"a uint8 volume of shape {'x'.join(map(str, expected))} needs about "
             f"{int(np.prod(expected)):,} bytes" if expected else "no volume is that large")
     if zinfo.file_size > cap:
-        return issue("zip_bomb", f"declares {zinfo.file_size:,} bytes uncompressed, far beyond "
-                     f"the {cap:,} allowed ({need}); refused without decompressing it. Write "
-                     "uint8 masks of the source shape.")
+        found.add("zip_bomb", f"declares {zinfo.file_size:,} bytes uncompressed, far beyond "
+                  f"the {cap:,} allowed ({need}); refused without decompressing it. Write "
+                  "uint8 masks of the source shape.")
+        return None
     try:
         with archive.open(zinfo) as stream:
             data = stream.read(cap + 1)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as exc:
-        return issue("corrupt_zip", f"cannot be decompressed ({type(exc).__name__}: {exc}); "
-                     "the zip is damaged. Write it again.")
+        found.add("corrupt_zip", f"cannot be decompressed ({type(exc).__name__}: {exc}); "
+                  "the zip is damaged. Write it again.")
+        return None
     except (RuntimeError, NotImplementedError) as exc:  # encrypted / exotic compression
-        return issue("corrupt_zip", f"cannot be read ({exc}). Write an unencrypted zip with "
-                     "deflate compression.")
+        found.add("corrupt_zip", f"cannot be read ({exc}). Write an unencrypted zip with "
+                  "deflate compression.")
+        return None
     if len(data) > cap:
-        return issue("zip_bomb", f"inflates beyond {cap:,} bytes although its header says "
-                     f"{zinfo.file_size:,}; refused. Write the zip again with SubmissionWriter.")
+        found.add("zip_bomb", f"inflates beyond {cap:,} bytes although its header says "
+                  f"{zinfo.file_size:,}; refused. Write the zip again with SubmissionWriter.")
+        return None
+    return data
 
-    # 2. TIFF structure, from headers only. Pixels are decoded only for a single-sample uint8
-    # page stack of bounded size, so a header promising gigapixels costs nothing.
+
+def _check_tiff_structure(data: bytes, found: _EntryFindings) -> dict | None:
+    """The TIFF header, from headers only. Pixels are decoded later only for a single-sample
+    uint8 page stack of bounded size, so a header promising gigapixels costs nothing."""
+    expected, info = found.expected, found.info
     if not data.startswith(_TIFF_MAGICS):
-        return issue("not_tiff", f"is not a TIFF file (starts with {data[:4]!r}); {_FIX}")
+        found.add("not_tiff", f"is not a TIFF file (starts with {data[:4]!r}); {_FIX}")
+        return None
     try:
         header = _tiff_header(data)
     except Exception as exc:
-        return issue("truncated_tiff", f"has a damaged TIFF structure ({type(exc).__name__}: "
-                     f"{exc}); the file is truncated or corrupt. {_FIX}")
+        found.add("truncated_tiff", f"has a damaged TIFF structure ({type(exc).__name__}: "
+                  f"{exc}); the file is truncated or corrupt. {_FIX}")
+        return None
     info.tiff_compression = header["compression"]
     info.shape, info.dtype = list(header["shape"]), header["dtype"]
     if header["mixed_pages"]:
-        return issue("shape_mismatch", f"its pages have different shapes or types "
-                     f"({header['mixed_pages']}); Pillow cannot stack them into one volume. "
-                     f"{_FIX}")
+        found.add("shape_mismatch", f"its pages have different shapes or types "
+                  f"({header['mixed_pages']}); Pillow cannot stack them into one volume. {_FIX}")
+        return None
     # For a single-sample stack the header's (pages, Y, X) is exactly what Pillow will stack.
     structural = _shape_problem(header["shape"], expected, header, decoded=False)
     too_big = (header["dtype"] == "uint8" and header["spp"] == 1
                and header["decoded_bytes"] > _decode_cap(expected))
     if header["dtype"] != "uint8":
-        issue("not_uint8", f"holds {header['dtype']} values; masks must be uint8. Cast with "
-              "(mask > 0).astype(np.uint8) before writing.")
+        found.add("not_uint8", f"holds {header['dtype']} values; masks must be uint8. Cast with "
+                  "(mask > 0).astype(np.uint8) before writing.")
     undecodable = (header["dtype"] != "uint8" or header["spp"] != 1
                    or header["imagedepth"] != 1 or too_big)
     if structural and undecodable:
-        issue("shape_mismatch", f"{structural} (Read from the TIFF header; pixels not "
-              "decoded.)")
+        found.add("shape_mismatch", f"{structural} (Read from the TIFF header; pixels not "
+                  "decoded.)")
     elif too_big:
-        issue("zip_bomb", f"its TIFF header declares shape {header['shape']} "
-              f"({header['decoded_bytes']:,} bytes decoded), more than any volume; not "
-              f"decoded. {_FIX}")
-    if issues:
-        return info, issues
+        found.add("zip_bomb", f"its TIFF header declares shape {header['shape']} "
+                  f"({header['decoded_bytes']:,} bytes decoded), more than any volume; not "
+                  f"decoded. {_FIX}")
+    return header
 
-    # 3. Pixels, through the scorer's reader and through tifffile.
+
+def _decode_and_compare(data: bytes, header: dict, found: _EntryFindings) -> None:
+    """The pixels through the scorer's reader (Pillow) and through tifffile, which must agree;
+    then the shape against the source volume and the values."""
+    info = found.info
     try:
         pillow = read_volume_pillow(data)
         info.readers.append("pillow")
     except Exception as exc:
-        return issue("truncated_tiff", f"Pillow, the scorer's reader, cannot decode it "
-                     f"({type(exc).__name__}: {exc}); the file is truncated or corrupt. {_FIX}")
+        found.add("truncated_tiff", f"Pillow, the scorer's reader, cannot decode it "
+                  f"({type(exc).__name__}: {exc}); the file is truncated or corrupt. {_FIX}")
+        return
     info.shape, info.dtype = list(pillow.shape), str(pillow.dtype)
 
     other = None
-    if header["compression_code"] in _STDLIB_COMPRESSIONS or has("imagecodecs"):
+    if header["compression_code"] in STDLIB_TIFF_COMPRESSIONS or has("imagecodecs"):
         try:
             other = _read_tifffile(data)
             info.readers.append("tifffile")
         except Exception as exc:
-            issue("truncated_tiff", f"tifffile cannot decode it ({type(exc).__name__}: "
-                  f"{exc}) although Pillow can; the file is truncated or corrupt. {_FIX}")
+            found.add("truncated_tiff", f"tifffile cannot decode it ({type(exc).__name__}: "
+                      f"{exc}) although Pillow can; the file is truncated or corrupt. {_FIX}")
     else:
-        issue("tifffile_cannot_decode", f"{header['compression']} pages cannot be decoded by "
-              "tifffile without imagecodecs, so only Pillow read it. Write zlib pages "
-              "(SubmissionWriter does) to have both readers check it.")
+        found.add("tifffile_cannot_decode", f"{header['compression']} pages cannot be decoded "
+                  "by tifffile without imagecodecs, so only Pillow read it. Write zlib pages "
+                  "(SubmissionWriter does) to have both readers check it.")
 
     if other is not None and (other.shape != pillow.shape or not np.array_equal(other, pillow)):
         where = (f"shapes {pillow.shape} (Pillow) vs {other.shape} (tifffile)"
                  if other.shape != pillow.shape else
                  f"{int(np.count_nonzero(other != pillow)):,} voxels differ")
-        issue("reader_mismatch", f"Pillow (the scorer's reader) and tifffile disagree "
-              f"({where}); the file is malformed. {_FIX}")
-    shape_problem = _shape_problem(pillow.shape, expected, header, decoded=True)
+        found.add("reader_mismatch", f"Pillow (the scorer's reader) and tifffile disagree "
+                  f"({where}); the file is malformed. {_FIX}")
+    shape_problem = _shape_problem(pillow.shape, found.expected, header, decoded=True)
     if shape_problem:
-        issue("shape_mismatch", shape_problem)
+        found.add("shape_mismatch", shape_problem)
     if pillow.dtype != np.uint8:
-        return issue("not_uint8", f"Pillow reads it as {pillow.dtype}; masks must be uint8. "
-                     "Cast with (mask > 0).astype(np.uint8) before writing.")
-    _check_values(pillow, info, issue)
-    return info, issues
+        found.add("not_uint8", f"Pillow reads it as {pillow.dtype}; masks must be uint8. "
+                  "Cast with (mask > 0).astype(np.uint8) before writing.")
+        return
+    _check_values(pillow, info, found.add)
 
 
 def _tiff_header(data: bytes) -> dict:

@@ -91,8 +91,8 @@ def valley_threshold(maps, lo: float = 0.15, hi: float = 0.7, bins: int = 128,
     A confident ensemble piles voxels near 0 and around some surface level; the emptiest
     stretch between the two (searched within ``[lo, hi]``) is where a cut moves the fewest
     voxels. The background pile is the histogram's highest bin; the surface mode is the most
-    populated local maximum of the smoothed histogram above both it and ``lo``; without one (a volume with no confident surface) the rule returns the
-    default threshold, clamped.
+    populated local maximum of the smoothed histogram above both it and ``lo``; without one (a
+    volume with no confident surface) the rule returns the default threshold, clamped.
     """
     counts = probability_histogram(map_array(maps, "mean"), bins)
     if smooth > 0:

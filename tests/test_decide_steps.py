@@ -5,11 +5,9 @@ from functools import partial
 import numpy as np
 import pytest
 
-from vesukit.maps import EnsembleMaps
 from vesukit import _optional
-from vesukit.postprocess import (STEPS, PostprocessError, apply_postprocess, check_steps,
-                                 label_components)
-
+from vesukit.decide.steps import STEPS, PostprocessError, apply_postprocess, check_steps, label_components
+from vesukit.maps import EnsembleMaps
 
 Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
 
@@ -26,7 +24,9 @@ def labeller(request):
 
 
 def test_every_step_is_registered():
-    assert set(STEPS) == {"zero_border", "remove_small", "drop_uncertain", "fill_holes", "close"}
+    assert set(STEPS) == {"zero_border", "remove_small", "drop_uncertain", "fill_holes", "close",
+                          "keep_sheets", "hysteresis", "split_merged", "sheet_close", "patch_holes",
+                          "plug_holes", "slice_gaps", "gaussian_rethreshold", "median_filter"}
 
 
 def test_zero_border_clears_every_face():

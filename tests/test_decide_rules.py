@@ -5,11 +5,9 @@ from functools import partial
 import numpy as np
 import pytest
 
+from vesukit.decide import THRESHOLD_RULES, Calibration, CalibrationError, ThresholdRule, binarize, load_calibration
+from vesukit.decide.rules import probability_histogram
 from vesukit.maps import EnsembleMaps
-from vesukit.calibrate import (THRESHOLD_RULES, Calibration, CalibrationError, ThresholdRule,
-                               binarize, load_calibration)
-from vesukit.calibrate.rules import probability_histogram
-
 
 Maps = partial(EnsembleMaps, n_teachers=3, total_weight=3.0)
 

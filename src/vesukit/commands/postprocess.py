@@ -1,0 +1,61 @@
+"""`vesukit postprocess MAPS --calibration FILE --out ZIP`: saved probability maps to a zip."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "postprocess", help="saved probability maps + a calibration -> validated submission.zip",
+        description="Read each test volume's saved probability map from MAPS (<id>.npy from "
+        "`vesukit predict --save-maps`, nnU-Net's <id>.npz, <id>.tif uint8 or float, <id>.zarr), "
+        "threshold and post-process it as the calibration says, and write submission.zip with "
+        "predict's writer, validator and fallbacks (a test id without a usable map gets an "
+        "empty mask). Exit 0: valid zip; 3: valid, but some volumes got fallback masks; 1: failed.")
+    parser.add_argument("maps", type=Path, help="folder of saved probability maps")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--calibration", type=Path, default=None,
+                        help="calibration.json (rule + post-processing); default: fixed 0.4")
+    choice.add_argument("--preset", default=None,
+                        help="a named chain with its published threshold (first_place, "
+                        "second_place, fifth_place, ninth_place, tenth_place)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="competition root (default: discovered under /kaggle/input)")
+    parser.add_argument("--input-base", type=Path, default=None,
+                        help="where to discover the root (default $VESUKIT_INPUT_BASE or /kaggle/input)")
+    parser.add_argument("--out", type=Path, required=True, help="submission zip to write")
+    parser.set_defaults(handler=run)
+
+
+def _progress(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vesukit.decide import load_calibration
+    from vesukit.decide.apply import postprocess_maps
+    from vesukit.decide.presets import preset_calibration
+
+    calibration = (preset_calibration(args.preset) if args.preset
+                   else load_calibration(args.calibration))
+    result = postprocess_maps(args.maps, calibration, args.out, data=args.data,
+                              input_base=args.input_base, progress=_progress)
+    print(f"decision: {result.decision}")
+    print(f"\n{'id':>12}  {'threshold':>9}  {'fg %':>6}  {'seconds':>8}  status")
+    for v in result.volumes:
+        threshold = f"{v.threshold:9.3f}" if v.threshold is not None else f"{'-':>9}"
+        status = v.status + (f": {v.reason}" if v.reason else "")
+        print(f"{v.volume_id:>12}  {threshold}  {100 * v.foreground:6.2f}  {v.seconds:8.2f}  {status}")
+    for warning in result.warnings:
+        print(f"WARNING {warning}", file=sys.stderr)
+    if result.fallbacks:
+        print(f"DEGRADED: {len(result.fallbacks)} volume(s) got empty fallback masks: "
+              + ", ".join(v.volume_id for v in result.fallbacks))
+    report = result.validation
+    print(f"{result.zip_path}: " + ("VALID" if report.valid else "INVALID"))
+    for issue in list(report.errors) + list(report.warnings):
+        print(f"  {issue.message}", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,145 @@
+"""Threshold rules and the calibration file that selects one (plus post-processing).
+
+A rule turns a volume's ensemble maps into one threshold, without labels. The calibration
+file (``calibration.json``, written by `vesukit calibrate` or by hand) names the rule, its
+parameters, the post-processing chain (a list of steps, or a preset's name) and optionally the
+TTA it was fitted with; `vesukit predict --calibration FILE`, `vesukit postprocess` and the
+notebook apply it.
+Without a file, predict uses :data:`DEFAULT_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vesukit.decide.rules import DEFAULT_THRESHOLD, THRESHOLD_RULES
+from vesukit.errors import VesukitError
+
+CALIBRATION_FORMAT = 1
+TTA_CHOICES = ("none", "flip", "full")
+
+
+class CalibrationError(VesukitError):
+    """A calibration file is unreadable or names an unknown rule or step."""
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    name: str = "fixed"
+    params: Mapping[str, Any] = field(default_factory=lambda: {"threshold": DEFAULT_THRESHOLD})
+
+    def __call__(self, maps) -> float:
+        return THRESHOLD_RULES[self.name](maps, **dict(self.params))
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}({args})"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What predict does between the ensemble maps and the written mask."""
+
+    rule: ThresholdRule = ThresholdRule()
+    postprocess: tuple[Mapping[str, Any], ...] = ()
+    tta: str | None = None          # the TTA the calibration was fitted with; None: predict's own
+
+    def to_dict(self) -> dict:
+        out = {
+            "format": CALIBRATION_FORMAT,
+            "threshold": {"rule": self.rule.name, **dict(self.rule.params)},
+            "postprocess": [dict(step) for step in self.postprocess],
+        }
+        if self.tta is not None:
+            out["tta"] = self.tta
+        return out
+
+    def describe(self) -> str:
+        """One line for logs: rule, chain and TTA."""
+        chain = " > ".join(
+            step["step"] + "(" + ", ".join(f"{k}={v}" for k, v in step.items() if k != "step")
+            + ")" for step in self.postprocess) or "none"
+        return (f"threshold {self.rule.describe()}; post-processing {chain}; "
+                f"TTA {self.tta or 'as requested'}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "calibration") -> Calibration:
+        from vesukit.decide.steps import check_steps
+
+        if not isinstance(data, Mapping) or "threshold" not in data:
+            raise CalibrationError(f"{where}: expected an object with a 'threshold' entry.")
+        if data.get("format", CALIBRATION_FORMAT) != CALIBRATION_FORMAT:
+            raise CalibrationError(
+                f"{where}: format {data.get('format')} is not supported (this vesukit reads "
+                f"format {CALIBRATION_FORMAT}). Re-run `vesukit calibrate` with this version."
+            )
+        threshold = dict(data["threshold"])
+        name = threshold.pop("rule", "fixed")
+        if name not in THRESHOLD_RULES:
+            raise CalibrationError(
+                f"{where}: unknown threshold rule '{name}'. Known rules: "
+                f"{', '.join(sorted(THRESHOLD_RULES))}."
+            )
+        check_rule_params(name, threshold, where)
+        chain = data.get("postprocess", ())
+        if isinstance(chain, str):  # a preset's name: its published chain
+            from vesukit.decide.presets import preset_chain
+
+            chain = preset_chain(chain, where)
+        steps = tuple(dict(step) for step in chain)
+        check_steps(steps, where)
+        tta = data.get("tta")
+        if tta is not None and tta not in TTA_CHOICES:
+            raise CalibrationError(f"{where}: 'tta' is {tta!r}; expected one of "
+                                   f"{', '.join(TTA_CHOICES)}.")
+        return cls(ThresholdRule(name, threshold), steps, tta)
+
+
+def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> None:
+    """Raise :class:`CalibrationError` if ``params`` holds a name the rule does not take."""
+    import inspect
+
+    accepted = set(inspect.signature(THRESHOLD_RULES[name]).parameters) - {"maps"}
+    unknown = set(params) - accepted
+    if unknown:
+        raise CalibrationError(
+            f"{where}: threshold rule '{name}' has unknown parameter(s) {sorted(unknown)}; "
+            f"it accepts {sorted(accepted)}."
+        )
+    for key, value in params.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise CalibrationError(
+                f"{where}: threshold rule '{name}' parameter '{key}' is {value!r}; "
+                "expected a number."
+            )
+
+
+def load_calibration(path: str | Path | None) -> Calibration:
+    """Read ``calibration.json``; ``None`` gives the default (fixed threshold, no post-processing)."""
+    if path is None:
+        return Calibration()
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CalibrationError(
+            f"{path}: no such calibration file. Write one with `vesukit calibrate`, or drop "
+            "--calibration to use the default threshold."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"{path}: not a readable JSON calibration file ({exc}).") from exc
+    return Calibration.from_dict(data, str(path))
+
+
+def binarize(probability, threshold: float) -> np.ndarray:
+    """uint8 0/1 mask of ``probability >= threshold`` (tensor or array in, numpy out)."""
+    mask = probability >= threshold
+    if hasattr(mask, "cpu"):
+        mask = mask.cpu().numpy()
+    return np.asarray(mask).astype(np.uint8)

@@ -1,0 +1,235 @@
+"""The 1st place's per-sheet repairs: each sheet alone, pasted back without merging sheets.
+
+Each 26-connected component (a "sheet") is cut out with a margin, repaired on its own, and
+pasted back only where the output is empty within a 3x3x3 neighbourhood of the sheets placed
+before it (largest first), so a repair can add voxels but never join two sheets. Steps:
+
+- ``sheet_close``: closing with an ellipsoid flat along the sheet's main projection axis;
+- ``patch_holes``: the sheet's height map along that axis, holes in it interpolated;
+- ``plug_holes``: 1-voxel holes plugged with a 2x2x2 lookup, kept only if the Euler number
+  says the sheet has fewer holes.
+
+Source: 1st place of the Vesuvius Surface Detection competition (winners.md), reimplemented
+from the description; parameters default to the published ones for 320^3 volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from vesukit.decide.components import (
+    component_boxes,
+    component_sizes,
+    euler_number,
+    grow_box,
+    label_components,
+    main_axis,
+)
+
+_CUBE = np.ones((3, 3, 3), dtype=bool)
+
+
+def per_sheet(mask: np.ndarray, repair: Callable[[np.ndarray], np.ndarray], margin: int,
+              max_sheets: int = 0) -> np.ndarray:
+    """Apply ``repair`` to each sheet's crop (with ``margin``) and paste without merging.
+
+    Sheets are handled largest first; ``max_sheets`` > 0 repairs only that many (the rest are
+    pasted unchanged, as the 1st place handled at most 40). A repaired voxel is pasted only if
+    no voxel of another sheet lies within its 3x3x3 neighbourhood.
+    """
+    mask = np.asarray(mask, dtype=np.uint8)
+    labels, count = label_components(mask)
+    if count == 0:
+        return np.zeros_like(mask)
+    sizes = component_sizes(labels, count)
+    order = np.argsort(-sizes[1:], kind="stable") + 1
+    boxes = component_boxes(labels, count)
+    out = np.zeros_like(mask)
+    for rank, index in enumerate(order):
+        box = grow_box(boxes[index - 1], margin, mask.shape)
+        sheet = labels[box] == index
+        if max_sheets and rank >= max_sheets:
+            out[box] |= sheet
+            continue
+        repaired = repair(sheet) | sheet
+        added = repaired & ~sheet
+        if added.any():
+            # other sheets (placed or not) within one voxel block the added voxel
+            others = ndimage.binary_dilation((labels[box] != 0) & ~sheet, _CUBE)
+            added &= ~others
+        out[box] |= (sheet | added).astype(np.uint8)
+    return out
+
+
+def ellipsoid(radii: tuple[float, float, float]) -> np.ndarray:
+    """Boolean ellipsoid with semi-axes ``radii`` (voxels), in a box of 2 * ceil(r) + 1."""
+    half = [int(np.ceil(r)) for r in radii]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    return sum((g / max(r, 1e-9)) ** 2 for g, r in zip(grids, radii)) <= 1.0
+
+
+def oriented_close(sheet: np.ndarray, radius: float, thin: float) -> np.ndarray:
+    """Closing with an ellipsoid of semi-axes ``thin`` along the main axis, ``radius`` across."""
+    axis = main_axis(sheet)
+    radii = [float(radius)] * 3
+    radii[axis] = float(thin)
+    structure = ellipsoid(tuple(radii))
+    pad = int(np.ceil(max(radius, thin))) + 1
+    padded = np.pad(sheet, pad)
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(padded, structure), structure)
+    return closed[tuple(slice(pad, -pad) for _ in range(3))]
+
+
+def sheet_close(mask: np.ndarray, maps=None, radius: float = 3, thin: float = 1.5,
+                max_sheets: int = 40) -> np.ndarray:
+    """Per-sheet closing with an ellipsoid oriented to the sheet's main axis (1st place).
+
+    The 1st place closed each sheet with an ellipsoid in a 7x7x7 box oriented to its main
+    projection axis: here semi-axes ``radius`` across the sheet's plane and ``thin`` along its
+    normal (3 and 1.5: 7x7 across, 3 layers deep), so tears within the sheet close while the
+    sheet does not grow toward its neighbours. With ``thin`` < 1 the element is a flat disc.
+    """
+    return per_sheet(mask, lambda s: oriented_close(s, radius, thin),
+                     int(np.ceil(radius)) + 1, int(max_sheets))
+
+
+def height_patch(sheet: np.ndarray, max_area: int) -> np.ndarray:
+    """The sheet plus its height-map holes of at most ``max_area`` pixels, filled.
+
+    Along the main axis, each column the sheet crosses has a top and bottom height. Holes are
+    8-connected groups of empty columns that do not touch the crop's edge; each hole column
+    gets heights interpolated along its row and its column, each side weighted by the inverse
+    distance to the hole's edge, and is filled between the min and max height of its 3x3
+    neighbourhood (so the patch joins the surrounding sheet without a step).
+    """
+    axis = main_axis(sheet)
+    along = np.moveaxis(sheet, axis, 0)
+    covered = along.any(axis=0)
+    holes, count = ndimage.label(~covered, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return sheet
+    sizes = np.bincount(holes.ravel(), minlength=count + 1)
+    edge = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+    fill = sizes <= max_area
+    fill[0] = False
+    fill[edge] = False
+    target = fill[holes]
+    if not target.any():
+        return sheet
+    depth = along.shape[0]
+    z = np.arange(depth)[:, None, None]
+    low = np.where(along, z, depth).min(axis=0).astype(np.float64)
+    high = np.where(along, z, -1).max(axis=0).astype(np.float64)
+    low_i, high_i = _interpolate(low, covered, target), _interpolate(high, covered, target)
+    known = covered | target
+    lo = np.where(known, low_i, np.inf)
+    hi = np.where(known, high_i, -np.inf)
+    lo3 = ndimage.minimum_filter(lo, size=3, mode="constant", cval=np.inf)
+    hi3 = ndimage.maximum_filter(hi, size=3, mode="constant", cval=-np.inf)
+    bottom = np.floor(np.where(target, lo3, 0)).astype(np.int64)
+    top = np.ceil(np.where(target, hi3, -1)).astype(np.int64)
+    add = target[None] & (z >= bottom[None]) & (z <= top[None])
+    return np.moveaxis(along | add, 0, axis)
+
+
+def _interpolate(height: np.ndarray, covered: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Heights inside ``target`` from the nearest covered pixels along rows and columns.
+
+    Each direction's estimate is the inverse-distance mix of its two sides; the row and
+    column estimates are mixed by the inverse of their distance to the hole's edge.
+    """
+    estimates, weights = [], []
+    for axis in (0, 1):
+        h = np.moveaxis(height, axis, 1)
+        c = np.moveaxis(covered, axis, 1)
+        index = np.arange(h.shape[1])[None, :].repeat(h.shape[0], 0)
+        left = np.maximum.accumulate(np.where(c, index, -1), axis=1)
+        right = np.minimum.accumulate(np.where(c, index, h.shape[1])[:, ::-1], axis=1)[:, ::-1]
+        valid = (left >= 0) & (right < h.shape[1])
+        rows = np.arange(h.shape[0])[:, None]
+        hl = h[rows, np.clip(left, 0, h.shape[1] - 1)]
+        hr = h[rows, np.clip(right, 0, h.shape[1] - 1)]
+        dl = np.maximum(index - left, 1).astype(np.float64)
+        dr = np.maximum(right - index, 1).astype(np.float64)
+        value = (hl / dl + hr / dr) / (1 / dl + 1 / dr)
+        weight = np.where(valid, 1.0 / np.minimum(dl, dr), 0.0)
+        estimates.append(np.moveaxis(np.where(valid, value, 0.0), 1, axis))
+        weights.append(np.moveaxis(weight, 1, axis))
+    total = weights[0] + weights[1]
+    mixed = (estimates[0] * weights[0] + estimates[1] * weights[1]) / np.maximum(total, 1e-12)
+    return np.where(target & (total > 0), mixed, height)
+
+
+def patch_holes(mask: np.ndarray, maps=None, max_area: int = 4096,
+                max_sheets: int = 40) -> np.ndarray:
+    """Per-sheet height-map hole patching (1st place: holes below 64^2 pixels).
+
+    See :func:`height_patch`. A hole through a sheet connects both sides of the background,
+    so ``fill_holes`` cannot fill it; this step can, for holes up to ``max_area`` pixels of
+    the sheet's projection.
+    """
+    return per_sheet(mask, lambda s: height_patch(s, int(max_area)), 1, int(max_sheets))
+
+
+def _plug_table() -> np.ndarray:
+    """256 entries: for each 2x2x2 pattern (bit ``4z + 2y + x``), the bits to set.
+
+    A pattern with exactly three voxels on one face of the cube and none on the opposite face
+    is a corner of a 1-voxel hole in a sheet lying on that face: the fourth voxel is set.
+    """
+    table = np.zeros(256, dtype=np.uint8)
+    bit = {(z, y, x): 1 << (4 * z + 2 * y + x) for z in (0, 1) for y in (0, 1) for x in (0, 1)}
+    faces = []
+    for axis in range(3):
+        for side in (0, 1):
+            face = [k for k in bit if k[axis] == side]
+            opposite = [k for k in bit if k[axis] != side]
+            faces.append((face, opposite))
+    for pattern in range(256):
+        for face, opposite in faces:
+            on = [k for k in face if pattern & bit[k]]
+            if len(on) == 3 and not any(pattern & bit[k] for k in opposite):
+                missing = next(k for k in face if not pattern & bit[k])
+                table[pattern] |= bit[missing]
+    return table
+
+
+PLUG_TABLE = _plug_table()
+_OFFSETS = [(z, y, x) for z in (0, 1) for y in (0, 1) for x in (0, 1)]
+
+
+def plug_pass(sheet: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """One pass of the 2x2x2 lookup over every cube of the crop, limited to ``allowed``."""
+    m = sheet.astype(np.uint8)
+    pattern = np.zeros([n - 1 for n in m.shape], dtype=np.uint8)
+    for z, y, x in _OFFSETS:
+        corner = m[z:z + m.shape[0] - 1, y:y + m.shape[1] - 1, x:x + m.shape[2] - 1]
+        pattern |= corner << (4 * z + 2 * y + x)
+    fill = PLUG_TABLE[pattern]
+    out = sheet.copy()
+    if not fill.any():
+        return out
+    for z, y, x in _OFFSETS:
+        bit = (fill >> (4 * z + 2 * y + x)) & 1
+        out[z:z + m.shape[0] - 1, y:y + m.shape[1] - 1, x:x + m.shape[2] - 1] |= bit.astype(bool)
+    return out & (allowed | sheet)
+
+
+def plug_sheet(sheet: np.ndarray, passes: int) -> np.ndarray:
+    """Plug 1-voxel holes (``passes`` passes inside the sheet's 3x3x3 dilation); the result is
+    kept only if its Euler number is higher, i.e. it has fewer holes than the sheet."""
+    allowed = ndimage.binary_dilation(sheet, _CUBE)
+    plugged = sheet
+    for _ in range(int(passes)):
+        plugged = plug_pass(plugged, allowed)
+    if euler_number(plugged) > euler_number(sheet):
+        return plugged
+    return sheet
+
+
+def plug_holes(mask: np.ndarray, maps=None, passes: int = 2, max_sheets: int = 40) -> np.ndarray:
+    """Per-sheet 1-voxel hole plugging with a 2x2x2 lookup and an Euler guard (1st place)."""
+    return per_sheet(mask, lambda s: plug_sheet(s, passes), 2, int(max_sheets))

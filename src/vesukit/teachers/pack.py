@@ -1,0 +1,87 @@
+"""`vesukit teachers pack`: a teachers folder made into the Kaggle dataset the notebook reads.
+
+The dataset holds slim weights (each checkpoint reduced to its state dict, as safetensors:
+no optimizer state, no pickled objects), the manifest pointing at them, the calibration (rule,
+post-processing chain, TTA) beside it, and ``dataset-metadata.json`` with the owner from
+``$KAGGLE_USERNAME``, so ``kaggle datasets create -p DATASET_DIR`` is the only step left.
+Teachers whose checkpoint is a folder (nnU-Net results, ``save_pretrained``) are copied whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from vesukit.errors import UsageError
+
+CALIBRATION_NAME = "calibration.json"
+
+
+def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
+    """Write the dataset folder ``out``; returns a summary (files, bytes before and after)."""
+    from safetensors.torch import save_file
+
+    from vesukit.data import atomic_write_bytes
+    from vesukit.decide import load_calibration
+    from vesukit.kernelgen import KernelConfig
+    from vesukit.teachers import load_manifest
+    from vesukit.teachers.checkpoint import read_state_dict
+    from vesukit.teachers.spec import save_manifest
+
+    manifest = load_manifest(source)
+    out = Path(out)
+    if out.resolve() == manifest.root.resolve():
+        raise UsageError(f"--out {out}: must differ from the teachers folder it packs.")
+    out.mkdir(parents=True, exist_ok=True)
+    specs, rows = [], []
+    for spec in manifest.teachers:
+        path = manifest.checkpoint_path(spec)
+        before = _size(path)
+        if path.is_dir():
+            target = out / path.name
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(path, target)
+            specs.append(dataclasses.replace(spec, checkpoint=path.name))
+        else:
+            state, _ = read_state_dict(path, key=spec.checkpoint_key, spec=spec)
+            slim = {}
+            for key, tensor in state.items():
+                tensor = tensor.detach().cpu()
+                if half and tensor.is_floating_point():
+                    tensor = tensor.half()
+                slim[key] = tensor.contiguous().clone()
+            target = out / f"{spec.name}.safetensors"
+            save_file(slim, str(target))
+            specs.append(dataclasses.replace(spec, checkpoint=target.name, checkpoint_key=None))
+        rows.append({"teacher": spec.name, "from": str(path), "to": target.name,
+                     "bytes_before": before, "bytes_after": _size(target)})
+    save_manifest(out, specs)
+    calibration_path = Path(calibration) if calibration else manifest.root / CALIBRATION_NAME
+    decision = None
+    if calibration or calibration_path.is_file():
+        decision = load_calibration(calibration_path)   # validated before it ships
+        atomic_write_bytes(out / CALIBRATION_NAME,
+                           json.dumps(decision.to_dict(), indent=1).encode())
+    config = KernelConfig.from_env()
+    metadata = {
+        "title": config.teachers_slug,
+        "id": f"{config.owner}/{config.teachers_slug}",
+        "subtitle": "Teachers, manifest and calibration for the vesukit notebook",
+        "description": "teachers.json with slim safetensors weights and calibration.json "
+                       "(threshold rule, post-processing chain, TTA), written by "
+                       "`vesukit teachers pack`.",
+        "licenses": [{"name": "other"}],
+    }
+    atomic_write_bytes(out / "dataset-metadata.json",
+                       (json.dumps(metadata, indent=2) + "\n").encode())
+    return {"teachers": rows, "calibration": decision.describe() if decision else None,
+            "dataset_id": metadata["id"], "out": str(out)}
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

@@ -1,0 +1,94 @@
+"""`vesukit calibrate --maps`: out-of-fold fitting from saved maps of every format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("numba")
+
+from vesukit.cli import main  # noqa: E402
+from vesukit.data import list_ids, read_volume  # noqa: E402
+from vesukit.decide import load_calibration  # noqa: E402
+from vesukit.synth import make_competition_root  # noqa: E402
+from vesukit.synth_defects import Defects, defective_map  # noqa: E402
+
+BIASES = [-1.5, 1.0, 0.0, 1.5, -0.5, 0.5]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A root with 6 labelled train volumes and their defective maps in three formats."""
+    folder = tmp_path_factory.mktemp("maps")
+    root = make_competition_root(folder / "root", n_test=1, n_train=6, shapes=[(24, 24, 24)],
+                                 seed=5)
+    maps = folder / "maps"
+    maps.mkdir()
+    for index, volume_id in enumerate(list_ids(root, "train")):
+        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+        p = defective_map(label, index, Defects(bias=BIASES[index], dust=40))
+        if index == 0:
+            np.savez_compressed(maps / f"{volume_id}.npz", probabilities=np.stack([1 - p, p]))
+        elif index == 1:
+            tifffile.imwrite(maps / f"{volume_id}.tif", np.round(p * 255).astype(np.uint8))
+        else:
+            np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
+    return root, maps
+
+
+def test_calibrate_from_maps_out_of_fold_with_ablation(saved, tmp_path, capsys):
+    root, maps = saved
+    out = tmp_path / "calibration.json"
+    code = main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
+                 "--folds", "3", "--steps", "basic", "--top-k", "1",
+                 "--rules", "fixed,foreground_fraction"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "out-of-fold (3 fold(s), 6 volume(s)" in printed and "ablation" in printed
+    data = json.loads(out.read_text())
+    calibration = load_calibration(out)               # a valid calibration file
+    oof = data["evidence"]["out_of_fold"]
+    assert sorted(oof["oof_winner_scores"]) == sorted(list_ids(root, "train"))
+    folds = [set(f) for f in oof["folds"]]
+    assert sum(map(len, folds)) == 6 and not (folds[0] & folds[1] or folds[1] & folds[2])
+    # defects and dust: a chain is chosen, and it pays on volumes it was not fitted on
+    assert calibration.postprocess
+    rows = {row["step"]: row for row in oof["ablation"]}
+    assert rows["(all post-processing)"]["delta"] > 0
+    assert oof["oof_winner_mean"] > oof["oof_best_fixed_no_postprocess_mean"]
+    assert oof["masks_scored"] > 0 and oof["seconds_per_mask"] > 0
+
+
+def test_calibrate_needs_exactly_one_source(saved, tmp_path, capsys):
+    root, maps = saved
+    assert main(["calibrate", "--data", str(root), "--out", str(tmp_path / "c.json")]) == 2
+    assert "exactly one of --teachers" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    np.save(empty / "not-a-train-id.npy", np.zeros((4, 4, 4), np.float16))
+    assert main(["calibrate", "--maps", str(empty), "--data", str(root), "--out",
+                 str(tmp_path / "c.json")]) == 1
+    assert "none of its 1 map(s) belongs to a labelled train volume" in capsys.readouterr().err
+
+
+def test_budget_bounds_the_volumes_searched(saved, tmp_path, capsys):
+    from vesukit.calibrate.oof import budget_volumes, masks_per_volume_bound
+    from vesukit.calibrate.search import RULE_GRID, postprocess_options
+
+    options = postprocess_options(320 ** 3, winners=True, disagreement=False)
+    grid = {k: v for k, v in RULE_GRID.items() if k != "uncertainty"}
+    bound = masks_per_volume_bound(grid, options, top_k=3, folds=3)
+    # 100 volumes of 320^3 at 20 s per mask cannot all be searched in 8 hours
+    take = budget_volumes(100, 20.0, bound, 8 * 3600)
+    assert 2 <= take < 100 and take * bound * 20.0 <= 8 * 3600 or take == 2
+    root, maps = saved
+    out = tmp_path / "c.json"
+    assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
+                 "--folds", "2", "--steps", "basic", "--top-k", "1", "--rules", "fixed",
+                 "--budget-hours", "0.0001"]) == 0
+    printed = capsys.readouterr().out
+    assert "searched 2 of 6 volume(s)" in printed
+    assert json.loads(out.read_text())["evidence"]["budget"]["volumes_searched"] == 2

@@ -1,0 +1,181 @@
+"""The winners' steps on crafted volumes whose right answer is known."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+from vesukit.decide.components import euler_number, label_components
+from vesukit.decide.steps import apply_postprocess
+from vesukit.maps import EnsembleMaps
+
+Maps = partial(EnsembleMaps, n_teachers=1, total_weight=1.0)
+
+
+def run(mask, name, maps=None, /, **params):
+    return apply_postprocess(mask, [{"step": name, **params}], maps)
+
+
+def flat_sheet(shape=(20, 40, 40), z=10, thickness=1, margin=4):
+    mask = np.zeros(shape, np.uint8)
+    mask[z:z + thickness, margin:-margin, margin:-margin] = 1
+    return mask
+
+
+def components(mask):
+    return label_components(mask)[1]
+
+
+def test_euler_number_counts_holes():
+    sheet = flat_sheet()
+    assert euler_number(sheet) == 1
+    sheet[10, 20, 20] = 0
+    assert euler_number(sheet) == 0                      # one hole
+    sheet[10, 10:13, 10:13] = 0
+    assert euler_number(sheet) == -1                     # two holes
+
+
+def test_remove_small_6_and_26_connectivity():
+    mask = np.zeros((12, 12, 12), np.uint8)
+    mask[2:4, 2:4, 2:4] = 1
+    mask[4:6, 4:6, 4:6] = 1                              # touches the first at one corner
+    assert run(mask, "remove_small", min_voxels=10).sum() == 16             # one 26-component
+    assert run(mask, "remove_small", min_voxels=10, connectivity=6).sum() == 0  # two of 8
+    corner = np.zeros((12, 12, 12), np.uint8)
+    corner[:2, :2, :2] = 1                               # small, but touches three faces
+    assert run(corner, "remove_small", min_voxels=10).sum() == 0
+    assert run(corner, "remove_small", min_voxels=10, keep_faces=3).sum() == 8
+
+
+def test_keep_sheets_keeps_the_largest():
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[2, 2:18, 2:18] = 1       # 256
+    mask[8, 2:12, 2:12] = 1       # 100
+    mask[14, 2:6, 2:6] = 1        # 16
+    out = run(mask, "keep_sheets", count=2)
+    assert out.sum() == 356 and out[14].sum() == 0
+    assert run(mask, "keep_sheets", count=5).sum() == 372
+
+
+def test_hysteresis_keeps_weak_parts_of_confident_sheets_only():
+    p = np.zeros((16, 16, 16), np.float32)
+    p[4, 2:14, 2:14] = 0.5
+    p[4, 7, 7] = 0.9              # one confident voxel
+    p[10, 2:6, 2:6] = 0.6         # a blob that is never confident
+    maps = Maps(p, np.zeros_like(p), np.zeros_like(p))
+    out = run((p >= 0.4).astype(np.uint8), "hysteresis", maps, low=0.4, high=0.8)
+    assert out[4].sum() == 144 and out[10].sum() == 0
+
+
+def test_split_merged_splits_bridged_sheets_and_leaves_single_sheets():
+    p = np.zeros((16, 24, 24), np.float32)
+    p[4, 2:22, 2:22] = 0.9
+    p[10, 2:22, 2:22] = 0.9
+    p[5:10, 12, 2:22] = 0.45      # a weak wall bridging the two
+    maps = Maps(p, np.zeros_like(p), np.zeros_like(p))
+    mask = (p >= 0.4).astype(np.uint8)
+    assert components(mask) == 1
+    out = run(mask, "split_merged", maps, increment=0.05)
+    assert components(out) == 2
+    assert out[4].sum() == out[10].sum() == 400 and out[5:10].sum() == 0
+    single = (p[:8] >= 0.4).astype(np.uint8)
+    single_maps = Maps(p[:8].copy(), np.zeros_like(p[:8]), np.zeros_like(p[:8]))
+    assert np.array_equal(run(single, "split_merged", single_maps), single)
+
+
+def test_sheet_close_mends_a_tear_without_merging_close_neighbours():
+    mask = np.zeros((20, 40, 40), np.uint8)
+    mask[6, 4:36, 4:36] = 1
+    mask[10, 4:36, 4:36] = 1      # a neighbour 3 empty voxels away
+    mask[6, 19:21, 8:30] = 0      # a 2-voxel-wide tear in the first sheet
+    out = run(mask, "sheet_close", radius=3, thin=1.5)
+    assert out[6, 19:21, 8:30].all()
+    assert components(out) == 2 and out[7:10].sum() == 0
+    # the diamond closing of the same size joins them: why the oriented ellipsoid exists
+    assert components(run(mask, "close", radius=3)) == 1
+
+
+def test_patch_holes_patches_a_hole_through_a_sheet():
+    sheet = flat_sheet()
+    sheet[10, 15:21, 15:21] = 0                      # 36-pixel hole through the sheet
+    assert euler_number(sheet) == 0
+    assert np.array_equal(run(sheet, "fill_holes"), sheet)   # not an enclosed cavity
+    out = run(sheet, "patch_holes", max_area=64)
+    assert out[10, 15:21, 15:21].all() and out.sum() == flat_sheet().sum()
+    assert np.array_equal(run(sheet, "patch_holes", max_area=20), sheet)   # above the area
+
+
+def test_patch_holes_follows_a_tilted_sheet_and_leaves_edge_notches():
+    z = np.arange(40) // 4 + 3                       # height rises along x
+    sheet = np.zeros((20, 40, 40), np.uint8)
+    for x in range(4, 36):
+        sheet[z[x]:z[x] + 2, 4:36, x] = 1
+    holed = sheet.copy()
+    holed[:, 16:22, 16:24] = 0
+    holed[:, 4:8, 30:34] = 0                         # a notch at the sheet's edge
+    out = run(holed, "patch_holes", max_area=100)
+    patched = out[:, 16:22, 16:24]
+    heights = [np.nonzero(patched[:, 2, i])[0] for i in range(8)]
+    for i, found in enumerate(heights):              # filled around the local height
+        assert found.size and found.min() >= z[16 + i] - 1 and found.max() <= z[16 + i] + 2
+    assert euler_number(out) == 1
+    assert out[:, 4:8, 30:34].sum() == 0
+
+
+def test_patched_sheets_never_merge():
+    sheet = flat_sheet()
+    sheet[10, 14:24, 14:24] = 0                      # a hole ...
+    sheet[10, 18:20, 18:20] = 1                      # ... with a separate blob inside it
+    assert components(sheet) == 2
+    out = run(sheet, "patch_holes", max_area=200)
+    assert components(out) == 2
+
+
+def test_plug_holes_plugs_one_voxel_holes_only_when_euler_improves():
+    sheet = flat_sheet()
+    sheet[10, 20, 20] = 0
+    sheet[10, 12, 12:14] = 0                         # a 2-voxel hole: two passes
+    out = run(sheet, "plug_holes", passes=2)
+    assert euler_number(out) == 1 and np.array_equal(out, flat_sheet())
+    notched = flat_sheet()
+    notched[10, 4:6, 4:6] = 0                        # a notch in the corner: no hole
+    assert np.array_equal(run(notched, "plug_holes"), notched)
+
+
+def test_slice_gaps_fills_one_voxel_gaps_and_diagonals():
+    mask = np.zeros((4, 20, 20), np.uint8)
+    mask[:, 10, 2:18] = 1
+    mask[:, 10, 9] = 0                               # a straight gap
+    mask[1, 3:8, 3:8] = np.eye(5, dtype=np.uint8)    # a diagonal line with a gap
+    mask[1, 5, 5] = 0
+    out = run(mask, "slice_gaps", passes=5)
+    assert out[:, 10, 2:18].all() and out[1, 5, 5] == 1
+    assert out.sum() == mask.sum() + 4 + 1
+
+
+def test_gaussian_rethreshold_removes_dust_keeps_thickness_closes_pinholes():
+    sheet = flat_sheet(thickness=3, z=8)
+    sheet[9, 20, 20] = 0                             # a pinhole inside the thick sheet
+    sheet[2, 2, 2] = 1                               # dust
+    out = run(sheet, "gaussian_rethreshold", sigma=1.0, level=0.5)
+    assert out[2, 2, 2] == 0 and out[9, 20, 20] == 1
+    assert out[8:11, 10:30, 10:30].all() and out[:8, 10:30, 10:30].sum() == 0
+
+
+def test_median_filter_removes_spurs_per_component():
+    sheet = flat_sheet(thickness=3, z=4)
+    sheet[7, 20, 20] = 1                             # a one-voxel spur
+    other = flat_sheet(thickness=3, z=9)             # a second sheet two voxels away
+    mask = sheet | other
+    assert components(mask) == 2
+    out = run(mask, "median_filter", rounds=7)
+    assert out[7, 20, 20] == 0 and components(out) == 2
+    assert out[4:7, 10:30, 10:30].all() and out[9:12, 10:30, 10:30].all()
+
+
+@pytest.mark.parametrize("step", ["hysteresis", "split_merged"])
+def test_probability_steps_need_maps(step):
+    from vesukit.decide.steps import PostprocessError
+
+    with pytest.raises(PostprocessError, match="needs the ensemble maps"):
+        run(flat_sheet(), step)
