@@ -25,7 +25,7 @@ def test_help_and_version():
     result = run_module("--help")
     assert result.returncode == 0
     for command in ("synth", "teachers", "predict", "postprocess", "validate", "score", "calibrate",
-                    "ablate", "doctor"):
+                    "ablate", "train", "distill", "doctor"):
         assert f"\n    {command}" in result.stdout, command
     result = run_module("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"vesukit {__version__}"

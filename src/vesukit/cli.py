@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "vesukit.commands.score",
     "vesukit.commands.calibrate",
     "vesukit.commands.ablate",
+    "vesukit.commands.train",
+    "vesukit.commands.distill",
     "vesukit.commands.doctor",
 )
 

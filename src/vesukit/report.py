@@ -16,9 +16,10 @@ from __future__ import annotations
 import html
 import io
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -249,6 +250,32 @@ img { border: 1px solid #999; max-width: 600px; }
 """
 
 
+SKILL_LAB = "skill_lab.json"
+
+
+def _skill_lab_section(folder: Path) -> list[str]:
+    """The skill lab's score table (``make skill-lab`` writes ``skill_lab.json`` here), so
+    the page that shows the masks also shows what the models were measured to be worth."""
+    path = folder / SKILL_LAB
+    if not path.is_file():
+        return []
+    try:
+        lab = json.loads(path.read_text())
+        rows = lab["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"<p class='alarm'>{html.escape(str(path))}: unreadable skill-lab table</p>"]
+    esc = html.escape
+    out = ["<h2>Skill lab (exact metric, held-back volumes)</h2><table><tr><th>row</th>"
+           "<th>score</th><th>GFLOP / volume</th><th>s / volume</th><th>note</th></tr>"]
+    for name, row in rows.items():
+        out.append(f"<tr><td>{esc(name)}</td><td>{row['score']:.4f}</td>"
+                   f"<td>{row['gflops']:.2f}</td><td>{row['seconds']:.2f}</td>"
+                   f"<td>{esc(str(row.get('note', '')))}</td></tr>")
+    out.append(f"</table><p>{esc(lab.get('command', ''))}; held-back volumes: "
+               f"{esc(', '.join(lab.get('held_back', [])))}</p>")
+    return out
+
+
 def write_index_html(folder: str | Path, title: str = "vesukit audit") -> Path:
     """``index.html`` in ``folder``: summary with alarms, a table and every preview."""
     folder = Path(folder)
@@ -297,7 +324,9 @@ def write_index_html(folder: str | Path, title: str = "vesukit audit") -> Path:
         parts.append(f"<tr{row_class}><td class='id'><a href='#{esc(record['volume_id'])}'>"
                      f"{esc(record['volume_id'])}</a></td>{''.join(cells)}"
                      f"<td class='alarm'>{esc('; '.join(record['alarms']))}</td></tr>")
-    parts.append("</table><h2>Previews</h2>")
+    parts.append("</table>")
+    parts.extend(_skill_lab_section(folder))
+    parts.append("<h2>Previews</h2>")
     for record in records:
         volume_id = record["volume_id"]
         figure_class = " class='bad'" if record["alarms"] else ""

@@ -10,15 +10,19 @@ is not reused: its maps are recomputed.
 Ensembles of any teacher subset are recombined from the stored maps with the same
 :class:`vesukit.infer.EnsembleAccumulator` that predict uses, so a subset's maps equal those
 predict would compute from the same (stored-precision) teacher maps.
+
+Invalidation is per entry: a teacher whose spec (its weight aside) or checkpoint changed loses
+only its own maps, a volume whose source file changed (size, mtime) only its own; other
+settings (TTA, overlap, dtype) clear the cache.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -105,7 +109,7 @@ class MapCache:
                              f"{', '.join(missing)}")
         shape = list(self.teacher_map(volume_id, self.teacher_names[0]).shape)
         self.meta["volumes"][volume_id] = shape
-        atomic_write_bytes(self.folder / "cache.json", json.dumps(self.meta, indent=1).encode())
+        self._save_meta()
 
     @property
     def teacher_names(self) -> tuple[str, ...]:
@@ -117,6 +121,36 @@ class MapCache:
                 return teacher.weight
         raise CacheError(f"{self.folder}: teacher '{name}' is not in the cache "
                          f"(it holds {', '.join(self.teacher_names)}).")
+
+    def _save_meta(self) -> None:
+        atomic_write_bytes(self.folder / "cache.json", json.dumps(self.meta, indent=1).encode())
+
+    def retarget(self, teachers: Sequence[tuple[str, float]], fingerprint: dict) -> list[str]:
+        """Adopt a new teacher list and fingerprint with the same settings: the maps of
+        teachers that changed or left are removed; returns their names."""
+        old = {_name(t): _without_weight(t) for t in (self.meta.get("fingerprint") or {}).get(
+            "teachers", [])}
+        new = {_name(t): _without_weight(t) for t in fingerprint["teachers"]}
+        stale = sorted(name for name, entry in old.items() if new.get(name) != entry)
+        stale += sorted(name for name in self.teacher_names if name not in old and name not in new)
+        for name in stale:
+            for path in self.folder.glob(f"*/{name}.npy"):
+                path.unlink()
+        self.meta["teachers"] = [{"name": n, "weight": float(w)} for n, w in teachers]
+        self.teachers = tuple(CachedTeacher(n, float(w)) for n, w in teachers)
+        self.meta["fingerprint"] = fingerprint
+        self.meta["volumes"] = {v: shape for v, shape in self.meta["volumes"].items()
+                                if all(self.map_path(v, t).is_file() for t in self.teacher_names)}
+        self._save_meta()
+        return stale
+
+    def forget_volume(self, volume_id: str) -> None:
+        """Remove every map of one volume (its source changed)."""
+        for path in (self.folder / volume_id).glob("*.npy"):
+            path.unlink()
+        self.meta["volumes"].pop(volume_id, None)
+        self.meta.setdefault("sources", {}).pop(volume_id, None)
+        self._save_meta()
 
     def map_path(self, volume_id: str, teacher: str) -> Path:
         return self.folder / volume_id / f"{teacher}.npy"
@@ -161,29 +195,59 @@ def build_cache(folder: str | Path, root: str | Path, manifest, volume_ids: Sequ
 
     folder = Path(folder)
     fingerprint = teachers_fingerprint(manifest, tta, overlap, dtype)
+    teachers = [(s.name, s.weight) for s in manifest.teachers]
     try:
         cache = MapCache(folder)
     except CacheError:
         cache = None
-    if cache is None or cache.meta.get("fingerprint") != fingerprint:
-        cache = MapCache.create(folder, [(s.name, s.weight) for s in manifest.teachers],
-                                fingerprint, dtype)
-    todo = [v for v in volume_ids if v not in cache.volume_ids]
+    old = (cache.meta.get("fingerprint") or {}) if cache is not None else {}
+    if cache is None or any(old.get(k) != fingerprint[k] for k in ("tta", "overlap", "dtype")):
+        cache = MapCache.create(folder, teachers, fingerprint, dtype)
+    elif old != fingerprint or cache.teacher_names != tuple(n for n, _ in teachers):
+        stale = cache.retarget(teachers, fingerprint)
+        if stale and progress:
+            progress(f"cache: teacher(s) {', '.join(stale)} changed; only their maps are redone")
+    sources = {v: _source_stamp(volume_path(root, v, "train_images")) for v in volume_ids}
+    for volume_id, stamp in sources.items():
+        known = cache.meta.get("sources", {}).get(volume_id)
+        if known is not None and known != stamp:
+            if progress:
+                progress(f"cache: volume {volume_id} changed; its maps are redone")
+            cache.forget_volume(volume_id)
+    todo = {v: [s for s in manifest.teachers if not cache.map_path(v, s.name).is_file()]
+            for v in volume_ids if v not in cache.volume_ids}
     if not todo:
         return cache
     device = torch.device(device)
-    models = {spec.name: load_teacher(spec, manifest.root, device) for spec in manifest.teachers}
-    for volume_id in todo:
+    needed = {s.name for specs in todo.values() for s in specs}
+    models = {spec.name: load_teacher(spec, manifest.root, device) for spec in manifest.teachers
+              if spec.name in needed}
+    for volume_id, specs in todo.items():
         volume = read_volume(volume_path(root, volume_id, "train_images"))
-        for spec in manifest.teachers:
+        for spec in specs:
             if progress:
                 progress(f"{volume_id}: teacher {spec.name}")
             with torch.inference_mode():
                 probability = predict_teacher(volume, models[spec.name], spec, device=device,
                                               tta=tta, overlap=overlap)
             cache.store(volume_id, spec.name, probability.float())
+        cache.meta.setdefault("sources", {})[volume_id] = sources[volume_id]
         cache.complete(volume_id)
     return cache
+
+
+def _name(entry: dict) -> str:
+    return entry["spec"]["name"]
+
+
+def _without_weight(entry: dict) -> dict:
+    """A teacher's fingerprint entry minus its weight (weights are applied when combining)."""
+    return {**entry, "spec": {k: v for k, v in entry["spec"].items() if k != "weight"}}
+
+
+def _source_stamp(path: Path) -> list[int]:
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

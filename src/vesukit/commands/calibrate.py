@@ -60,6 +60,10 @@ def register(subparsers) -> None:
     parser.add_argument("--rules", default=None, metavar="NAME,...",
                         help="search only these threshold rules (default: all of fixed, "
                         "foreground_fraction, otsu, valley, uncertainty)")
+    parser.add_argument("--fusion", action="store_true",
+                        help="also fit the teachers' weights and fusion mode (probability or "
+                        "logit mean) out-of-fold from the cached maps; written into the output "
+                        "with the evidence, plus teachers.fused.json beside it")
     parser.set_defaults(handler=run)
 
 
@@ -74,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.teachers is None) == (args.maps is None):
         raise UsageError("calibrate needs exactly one of --teachers DIR (run the ensemble) "
                          "and --maps DIR (saved probability maps).")
+    if args.fusion and args.maps is not None:
+        raise UsageError("--fusion fits teacher weights from the teachers' cached maps; use it "
+                         "with --teachers, not --maps.")
     if args.folds < 1:
         raise UsageError(f"--folds {args.folds}: must be >= 1.")
     if args.budget_hours is not None and args.budget_hours <= 0:
@@ -121,6 +128,19 @@ def run(args: argparse.Namespace) -> int:
             print("WARNING: the winner scores below the best fixed threshold on the held-back "
                   "volumes; consider more volumes or the fixed threshold.")
     print(f"wrote {args.out}: {result.winner.candidate.describe()}")
+    if args.fusion:
+        from vesukit.calibrate.fusion import run_fusion
+
+        fusion = run_fusion(args.data, args.teachers, args.out, volumes=args.volumes,
+                            cache_dir=args.cache, device=args.device, tta=args.tta,
+                            overlap=args.overlap, dtype=args.cache_dtype, progress=_progress)
+        oof = fusion["evidence"]["out_of_fold"]
+        weights = ", ".join(f"{n}={w:g}" for n, w in fusion["weights"].items())
+        print(f"fusion: {fusion['mode']} mean, weights {weights} ({fusion['label']})")
+        if oof:
+            print(f"  out-of-fold: fitted {oof['score']:.4f} vs equal-weight probability "
+                  f"{oof['equal_probability']:.4f}")
+        print(f"wrote {fusion['manifest']} (use it with predict --teachers)")
     return 0
 
 

@@ -1,0 +1,97 @@
+"""Fusion weights and mode fitted out-of-fold from the cached maps, and `calibrate --fusion`,
+with real tiny 3D teachers (random weights, different seeds) on a synthetic root."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+torch = pytest.importorskip("torch")
+
+from vesukit.calibrate.cache import build_cache  # noqa: E402
+from vesukit.calibrate.fusion import candidates, fit_fusion, fuse  # noqa: E402
+from vesukit.calibrate.runner import labelled_ids, prepared_labels  # noqa: E402
+from vesukit.cli import main  # noqa: E402
+from vesukit.decide import ThresholdRule  # noqa: E402
+from vesukit.infer import EnsembleAccumulator  # noqa: E402
+from vesukit.synth import make_competition_root  # noqa: E402
+from vesukit.teachers import load_manifest, save_manifest, write_preset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_competition_root(tmp_path_factory.mktemp("root"), n_test=1, n_train=3,
+                                 shapes=((24, 32, 32),), seed=6)
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teachers")
+    specs = []
+    for seed in range(3):
+        manifest = write_preset(folder / f"seed{seed}", "unet3d", "tiny", seed=seed)
+        spec = manifest.teachers[0]
+        specs.append(dataclasses.replace(spec, name=f"unet_{seed}", checkpoint=str(
+            manifest.checkpoint_path(spec).relative_to(folder))))
+    save_manifest(folder, specs)
+    return folder
+
+
+def test_candidates_cover_modes_weights_and_leave_one_out():
+    cands = candidates(["a", "b"], [1.0, 1.0], {"a": 0.5, "b": 0.25})
+    labels = {(c.label, c.mode) for c in cands}
+    assert ("equal", "probability") in labels and ("equal", "logit") in labels
+    assert ("without a", "logit") in labels and ("favour b", "probability") in labels
+    score = [c for c in cands if c.label == "score"][0]
+    assert score.weights == (1.0, 0.5)
+    # the manifest's weights equal the equal ones here: not tried twice
+    assert not any(c.label == "manifest" for c in cands)
+
+
+def test_fuse_matches_the_accumulator_in_logit_mode(root, teachers, tmp_path):
+    manifest = load_manifest(teachers)
+    ids = labelled_ids(root)
+    cache = build_cache(tmp_path / "cache", root, manifest, ids[:1])
+    maps = fuse(cache, ids[0], (1.0, 0.0, 2.0), "logit")
+    accumulator = EnsembleAccumulator(maps.mean.shape, mode="logit")
+    for name, weight in (("unet_0", 1.0), ("unet_2", 2.0)):
+        accumulator.add(np.array(cache.teacher_map(ids[0], name), dtype=np.float32), weight)
+    np.testing.assert_allclose(maps.mean, accumulator.result().to_numpy().mean, atol=1e-6)
+
+
+def test_fit_chooses_the_best_candidate_and_checks_itself_out_of_fold(root, teachers, tmp_path):
+    manifest = load_manifest(teachers)
+    ids = labelled_ids(root)
+    cache = build_cache(tmp_path / "cache", root, manifest, ids)
+    labels = prepared_labels(root, ids)
+    # a rule that follows the maps, so weights and mode change the masks
+    rule = ThresholdRule("foreground_fraction", {"fraction": 0.1, "lo": 0.0, "hi": 1.0})
+    fusion = fit_fusion(cache, labels, ids, rule)
+    table = fusion["evidence"]["candidates"]
+    assert {c["mode"] for c in table} == {"probability", "logit"}
+    assert fusion["weights"] == table[0]["weights"] and fusion["mode"] == table[0]["mode"]
+    assert table[0]["mean"] == max(c["mean"] for c in table)
+    oof = fusion["evidence"]["out_of_fold"]
+    assert [f["held_out"] for f in oof["folds"]] == ids
+    assert oof["score"] == pytest.approx(np.mean([f["score"] for f in oof["folds"]]))
+    assert 0 <= oof["equal_probability"] <= 1
+
+
+def test_calibrate_fusion_writes_the_block_and_a_weighted_manifest(root, teachers, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(out), "--device", "cpu", "--rules", "fixed", "--top-k", "1",
+                 "--fusion"]) == 0
+    data = json.loads(out.read_text())
+    assert data["fusion"]["mode"] in ("probability", "logit")
+    assert data["fusion"]["evidence"]["out_of_fold"]["folds"]
+    fused = load_manifest(tmp_path / "teachers.fused.json")
+    assert {s.name: s.weight for s in fused.teachers} == \
+        {n: w for n, w in data["fusion"]["weights"].items() if w > 0}
+    assert "out-of-fold" in capsys.readouterr().out
+    zip_path = tmp_path / "sub.zip"
+    assert main(["predict", "--data", str(root), "--teachers", str(tmp_path / "teachers.fused.json"),
+                 "--out", str(zip_path), "--device", "cpu", "--workdir", str(tmp_path / "w")]) == 0
