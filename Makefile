@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+# The linter first (ruff, configured in pyproject.toml), then the tests.
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # The dry run, then the same notebook offline in a Kaggle-like environment where this machine

@@ -88,7 +88,7 @@ def seamless(folder: Path, teachers: Path, size: int, chunk: int) -> dict:
         model = load_teacher(spec, manifest.root, device="cpu")
         accumulator.add(predict_teacher(volume, model, spec, device="cpu"), spec.weight)
     error = np.abs(got - accumulator.result().mean.numpy())
-    borders = [b for b in range(chunk, size, chunk)]
+    borders = list(range(chunk, size, chunk))
     at_borders = max(float(np.take(error, [b - 1 for b in borders] + borders, axis=a).max()) for a in range(3))
     return {"size": size, "chunk": chunk, "chunks": (-(-size // chunk)) ** 3, "max_abs": float(error.max()),
             "max_abs_at_borders": at_borders}

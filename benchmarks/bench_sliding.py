@@ -239,22 +239,26 @@ def main() -> None:
     voxels = args.size**3
     for name, (seconds, _) in results.items():
         each = " ".join(f"{t:.2f}" for t in times[name])
-        print(f"{name:8s} {seconds:8.3f} s  {seconds / base_time:6.2f}x vesukit  {voxels / seconds / 1e6:8.3f} Mvox/s  [{each}]")
+        print(f"{name:8s} {seconds:8.3f} s  {seconds / base_time:6.2f}x vesukit  "
+              f"{voxels / seconds / 1e6:8.3f} Mvox/s  [{each}]")
     monai_out = results["monai"][1]
     def round_ratio(name: str) -> float:
         # Median over rounds of the ratio within a round: steadier than a ratio of medians
         # when the machine's load drifts during the run.
         return statistics.median(a / b for a, b in zip(times[name], times["vesukit"]))
 
-    print(f"MONAI / vesukit time: {results['monai'][0] / base_time:.2f}x (median per-round ratio {round_ratio('monai'):.2f}x)")
+    print(f"MONAI / vesukit time: {results['monai'][0] / base_time:.2f}x "
+          f"(median per-round ratio {round_ratio('monai'):.2f}x)")
     print(f"floor / vesukit time: median per-round ratio {round_ratio('floor'):.2f}x")
     if "naive" in results:
         print(f"naive / vesukit time: {results['naive'][0] / base_time:.2f}x")
         print(f"max |vesukit - naive| = {float((ours - results['naive'][1]).abs().max()):.2e}")
     print(f"vesukit overhead above the bare forward floor: {100 * (base_time / results['floor'][0] - 1):.1f} %")
     engine = results["vesukit-engine"][0]
-    print(f"engine alone (identity model): vesukit {engine:.3f} s = {100 * engine / results['floor'][0]:.1f} % of the "
-          f"forward floor; MONAI {results['monai-engine'][0]:.3f} s ({results['monai-engine'][0] / engine:.2f}x vesukit)")
+    monai_engine = results["monai-engine"][0]
+    print(f"engine alone (identity model): vesukit {engine:.3f} s = "
+          f"{100 * engine / results['floor'][0]:.1f} % of the forward floor; "
+          f"MONAI {monai_engine:.3f} s ({monai_engine / engine:.2f}x vesukit)")
     print(f"max |vesukit - MONAI| probability = {float((ours - monai_out).abs().max()):.2e}")
     if peak is not None:
         print(f"vesukit peak GPU memory: {peak:.2f} GiB")

@@ -62,12 +62,12 @@ def main() -> None:
         load_teacher(manifest.teachers[0], folder)          # untimed: imports, first calls
         for spec in manifest.teachers:
             read_state_dict(folder / spec.checkpoint)       # untimed: warm the file cache
-            ours = best_of(args.repeat, lambda: load_teacher(spec, folder))
-            peer = best_of(args.repeat, lambda: peer_load(spec, folder))
+            ours = best_of(args.repeat, lambda spec=spec: load_teacher(spec, folder))
+            peer = best_of(args.repeat, lambda spec=spec: peer_load(spec, folder))
             model, x = load_teacher(spec, folder), dummy_batch(spec)
             with torch.inference_mode():
                 model(x)
-                forward = best_of(args.repeat, lambda: model(x))
+                forward = best_of(args.repeat, lambda model=model, x=x: model(x))
             ratios.append(ours / peer)
             print(f"{spec.name:24s} {ours:11.3f}s {peer:9.3f}s {ours / peer:6.2f} "
                   f"{forward:7.3f}s")

@@ -6,7 +6,8 @@ over one synthetic volume with ``predict_teacher`` and is folded into an
 voxels/s per teacher, and the peak GPU memory of the whole ensemble run (the T4 question:
 does the full seed9 ensemble on a 320^3 volume fit in 16 GB?).
 
-    PYTHONPATH=src python benchmarks/bench_teachers.py --preset seed9 --size full --shape 320 320 320 --device cuda --tta flip
+    PYTHONPATH=src python benchmarks/bench_teachers.py --preset seed9 --size full --shape 320 320 320 \
+        --device cuda --tta flip
     PYTHONPATH=src python benchmarks/bench_teachers.py --preset seed9 --size full --shape 8 320 320 --device cpu
 
 Needs the teachers package (``vesukit.teachers``).
@@ -68,7 +69,8 @@ def main() -> None:
         print(f"{spec.name:26s} {spec.input_kind:4s} patch={'x'.join(map(str, spec.patch)):11s} "
               f"ctx={spec.context} axes={axes:5s} {seconds:8.2f} s {voxels / seconds / 1e6:8.3f} Mvox/s")
     maps = ensemble.result()
-    print(f"ensemble of {maps.n_teachers}: {total:.1f} s for one volume, {voxels * len(specs) / total / 1e6:.3f} Mvox/s per teacher on average")
+    print(f"ensemble of {maps.n_teachers}: {total:.1f} s for one volume, "
+          f"{voxels * len(specs) / total / 1e6:.3f} Mvox/s per teacher on average")
     if device.type == "cuda":
         print(f"peak GPU memory (whole ensemble run): {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
 

@@ -86,7 +86,7 @@ def image_closure() -> list[importlib.metadata.Distribution]:
         except importlib.metadata.PackageNotFoundError:
             if name in IMAGE_PACKAGES:
                 raise SimError(f"{name} is not installed in {sys.prefix}; the simulated image "
-                               "is built from this interpreter's packages (`make venv`)")
+                               "is built from this interpreter's packages (`make venv`)") from None
             continue
         seen[name] = dist
         for requirement in dist.requires or []:

@@ -135,7 +135,7 @@ def test_recommendation_drops_teachers_without_a_stable_gain():
     result = Ablation(
         teachers=["good", "noise", "harm"], volumes=volumes, calibration={},
         full={"a": 0.6, "b": 0.6, "c": 0.6},
-        alone={t: {v: 0.5 for v in volumes} for t in ("good", "noise", "harm")},
+        alone={t: dict.fromkeys(volumes, 0.5) for t in ("good", "noise", "harm")},
         without={"good": {"a": 0.5, "b": 0.52, "c": 0.55},    # +0.1, +0.08, +0.05: stable
                  "noise": {"a": 0.5, "b": 0.7, "c": 0.58},    # +0.1, -0.1, +0.02: not
                  "harm": {"a": 0.65, "b": 0.66, "c": 0.62}})  # always better without

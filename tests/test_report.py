@@ -8,10 +8,16 @@ import pytest
 from PIL import Image
 
 from vesukit.maps import EnsembleMaps
-from vesukit.report import (AlarmLimits, alarms, read_audits, volume_audit, write_index_html,
-                            write_preview_png, write_volume_audit)
+from vesukit.report import (
+    AlarmLimits,
+    alarms,
+    read_audits,
+    volume_audit,
+    write_index_html,
+    write_preview_png,
+    write_volume_audit,
+)
 from vesukit.synth import synth_volume
-
 
 Maps = partial(EnsembleMaps, n_teachers=2, total_weight=2.0)
 

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.teachers.teacher_fixtures import tiny_spec
 from vesukit.infer import predict_teacher
 from vesukit.teachers import TeacherSpec, build_model
 from vesukit.teachers.presets import preset_specs
-
-from tests.teachers.teacher_fixtures import tiny_spec
 
 
 @pytest.fixture(scope="module")

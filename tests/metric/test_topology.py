@@ -7,8 +7,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from vesukit.metric.topology import (InputBlock, build_blocks, match_blocks,  # noqa: E402
-                                     octant_slices, topo_score)
+from vesukit.metric.topology import InputBlock, build_blocks, match_blocks, octant_slices, topo_score  # noqa: E402
 
 
 def _block(f, g):

@@ -46,7 +46,7 @@ def test_chunks_equal_the_one_piece_ensemble_at_every_border(teachers, full_volu
     error = np.abs(mean - reference.mean)
     assert error.max() < 1e-5
     for axis, size in enumerate(chunk):  # the voxels on both sides of every chunk border
-        borders = [b for b in range(size, SHAPE[axis], size)]
+        borders = list(range(size, SHAPE[axis], size))
         planes = np.take(error, [b - 1 for b in borders] + borders, axis=axis)
         assert planes.size == 0 or planes.max() < 1e-5
     assert np.abs(disagreement - reference.disagreement).max() < 1e-5 or \

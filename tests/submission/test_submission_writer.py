@@ -8,11 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 import tifffile
+from submission_helpers import mask_for
 
 from vesukit.data import read_volume_pillow
 from vesukit.submission import SubmissionError, SubmissionWriter, validate_zip
-
-from submission_helpers import mask_for
 
 
 def test_written_zip_validates_clean_and_reads_identically(tmp_path, root, expected):

@@ -10,8 +10,8 @@ import warnings
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from teacher_fixtures import ALL_ARCHS, tiny_spec
+
 from vesukit.teachers import TeacherError, build_model, load_teacher
 from vesukit.teachers.checkpoint import load_weights, read_state_dict
 

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 import torch
-
 from teacher_fixtures import ALL_ARCHS, tiny_spec
+
 from vesukit.teachers import ARCHITECTURES, TeacherError, TeacherSpec, build_model
 from vesukit.teachers.presets import preset_specs
 

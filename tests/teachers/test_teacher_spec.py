@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vesukit.teachers import (MANIFEST_NAME, Normalization, TeacherError, TeacherSpec,
-                              load_manifest, save_manifest)
+from vesukit.teachers import MANIFEST_NAME, Normalization, TeacherError, TeacherSpec, load_manifest, save_manifest
 from vesukit.teachers.presets import preset_specs
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.data import atomic_write_bytes
 from vesukit.errors import VesukitError
+from vesukit.infer.settings import DEFAULT_OVERLAP
 
 CACHE_FORMAT = 1
 CACHE_DTYPES = ("float16", "float32")

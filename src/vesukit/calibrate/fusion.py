@@ -27,7 +27,7 @@ class FusionCandidate:
 
     def to_json(self, names: Sequence[str]) -> dict:
         return {"label": self.label, "mode": self.mode,
-                "weights": {n: w for n, w in zip(names, self.weights)}}
+                "weights": dict(zip(names, self.weights))}
 
 
 def fuse(cache, volume_id: str, weights: Sequence[float], mode: str):

@@ -7,9 +7,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.calibrate.labels import labelled_ids, prepared_labels
 from vesukit.data import atomic_write_bytes
+from vesukit.infer.settings import DEFAULT_OVERLAP
 
 
 def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device: str,

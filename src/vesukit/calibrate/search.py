@@ -23,8 +23,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -282,7 +283,7 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
     if fixed and fixed[0] not in starts:
         starts.append(fixed[0])
     say(f"stage 2: post-processing for {len(starts)} candidates")
-    empty = {slot: None for slot in options}
+    empty = dict.fromkeys(options)
     best_choice, best_mean = empty, -math.inf
     for start in starts:
         choice = _descend(ledger, start.candidate.rule, options, empty, passes)

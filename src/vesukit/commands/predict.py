@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.errors import EXIT_CODES
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import PRESETS
 
 

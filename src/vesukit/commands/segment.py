@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
-
 import argparse
 from pathlib import Path
+
+from vesukit.infer.settings import DEFAULT_OVERLAP
 
 
 def register(subparsers) -> None:
@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (default: each worker its GPU), cpu, cuda, cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue OUT, skipping its finished chunks")
     parser.add_argument("--level", type=int, default=0, help="resolution level of an OME-Zarr INPUT (0)")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
     parser.add_argument("--dtype", default="uint8", choices=["uint8", "float16"],
                         help="probability as uint8 0-255 (default) or float16")
     parser.add_argument("--retries", type=int, default=2, help="retries of a failing chunk before its fallback")

@@ -127,9 +127,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from vesukit.teachers.pack import pack_teachers
-
     from vesukit.kernelgen import DEFAULT_OWNER, missing_owner_warning
+    from vesukit.teachers.pack import pack_teachers
 
     summary = pack_teachers(args.dir, args.out, calibration=args.calibration, half=args.half)
     if summary["dataset_id"].startswith(f"{DEFAULT_OWNER}/"):

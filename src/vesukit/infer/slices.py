@@ -16,7 +16,7 @@ volume, so no (slices x context) copy of the volume is ever made.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

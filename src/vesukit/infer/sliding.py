@@ -15,13 +15,12 @@ Gaussian importance map is cached; accumulation is float32 on the device, in pla
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.memory import (
     OomPolicy,
     batch_size_from_free_memory,
@@ -29,6 +28,7 @@ from vesukit.infer.memory import (
     measure_item_bytes,
     release_cached_memory,
 )
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import IDENTITY, TTAView
 from vesukit.infer.windows import importance_map, window_grid, window_slices
 
@@ -148,7 +148,9 @@ def blend_windows(
                 if probing:
                     holder: list[torch.Tensor] = []
                     item_bytes = measure_item_bytes(
-                        lambda: holder.append(_predict_chunk(padded, chunk, slices, views, predictor, autocast)),
+                        # called at once, inside this iteration: the loop variables are current
+                        lambda: holder.append(  # noqa: B023
+                            _predict_chunk(padded, chunk, slices, views, predictor, autocast)),  # noqa: B023
                         compute_device,
                     )
                     outputs = holder[0]

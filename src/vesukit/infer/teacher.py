@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.errors import VesukitError
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.slices import predict_slices_multi_axis
 from vesukit.infer.sliding import Predictor, sliding_window_3d
 from vesukit.infer.tta import PRESETS, tta_views

@@ -45,7 +45,7 @@ class VolumeScore:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "VolumeScore":
+    def from_json(cls, data: dict) -> VolumeScore:
         return cls(
             score=float(data["score"]), toposcore=float(data["toposcore"]),
             topo_counts={int(k): tuple(int(x) for x in v)

@@ -7,10 +7,10 @@ the label only (its counts and cavity labelling) lives in :class:`InputBlock` an
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class InputBlock:
     cavities: tuple  # background_runs(...) of the block
 
     @classmethod
-    def build(cls, block: np.ndarray) -> "InputBlock":
+    def build(cls, block: np.ndarray) -> InputBlock:
         k = kernels()
         mask = np.ascontiguousarray(np.asarray(block) != 0, dtype=np.uint8).reshape(-1)
         n0, n1, n2 = block.shape

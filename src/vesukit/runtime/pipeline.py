@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
 from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import PRESETS
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
 from vesukit.runtime.compute import describe_error

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer import EnsembleAccumulator, blend_windows, normalize_volume, surface_predictor, tta_views
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.scroll.plan import Pass, read_box, teacher_passes
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.errors import VesukitError
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.scroll.decision import ChunkDecision, load_decision
 from vesukit.scroll.plan import chunk_grid, chunk_region
 from vesukit.scroll.source import Source, find_source

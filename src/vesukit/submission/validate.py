@@ -183,7 +183,7 @@ def validate_zip(zip_path: str | os.PathLike, root: str | os.PathLike | None = N
         expected_ids = list(map(str, ids)) if ids is not None else list(expected_shapes)
     elif ids is not None:
         expected_ids = [str(i) for i in ids]
-        expected_shapes = {i: None for i in expected_ids}
+        expected_shapes = dict.fromkeys(expected_ids)
     elif root is not None:
         expected_ids, expected_shapes = expected_volumes(root)
     else:

@@ -254,7 +254,7 @@ def train_student(spec, volumes: Sequence[TrainVolume], out: str | Path, config:
             stopper = EarlyStopping(config.patience, config.decline, config.min_delta)
         for epoch in range(first_epoch, stage.epochs):
             t0 = time.perf_counter()
-            sums = {k: 0.0 for k in (*LOSS_TERMS, "loss")}
+            sums = dict.fromkeys((*LOSS_TERMS, "loss"), 0.0)
             norms = []
             for _ in range(config.steps_per_epoch):
                 x, target, weight = (t.to(device) for t in sampler.batch(config.batch_size))
