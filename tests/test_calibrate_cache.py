@@ -1,7 +1,6 @@
 """The cached ensemble pass, ablation against direct scoring, and the two commands, with
 real tiny 3D teachers (random weights, checkpoints written in the test) on a synthetic root."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -9,10 +8,8 @@ import pytest
 
 pytest.importorskip("numba")
 torch = pytest.importorskip("torch")
-pytest.importorskip("vesukit.metric")  # merged from its own branch
-pytest.importorskip("vesukit.infer")  # merged from its own branch
-pytest.importorskip("vesukit.teachers")  # merged from its own branch
 
+from tests.fixtures import unet3d_ensemble  # noqa: E402
 from vesukit.calibrate.ablate import ablate  # noqa: E402
 from vesukit.calibrate.cache import CacheError, build_cache  # noqa: E402
 from vesukit.calibrate.labels import labelled_ids, prepared_labels  # noqa: E402
@@ -23,7 +20,7 @@ from vesukit.decide.steps import apply_postprocess  # noqa: E402
 from vesukit.infer import EnsembleAccumulator, predict_teacher  # noqa: E402
 from vesukit.metric import score_volume  # noqa: E402
 from vesukit.synth import make_competition_root  # noqa: E402
-from vesukit.teachers import load_manifest, load_teacher, save_manifest, write_preset  # noqa: E402
+from vesukit.teachers import load_manifest, load_teacher  # noqa: E402
 
 SHAPES = ((24, 32, 32), (32, 24, 28))
 WEIGHTS = (1.0, 2.0, 0.5)
@@ -39,14 +36,7 @@ def root(tmp_path_factory):
 def teachers(tmp_path_factory):
     """Three tiny 3D U-Nets (different seeds and weights) in one teachers folder."""
     folder = tmp_path_factory.mktemp("teachers")
-    specs = []
-    for seed, weight in enumerate(WEIGHTS):
-        manifest = write_preset(folder / f"seed{seed}", "unet3d", "tiny", seed=seed)
-        spec = manifest.teachers[0]
-        specs.append(dataclasses.replace(
-            spec, name=f"unet_{seed}", weight=weight,
-            checkpoint=str(manifest.checkpoint_path(spec).relative_to(folder))))
-    save_manifest(folder, specs)
+    unet3d_ensemble(folder, seeds=range(len(WEIGHTS)), weights=WEIGHTS)
     return folder
 
 

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("numba")
 torch = pytest.importorskip("torch")
 
+from tests.fixtures import unet3d_ensemble  # noqa: E402
 from vesukit.calibrate.cache import build_cache  # noqa: E402
 from vesukit.calibrate.runner import labelled_ids  # noqa: E402
 from vesukit.data import volume_path  # noqa: E402
@@ -23,14 +24,7 @@ def setup(tmp_path):
     root = make_competition_root(tmp_path / "root", n_test=1, n_train=2,
                                  shapes=((16, 24, 24),), seed=8)
     folder = tmp_path / "teachers"
-    specs = []
-    for seed in range(3):
-        manifest = write_preset(folder / f"seed{seed}", "unet3d", "tiny", seed=seed)
-        spec = manifest.teachers[0]
-        specs.append(dataclasses.replace(spec, name=f"unet_{seed}", checkpoint=str(
-            manifest.checkpoint_path(spec).relative_to(folder))))
-    save_manifest(folder, specs)
-    return root, folder, specs
+    return root, folder, unet3d_ensemble(folder)
 
 
 def stamps(cache_dir):

@@ -1,7 +1,6 @@
 """Fusion weights and mode fitted out-of-fold from the cached maps, and `calibrate --fusion`,
 with real tiny 3D teachers (random weights, different seeds) on a synthetic root."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 pytest.importorskip("numba")
 torch = pytest.importorskip("torch")
 
+from tests.fixtures import unet3d_ensemble  # noqa: E402
 from vesukit.calibrate.cache import build_cache  # noqa: E402
 from vesukit.calibrate.fusion import candidates, fit_fusion, fuse  # noqa: E402
 from vesukit.calibrate.runner import labelled_ids, prepared_labels  # noqa: E402
@@ -17,7 +17,7 @@ from vesukit.cli import main  # noqa: E402
 from vesukit.decide import ThresholdRule  # noqa: E402
 from vesukit.infer import EnsembleAccumulator  # noqa: E402
 from vesukit.synth import make_competition_root  # noqa: E402
-from vesukit.teachers import load_manifest, save_manifest, write_preset  # noqa: E402
+from vesukit.teachers import load_manifest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +29,7 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("teachers")
-    specs = []
-    for seed in range(3):
-        manifest = write_preset(folder / f"seed{seed}", "unet3d", "tiny", seed=seed)
-        spec = manifest.teachers[0]
-        specs.append(dataclasses.replace(spec, name=f"unet_{seed}", checkpoint=str(
-            manifest.checkpoint_path(spec).relative_to(folder))))
-    save_manifest(folder, specs)
+    unet3d_ensemble(folder)
     return folder
 
 

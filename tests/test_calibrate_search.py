@@ -12,8 +12,6 @@ from scipy import ndimage
 
 pytest.importorskip("numba")
 torch = pytest.importorskip("torch")
-pytest.importorskip("vesukit.metric")  # merged from its own branch
-pytest.importorskip("vesukit.infer")  # merged from its own branch
 
 from vesukit.calibrate.search import (  # noqa: E402
     Candidate,

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("torch")
 
+from tests.fixtures import seed9_teachers
 from vesukit.cli import main  # noqa: E402
 from vesukit.data import list_test_ids, read_volume, read_volume_pillow  # noqa: E402
 from vesukit.synth import make_competition_root  # noqa: E402
-from vesukit.teachers import write_preset  # noqa: E402
 
 SHAPES = [(12, 24, 20), (16, 16, 16)]
 
@@ -27,9 +27,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teachers")
-    write_preset(folder, preset="seed9", size="tiny", seed=0)
-    return folder
+    return seed9_teachers(tmp_path_factory.mktemp("teachers"))
 
 
 def masks_in(zip_path):

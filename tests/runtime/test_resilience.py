@@ -21,14 +21,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.fixtures import TWO_OF_SEED9, seed9_teachers  # noqa: E402
 from vesukit.data import list_test_ids, read_volume_pillow  # noqa: E402
 from vesukit.runtime.pipeline import PredictConfig, run_predict  # noqa: E402
 from vesukit.submission import validate_zip  # noqa: E402
 from vesukit.synth import make_competition_root  # noqa: E402
-from vesukit.teachers import write_preset  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-KEEP = ("v1_default", "v1_segformer_mit_b2")  # an smp U-Net and a SegFormer
+KEEP = TWO_OF_SEED9
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teachers")
-    write_preset(folder, preset="seed9", size="tiny", seed=0)
-    manifest = json.loads((folder / "teachers.json").read_text())
-    manifest["teachers"] = [t for t in manifest["teachers"] if t["name"] in KEEP]
-    (folder / "teachers.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+    return seed9_teachers(tmp_path_factory.mktemp("teachers"), keep=KEEP)
 
 
 def predict_cmd(root, teachers, out, workdir, *extra):

@@ -68,14 +68,3 @@ def one_volume_maps(volume: np.ndarray, folder, tta: str = "none"):
         model = load_teacher(spec, manifest.root, device="cpu")
         accumulator.add(predict_teacher(volume, model, spec, device="cpu", tta=tta), spec.weight, spec.name)
     return accumulator.result().to_numpy()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine is shared; an oversubscribed OpenMP pool is far slower than one thread.
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -1,7 +1,6 @@
 """`vesukit train` and `vesukit distill` as a user runs them, and `vesukit predict` on the
 student folder they write."""
 
-import dataclasses
 import json
 
 import pytest
@@ -10,11 +9,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("numba")
 pytest.importorskip("segmentation_models_pytorch")
 
+from tests.fixtures import unet3d_ensemble  # noqa: E402
 from vesukit.cli import main  # noqa: E402
 from vesukit.data import list_test_ids  # noqa: E402
 from vesukit.submission import validate_zip  # noqa: E402
 from vesukit.synth import make_competition_root  # noqa: E402
-from vesukit.teachers import load_manifest, load_teacher, save_manifest, write_preset  # noqa: E402
+from vesukit.teachers import load_manifest, load_teacher  # noqa: E402
 
 FAST = ["--size", "tiny", "--patch", "32", "--epochs", "1", "--steps-per-epoch", "3",
         "--batch-size", "2", "--holdout", "0.34", "--device", "cpu"]
@@ -58,13 +58,7 @@ def test_train_refuses_an_existing_run_without_resume(root, tmp_path, capsys):
 
 def test_distill_learns_from_the_teachers_cached_maps(root, tmp_path, capsys):
     teachers = tmp_path / "teachers"
-    specs = []
-    for seed in range(2):
-        manifest = write_preset(teachers / f"t{seed}", "unet3d", "tiny", seed=seed)
-        spec = manifest.teachers[0]
-        specs.append(dataclasses.replace(spec, name=f"unet_{seed}", checkpoint=str(
-            manifest.checkpoint_path(spec).relative_to(teachers))))
-    save_manifest(teachers, specs)
+    unet3d_ensemble(teachers, seeds=(0, 1))
     out = tmp_path / "student"
     assert main(["distill", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
                  *FAST, "--arch", "resenc_unet3d", "--patch", "16", "--label-weight", "0.3"]) == 0
