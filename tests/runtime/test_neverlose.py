@@ -317,9 +317,10 @@ def test_the_warm_up_volume_is_tiny_for_every_slicing():
 
 def test_measured_pace_forces_the_budget_to_degrade_later_volumes(root, teachers, tmp_path,
                                                                   monkeypatch):
-    # Every teacher call takes >= 1.5 s (an injected slow teacher), so after the first volume
-    # the planner's measured pace cannot fit the rest in a 14 s budget at TTA full.
-    monkeypatch.setenv(faults.ENV, "teacher:sleep1.5:*:0")
+    # Every teacher call takes >= 4 s (an injected slow teacher): the first volume takes 8 s of
+    # the 14 s budget however fast the machine, so the planner's measured pace cannot fit the
+    # other volumes at TTA full (with 1.5 s, a quiet machine fitted them and nothing degraded).
+    monkeypatch.setenv(faults.ENV, "teacher:sleep4:*:0")
     faults.reset()
     result, log = predict(root, teachers, tmp_path, tta="full", time_budget=14)
     assert_complete(result, root)
