@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import sys
 from pathlib import Path
 
 from vesukit import __version__
-from vesukit.data import DEFAULT_INPUT_BASE, _looks_like_root
+from vesukit.data import _looks_like_root
+from vesukit.data import input_base as data_input_base
 
 # Distribution name -> what it is for.
 PACKAGES = (
@@ -20,7 +20,7 @@ PACKAGES = (
 
 
 def diagnose(input_base: str | None = None) -> dict:
-    base = Path(input_base or os.environ.get("VESUKIT_INPUT_BASE", DEFAULT_INPUT_BASE))
+    base = data_input_base(input_base)
     return {
         "python": sys.version.split()[0],
         "vesukit": __version__,

@@ -13,7 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from vesukit.data import DEFAULT_INPUT_BASE, find_competition_root
+from vesukit.data import find_competition_root
+from vesukit.data import input_base as data_input_base
 from vesukit.errors import VesukitError
 from vesukit.teachers.spec import MANIFEST_NAME
 
@@ -31,7 +32,7 @@ def find_teachers(base: str | os.PathLike | None = None) -> Path:
     """``$VESUKIT_TEACHERS``, else the first folder under ``base`` holding a teacher manifest."""
     if os.environ.get(TEACHERS_ENV):
         return Path(os.environ[TEACHERS_ENV])
-    base = Path(base or os.environ.get("VESUKIT_INPUT_BASE", DEFAULT_INPUT_BASE))
+    base = data_input_base(base)
     for parent, dirnames, filenames in os.walk(base, followlinks=True):
         dirnames.sort()
         if MANIFEST_NAME in filenames:

@@ -17,7 +17,7 @@ from scipy import ndimage
 from vesukit._arrays import map_array
 
 # The winners' single global 0.26 was too low: 0.35-0.40 scored better on private
-# (competition.md). 0.4 is the default until a calibration file says otherwise.
+# (docs/competition.md). 0.4 is the default until a calibration file says otherwise.
 DEFAULT_THRESHOLD = 0.4
 HIST_BINS = 1024
 
@@ -45,7 +45,7 @@ def foreground_fraction_threshold(maps, fraction: float = 0.06, lo: float = 0.1,
                                   hi: float = 0.7) -> float:
     """The threshold that marks ``fraction`` of the volume as surface.
 
-    Labels hold roughly 4-9 % surface per volume (competition.md), so a volume whose teachers
+    Labels hold roughly 4-9 % surface per volume (docs/competition.md), so a volume whose teachers
     are over- or under-confident still gets a mask of a plausible size.
     """
     counts = probability_histogram(map_array(maps, "mean"))

@@ -9,7 +9,7 @@ before it (largest first), so a repair can add voxels but never join two sheets.
 - ``plug_holes``: 1-voxel holes plugged with a 2x2x2 lookup, kept only if the Euler number
   says the sheet has fewer holes.
 
-Source: 1st place of the Vesuvius Surface Detection competition (winners.md), reimplemented
+Source: 1st place of the Vesuvius Surface Detection competition (docs/winners.md), reimplemented
 from the description; parameters default to the published ones for 320^3 volumes.
 """
 

@@ -5,7 +5,7 @@ the given order. Each step is a pure function ``(mask, maps, **params) -> mask``
 (Z, Y, X) 0/1 mask; ``maps`` are the volume's ensemble maps (for steps that need the
 probabilities). Named chains that reproduce the top solutions are in :mod:`vesukit.decide.presets`.
 
-The steps, each with the solution it follows (docs: winners.md):
+The steps, each with the solution it follows (docs/winners.md):
 
 - ``zero_border``, ``remove_small`` (6- or 26-connected dust; 1st, 5th, 9th, 10th),
   ``keep_sheets`` (at most N sheets by size; 1st), ``fill_holes`` (enclosed cavities only),
