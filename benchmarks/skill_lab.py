@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--size", TEACHER_SIZE.get(name, {}).get(args.size, cfg["teacher_size"]),
                     "--name", name, *extra, *common, log=log)
         spec = load_manifest(folder).teachers[0]
-        specs.append(spec.__class__(**{**spec.to_dict(), "checkpoint": f"{name}/{spec.checkpoint}"}))
+        specs.append(spec.__class__(**{**spec.to_json(), "checkpoint": f"{name}/{spec.checkpoint}"}))
     ensemble_dir = out / "teachers"
     save_manifest(ensemble_dir, specs)
 
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "student_share_of_ensemble_flops": student_row["gflops"] / full["gflops"],
     }
     result = {"size": args.size, "config": cfg, "held_back": held_ids, "rows": rows, "goals": goals,
-              "calibration": calibration.to_dict(), "seconds": time.perf_counter() - started,
+              "calibration": calibration.to_json(), "seconds": time.perf_counter() - started,
               "command": "make skill-lab" + ("" if args.size == "cpu" else f" DEVICE={args.size}")}
     (out / "skill_lab.json").write_text(json.dumps(result, indent=1))
     from vesukit.report import SKILL_LAB, write_index_html

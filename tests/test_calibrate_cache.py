@@ -158,7 +158,7 @@ def test_calibrate_and_ablate_commands(root, teachers, tmp_path, capsys):
     assert "recommendation:" in printed
     ablation = json.loads(report.read_text())
     assert set(ablation["alone"]) == {"unet_0", "unet_1", "unet_2"}
-    assert ablation["calibration"] == calibration.to_dict()
+    assert ablation["calibration"] == calibration.to_json()
 
 
 def test_predict_applies_a_written_calibration(root, teachers, tmp_path, capsys):

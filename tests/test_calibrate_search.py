@@ -99,10 +99,10 @@ def test_evidence_scores_equal_direct_scoring(outcome, volumes):
 
 
 def test_written_calibration_round_trips_with_its_evidence(outcome, tmp_path):
-    data = outcome.to_dict()
+    data = outcome.to_json()
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(data))
-    loaded = Calibration.from_dict(json.loads(path.read_text()))
+    loaded = Calibration.from_json(json.loads(path.read_text()))
     assert loaded == outcome.search.winner.candidate.calibration()
     evidence = data["evidence"]
     assert len(evidence["candidates"]) == len(outcome.search.evaluated)

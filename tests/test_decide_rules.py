@@ -116,7 +116,7 @@ def test_calibration_round_trip_with_every_rule(tmp_path):
                                                 {"threshold": 0.3}),
                                   ({"step": "close", "radius": 1},))
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(calibration.to_dict()))
+        path.write_text(json.dumps(calibration.to_json()))
         assert load_calibration(path) == calibration
 
 

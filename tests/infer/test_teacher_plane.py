@@ -25,7 +25,7 @@ def test_plane_round_trips_and_defaults_to_tile():
     spec = preset_specs("seed9", "tiny")[0]
     assert spec.plane == "tile"
     whole = dataclasses.replace(spec, plane="whole")
-    assert TeacherSpec.from_dict(whole.to_dict(), where="t") == whole
+    assert TeacherSpec.from_json(whole.to_json(), where="t") == whole
     assert spec.stride == 32
 
 

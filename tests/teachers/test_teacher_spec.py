@@ -21,11 +21,11 @@ def _all_preset_specs():
 
 def test_every_preset_spec_round_trips_through_json():
     for spec in _all_preset_specs():
-        text = json.dumps(spec.to_dict())
-        again = TeacherSpec.from_dict(json.loads(text), where="test")
+        text = json.dumps(spec.to_json())
+        again = TeacherSpec.from_json(json.loads(text), where="test")
         assert again == spec
         assert hash(again) == hash(spec)
-        assert again.to_dict() == spec.to_dict()
+        assert again.to_json() == spec.to_json()
 
 
 def test_spec_is_frozen_and_model_kwargs_read_only():
@@ -39,7 +39,7 @@ def test_spec_is_frozen_and_model_kwargs_read_only():
 
 
 def _good() -> dict:
-    return preset_specs("seed9", "tiny")[0].to_dict()
+    return preset_specs("seed9", "tiny")[0].to_json()
 
 
 @pytest.mark.parametrize("change, field, words", [
@@ -69,7 +69,7 @@ def _good() -> dict:
 def test_impossible_values_name_the_teacher_and_the_field(change, field, words):
     data = {**_good(), **change}
     with pytest.raises(TeacherError) as info:
-        TeacherSpec.from_dict(data, where="teachers.json, teacher #1")
+        TeacherSpec.from_json(data, where="teachers.json, teacher #1")
     message = str(info.value)
     assert message.startswith("teachers.json, teacher #1: teacher ")
     assert f"field '{field}'" in message
@@ -80,17 +80,17 @@ def test_missing_required_field():
     data = _good()
     del data["patch"]
     with pytest.raises(TeacherError, match=r"teacher 'v1_default': field 'patch': missing"):
-        TeacherSpec.from_dict(data, where="x")
+        TeacherSpec.from_json(data, where="x")
 
 
 def test_3d_spec_rules():
     spec = preset_specs("unet3d", "tiny")[0]
     with pytest.raises(TeacherError, match="field 'context'.*3d"):
-        TeacherSpec.from_dict({**spec.to_dict(), "context": 3}, where="x")
+        TeacherSpec.from_json({**spec.to_json(), "context": 3}, where="x")
     with pytest.raises(TeacherError, match="field 'patch'.*multiple of 4"):
-        TeacherSpec.from_dict({**spec.to_dict(), "patch": [32, 32, 30]}, where="x")
+        TeacherSpec.from_json({**spec.to_json(), "patch": [32, 32, 30]}, where="x")
     with pytest.raises(TeacherError, match="field 'encoder'.*no encoder"):
-        TeacherSpec.from_dict({**spec.to_dict(), "encoder": "resnet34"}, where="x")
+        TeacherSpec.from_json({**spec.to_json(), "encoder": "resnet34"}, where="x")
 
 
 def _write_folder(tmp_path: Path, specs) -> Path:

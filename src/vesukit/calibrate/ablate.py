@@ -121,4 +121,4 @@ def ablate(cache, labels: Mapping[str, object], calibration: Calibration,
             without[teacher][volume_id] = (
                 score_ensemble(cache, volume_id, others, label, calibration)[0] if others
                 else 0.0)
-    return Ablation(names, volumes, calibration.to_dict(), full, alone, without)
+    return Ablation(names, volumes, calibration.to_json(), full, alone, without)

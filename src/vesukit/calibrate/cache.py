@@ -49,7 +49,7 @@ def teachers_fingerprint(manifest, tta: str, overlap: float, dtype: str) -> dict
         else:
             stat = path.stat()
             stats = [(path.name, stat.st_size, stat.st_mtime_ns)]
-        teachers.append({"spec": spec.to_dict(), "checkpoint": stats})
+        teachers.append({"spec": spec.to_json(), "checkpoint": stats})
     fingerprint = {"teachers": teachers, "tta": tta, "overlap": float(overlap), "dtype": dtype}
     return json.loads(json.dumps(fingerprint))  # as it reads back from cache.json
 

@@ -124,7 +124,7 @@ def fused_manifest(manifest, fusion: Mapping) -> dict:
     made absolute so the file works from anywhere."""
     from dataclasses import replace
 
-    from vesukit.teachers.spec import manifest_to_dict
+    from vesukit.teachers.spec import manifest_to_json
 
     specs = []
     for spec in manifest.teachers:
@@ -132,7 +132,7 @@ def fused_manifest(manifest, fusion: Mapping) -> dict:
         if weight > 0:
             specs.append(replace(spec, weight=weight,
                                  checkpoint=str(manifest.checkpoint_path(spec).resolve())))
-    return manifest_to_dict(specs)
+    return manifest_to_json(specs)
 
 
 FUSED_MANIFEST = "teachers.fused.json"

@@ -51,7 +51,7 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     options = postprocess_options(_median_voxels(prepared), winners=winners)
     outcome = calibrate_volumes(prepared, holdout=holdout, grid=grid or RULE_GRID,
                                 options=options, top_k=top_k, progress=progress)
-    data_out = outcome.to_dict()
+    data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
     data_out["evidence"]["tta"] = tta
     data_out["tta"] = tta  # predict and the notebook run the TTA the decision was fitted with
@@ -134,7 +134,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
         prepared = prepared[:take]
     oof = out_of_fold(prepared, folds, grid, options, top_k, progress)
     oof.budget = budget
-    data_out = oof.final.calibration().to_dict()
+    data_out = oof.final.calibration().to_json()
     data_out["evidence"] = {"maps": str(maps_dir), "volumes": [v.volume_id for v in prepared],
                             "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json()}
     out.parent.mkdir(parents=True, exist_ok=True)

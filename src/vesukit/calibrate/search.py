@@ -352,8 +352,8 @@ class CalibrationOutcome:
     fit_ids: list[str]
     held_ids: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        data = self.search.calibration().to_dict()
+    def to_json(self) -> dict:
+        data = self.search.calibration().to_json()
         data["evidence"] = {"fit_volumes": self.fit_ids, "held_back_volumes": self.held_ids,
                             **self.search.to_json()}
         return data

@@ -51,7 +51,7 @@ class Calibration:
     postprocess: tuple[Mapping[str, Any], ...] = ()
     tta: str | None = None          # the TTA the calibration was fitted with; None: predict's own
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         out = {
             "format": CALIBRATION_FORMAT,
             "threshold": {"rule": self.rule.name, **dict(self.rule.params)},
@@ -70,7 +70,7 @@ class Calibration:
                 f"TTA {self.tta or 'as requested'}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "calibration") -> Calibration:
+    def from_json(cls, data: Mapping[str, Any], where: str = "calibration") -> Calibration:
         from vesukit.decide.steps import check_steps
 
         if not isinstance(data, Mapping) or "threshold" not in data:
@@ -133,7 +133,7 @@ def load_calibration(path: str | Path | None) -> Calibration:
         ) from None
     except (OSError, ValueError) as exc:
         raise CalibrationError(f"{path}: not a readable JSON calibration file ({exc}).") from exc
-    return Calibration.from_dict(data, str(path))
+    return Calibration.from_json(data, str(path))
 
 
 def binarize(probability, threshold: float) -> np.ndarray:

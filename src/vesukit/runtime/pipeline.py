@@ -281,7 +281,7 @@ def run_predict(config: PredictConfig, progress_stream=None,
                 on_volume(state)
 
         setup = WorkerSetup(Path(config.teachers), root, workdir, todo, shapes,
-                            calibration.to_dict(), config.tta, config.overlap,
+                            calibration.to_json(), config.tta, config.overlap,
                             run_fingerprint, deadline, len(devices),
                             Path(config.audit) if config.audit is not None else None,
                             Path(config.save_maps) if config.save_maps is not None else None,
@@ -362,12 +362,12 @@ def fingerprint_parts(manifest, config: PredictConfig, calibration) -> dict[str,
     """
     active = [spec for spec in manifest.teachers if spec.weight > 0]
     return {
-        "teachers": fingerprint([spec.to_dict() for spec in active]),
+        "teachers": fingerprint([spec.to_json() for spec in active]),
         "checkpoints": fingerprint([(spec.name, _checkpoint_stamp(manifest, spec))
                                     for spec in active]),
         "tta": fingerprint(config.tta),
         "overlap": fingerprint(config.overlap),
-        "calibration": fingerprint(calibration.to_dict()),
+        "calibration": fingerprint(calibration.to_json()),
     }
 
 

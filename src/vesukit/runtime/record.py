@@ -42,7 +42,7 @@ class RunRecord:
             "tta": config.tta,
             "overlap": config.overlap,
             "time_budget_seconds": config.time_budget,
-            "calibration": calibration.to_dict(),
+            "calibration": calibration.to_json(),
             "calibration_file": str(config.calibration) if config.calibration else None,
             "out": str(config.out),
             "volumes": [],

@@ -38,7 +38,7 @@ class WorkerSetup:
     workdir: Path
     ids: tuple[str, ...]                     # the volumes to do, in order
     shapes: dict                             # id -> (Z, Y, X)
-    calibration: dict                        # Calibration.to_dict()
+    calibration: dict                        # Calibration.to_json()
     tta: str
     overlap: float
     fingerprint: str
@@ -111,7 +111,7 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
     facts for the run record (the teachers' warm-up seconds).
     """
     device = resolve_device(device_name)
-    calibration = Calibration.from_dict(setup.calibration)
+    calibration = Calibration.from_json(setup.calibration)
     specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn)
     computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn)
     computer.dropped.update(failures)  # every volume's state says it ran without them

@@ -104,13 +104,13 @@ class NnUNetSpec:
         if not is_number(self.weight) or self.weight < 0:
             raise self._fail("weight", f"must be a finite number >= 0, got {self.weight!r}")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["folds"] = list(self.folds)
         return out
 
     @classmethod
-    def from_dict(cls, d: Any, *, where: str) -> NnUNetSpec:
+    def from_json(cls, d: Any, *, where: str) -> NnUNetSpec:
         name = d.get("name")
         who = f"teacher '{name}'" if isinstance(name, str) else "teacher"
         known = {f.name for f in fields(cls)}

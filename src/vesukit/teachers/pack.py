@@ -76,7 +76,7 @@ def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
     if calibration or calibration_path.is_file():
         decision = load_calibration(calibration_path)   # validated before it ships
         atomic_write_bytes(out / CALIBRATION_NAME,
-                           json.dumps(decision.to_dict(), indent=1).encode())
+                           json.dumps(decision.to_json(), indent=1).encode())
     config = KernelConfig.from_env()
     metadata = {
         "title": config.teachers_slug,

@@ -52,11 +52,11 @@ class Normalization:
         if self.std <= 0:
             raise TeacherError(f"field 'normalization.std': must be > 0, got {self.std}")
 
-    def to_dict(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, float]:
         return {"scale": self.scale, "mean": self.mean, "std": self.std}
 
     @classmethod
-    def from_dict(cls, data: Any) -> Normalization:
+    def from_json(cls, data: Any) -> Normalization:
         if not isinstance(data, Mapping):
             raise TeacherError(f"field 'normalization': must be an object with scale/mean/std, "
                                f"got {data!r}")
@@ -107,7 +107,7 @@ class TeacherSpec:
                 object.__setattr__(self, name, tuple(value))
         if isinstance(self.normalization, Mapping):
             object.__setattr__(self, "normalization",
-                               self._named(Normalization.from_dict, self.normalization))
+                               self._named(Normalization.from_json, self.normalization))
         if isinstance(self.model_kwargs, Mapping) and not isinstance(self.model_kwargs,
                                                                      FrozenMap):
             if _is_json_value(self.model_kwargs):
@@ -222,17 +222,17 @@ class TeacherSpec:
         return patch_multiple(self)
 
     # -- JSON ------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Normalization):
-                value = value.to_dict()
+                value = value.to_json()
             out[f.name] = thaw(value)
         return out
 
     @classmethod
-    def from_dict(cls, d: Any, *, where: str) -> TeacherSpec:
+    def from_json(cls, d: Any, *, where: str) -> TeacherSpec:
         """Build a spec from parsed JSON; ``where`` (e.g. "teachers.json, teacher #2")
         starts every error message. Unknown and missing fields are errors."""
         if not isinstance(d, Mapping):
@@ -299,17 +299,17 @@ def _check_ensemble(teachers: tuple[TeacherSpec, ...], where: str) -> None:
                            "ensemble would predict nothing; give at least one a weight > 0")
 
 
-def _teacher_from_dict(item: Any, *, where: str) -> TeacherSpec | NnUNetSpec:
+def _teacher_from_json(item: Any, *, where: str) -> TeacherSpec | NnUNetSpec:
     """A teacher entry: ``"kind": "nnunetv2"`` is an nnU-Net results folder, else a TeacherSpec."""
     if isinstance(item, Mapping) and "kind" in item:
         if item["kind"] != NNUNET_KIND:
             raise TeacherError(f"{where}: field 'kind': unknown teacher kind {item['kind']!r} "
                                f"(known: {NNUNET_KIND!r}; leave it out for a network + checkpoint)")
-        return NnUNetSpec.from_dict(item, where=where)
-    return TeacherSpec.from_dict(item, where=where)
+        return NnUNetSpec.from_json(item, where=where)
+    return TeacherSpec.from_json(item, where=where)
 
 
-def manifest_from_dict(data: Any, root: str | Path, *, where: str) -> Manifest:
+def manifest_from_json(data: Any, root: str | Path, *, where: str) -> Manifest:
     if not isinstance(data, Mapping):
         raise TeacherError(f"{where}: must be a JSON object {{\"format\": 1, \"teachers\": "
                            f"[...]}}, got {type(data).__name__}")
@@ -325,14 +325,14 @@ def manifest_from_dict(data: Any, root: str | Path, *, where: str) -> Manifest:
     if not isinstance(items, list):
         raise TeacherError(f"{where}: field 'teachers': must be a list of teacher objects, "
                            f"got {items!r}")
-    teachers = tuple(_teacher_from_dict(item, where=f"{where}, teacher #{i + 1}")
+    teachers = tuple(_teacher_from_json(item, where=f"{where}, teacher #{i + 1}")
                      for i, item in enumerate(items))
     _check_ensemble(teachers, where)
     return Manifest(root=Path(root), teachers=teachers)
 
 
-def manifest_to_dict(teachers) -> dict[str, Any]:
-    return {"format": MANIFEST_FORMAT, "teachers": [spec.to_dict() for spec in teachers]}
+def manifest_to_json(teachers) -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "teachers": [spec.to_json() for spec in teachers]}
 
 
 def load_manifest(folder: str | Path) -> Manifest:
@@ -349,7 +349,7 @@ def load_manifest(folder: str | Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TeacherError(f"{path}: cannot read the manifest as JSON ({exc})") from None
-    manifest = manifest_from_dict(data, folder, where=str(path))
+    manifest = manifest_from_json(data, folder, where=str(path))
     for i, spec in enumerate(manifest.teachers):
         ckpt = manifest.checkpoint_path(spec)
         field_name = "model" if isinstance(spec, NnUNetSpec) else "checkpoint"
@@ -367,7 +367,7 @@ def save_manifest(folder: str | Path, teachers) -> Path:
     teachers = tuple(teachers)
     folder = Path(folder)
     _check_ensemble(teachers, str(folder / MANIFEST_NAME))
-    text = json.dumps(manifest_to_dict(teachers), indent=2) + "\n"
+    text = json.dumps(manifest_to_json(teachers), indent=2) + "\n"
     path = folder / MANIFEST_NAME
     atomic_write_bytes(path, text.encode("utf-8"))
     return path

@@ -213,7 +213,7 @@ def train_student(spec, volumes: Sequence[TrainVolume], out: str | Path, config:
     optimizer_tensors = optimizer_meta = None
     if resume and (ckpt / STATE).is_file():
         state, weights, best_state, optimizer_tensors = load_training_state(ckpt)
-        if state.get("config") != config.fingerprint() or state.get("spec") != spec.to_dict():
+        if state.get("config") != config.fingerprint() or state.get("spec") != spec.to_json():
             raise TrainError(f"{ckpt}: the checkpoint was made with other settings or another "
                              "student; resume with the same options, or choose another --out")
         model.load_state_dict(weights)
@@ -320,7 +320,7 @@ def train_student(spec, volumes: Sequence[TrainVolume], out: str | Path, config:
                 stopped.append(f"stage {stage.name} after epoch {epoch + 1}: {stop_reason}")
             if last_epoch and best_state is not None:
                 model.load_state_dict(best_state)  # the next stage starts from the best
-            state = {"config": config.fingerprint(), "spec": spec.to_dict(), "stage": next_stage,
+            state = {"config": config.fingerprint(), "spec": spec.to_json(), "stage": next_stage,
                      "next_epoch": 0 if last_epoch else epoch + 1, "step": step,
                      "epochs_run": epochs_run, "history": history, "stopped": stopped,
                      "best_score": best_score, "best_epoch": best_epoch,
