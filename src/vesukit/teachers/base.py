@@ -24,6 +24,24 @@ class TeacherError(VesukitError):
     which teacher and why."""
 
 
+def check_entry_fields(entry: Mapping, known: set[str], required: tuple[str, ...], where: str,
+                       kind: str = "") -> str:
+    """A manifest entry's field names: no unknown field, every required one present. Returns
+    how messages name the teacher ("teacher 'x'"); ``kind`` qualifies an entry's type."""
+    name = entry.get("name")
+    who = f"teacher '{name}'" if isinstance(name, str) else "teacher"
+    of_kind = f" for a {kind} teacher" if kind else ""
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise TeacherError(f"{where}: {who}: field '{unknown[0]}': unknown field{of_kind} "
+                           f"(known: {', '.join(sorted(known))})")
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise TeacherError(f"{where}: {who}: field '{missing[0]}': missing{of_kind} (required: "
+                           f"{', '.join(required)})")
+    return who
+
+
 class FrozenMap(Mapping):
     """A read-only, hashable mapping of JSON values (nested dicts become FrozenMaps,
     lists become tuples) so that a frozen teacher spec stays hashable."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from vesukit.teachers.base import NAME_RE, TeacherError, is_int, is_number
+from vesukit.teachers.base import NAME_RE, TeacherError, check_entry_fields, is_int, is_number
 
 KIND = "nnunetv2"
 CHECKPOINTS = ("final", "best")
@@ -111,17 +111,7 @@ class NnUNetSpec:
 
     @classmethod
     def from_json(cls, d: Any, *, where: str) -> NnUNetSpec:
-        name = d.get("name")
-        who = f"teacher '{name}'" if isinstance(name, str) else "teacher"
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TeacherError(f"{where}: {who}: field '{unknown[0]}': unknown field for a "
-                               f"{KIND} teacher (known: {', '.join(sorted(known))})")
-        for required in ("name", "model"):
-            if required not in d:
-                raise TeacherError(f"{where}: {who}: field '{required}': missing (an {KIND} "
-                                   "teacher needs name and model)")
+        who = check_entry_fields(d, {f.name for f in fields(cls)}, ("name", "model"), where, KIND)
         try:
             return cls(**d)
         except TypeError as exc:

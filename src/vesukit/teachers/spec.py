@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vesukit.teachers.base import NAME_RE, FrozenMap, TeacherError, thaw
+from vesukit.teachers.base import NAME_RE, FrozenMap, TeacherError, check_entry_fields, thaw
 from vesukit.teachers.base import is_int as _is_int
 from vesukit.teachers.base import is_json_value as _is_json_value
 from vesukit.teachers.base import is_number as _is_number
@@ -237,18 +237,8 @@ class TeacherSpec:
         starts every error message. Unknown and missing fields are errors."""
         if not isinstance(d, Mapping):
             raise TeacherError(f"{where}: a teacher must be a JSON object, got {d!r}")
-        name = d.get("name")
-        who = f"teacher '{name}'" if isinstance(name, str) else "teacher"
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TeacherError(f"{where}: {who}: field '{unknown[0]}': unknown field "
-                               f"(known: {', '.join(sorted(known))})")
-        required = ("name", "arch", "encoder", "input_kind", "patch", "checkpoint")
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise TeacherError(f"{where}: {who}: field '{missing[0]}': missing (required: "
-                               f"{', '.join(required)})")
+        who = check_entry_fields(d, {f.name for f in fields(cls)},
+                                 ("name", "arch", "encoder", "input_kind", "patch", "checkpoint"), where)
         kwargs = dict(d)
         if "model_kwargs" in kwargs and not (isinstance(kwargs["model_kwargs"], Mapping)
                                              and _is_json_value(kwargs["model_kwargs"])):
