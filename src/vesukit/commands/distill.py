@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from vesukit.commands.train import _progress, add_training_arguments, build_config, build_student, report
+from vesukit.infer.tta import PRESETS
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
                           help="the teachers' map cache (default OUT/distill-cache; a "
                           "calibration-cache made by the same teachers and settings is reused)")
     teachers.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
-    teachers.add_argument("--tta", default="none", choices=["none", "flip", "full"])
+    teachers.add_argument("--tta", default="none", choices=PRESETS)
     teachers.add_argument("--overlap", type=float, default=0.5)
     teachers.add_argument("--label-weight", type=float, default=0.5,
                           help="pull toward the hard label where it is 0/1 (0.5; 0 = teachers only)")

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from vesukit.infer.settings import DEFAULT_OVERLAP
+from vesukit.infer.tta import PRESETS
 
 
 def register(subparsers) -> None:
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output OME-Zarr folder (OUT.zarr)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="calibration.json: also write the mask (fixed threshold; zero_border, close)")
-    parser.add_argument("--tta", default="none", choices=["none", "flip", "full"])
+    parser.add_argument("--tta", default="none", choices=PRESETS)
     parser.add_argument("--chunk", type=int, nargs=3, default=[256, 256, 256], metavar=("Z", "Y", "X"),
                         help="output chunk = one task (256 256 256)")
     parser.add_argument("--scheduler", default="local",
@@ -40,17 +41,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vesukit.errors import UsageError
     from vesukit.scroll.run import SegmentConfig, run_segment
 
-    if not 0 <= args.overlap < 1:
-        raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: must be >= 1.")
-    if min(args.chunk) < 1:
-        raise UsageError(f"--chunk {' '.join(map(str, args.chunk))}: sizes must be >= 1.")
-    if args.retries < 0:
-        raise UsageError(f"--retries {args.retries}: must be >= 0.")
     config = SegmentConfig(input=args.input, teachers=args.teachers, out=args.out, calibration=args.calibration,
                            tta=args.tta, chunk=tuple(args.chunk), scheduler=args.scheduler, workers=args.workers,
                            device=args.device, resume=args.resume, level=args.level, overlap=args.overlap,
