@@ -49,6 +49,7 @@ def check_fp16(out: Path, device: torch.device, size, patch, tta: str = "flip", 
 
     from benchmarks.bench_nnunet import make_full_resenc, sheet
     from vesukit.infer.nnunet import predict_nnunet
+    from vesukit.infer.settings import DEFAULT_OVERLAP
     from vesukit.teachers.nnunet import NnUNetSpec
     from vesukit.teachers.nnunet_model import load_nnunet_teacher
 
@@ -63,8 +64,8 @@ def check_fp16(out: Path, device: torch.device, size, patch, tta: str = "flip", 
         for name, autocast in (("fp32", False), ("fp16", True)):
             _sync(device)
             start = time.perf_counter()
-            maps[name] = predict_nnunet(volume, model, spec, device=device, tta=tta,
-                                        autocast=autocast).cpu().numpy()
+            maps[name] = predict_nnunet(volume, model, spec, device=device, tta=tta, overlap=DEFAULT_OVERLAP,
+                                        batch_size=None, progress=None, autocast=autocast).cpu().numpy()
             _sync(device)
             result[f"{name}_s"] = time.perf_counter() - start
     result["max_dp_fp16_vs_fp32"] = float(np.abs(maps["fp16"] - maps["fp32"]).max())
