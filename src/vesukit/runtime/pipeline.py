@@ -340,9 +340,10 @@ def run_predict(config: PredictConfig, progress_stream=None,
     result = RunResult(zip_path, [states[i] for i in ids], time.perf_counter() - wall_start,
                        report, record.path, warnings, list(resumed))
     if config.audit is not None:
-        from vesukit.report import read_audits, summarize, write_index_html
+        from vesukit.report import read_audits, skill_lab_for, summarize, write_index_html
 
-        result.audit_index = write_index_html(config.audit)
+        # the page also shows what these teachers were measured to score (make skill-lab)
+        result.audit_index = write_index_html(config.audit, skill_lab=skill_lab_for(manifest.root))
         result.alarms = summarize(read_audits(config.audit))["alarms"]
     if error is not None and not any(v.status == DONE for v in result.volumes):
         # Nothing could be predicted (no teacher loads, every worker failed): the zip of
