@@ -11,6 +11,27 @@ from pathlib import Path
 # An smp U-Net and a SegFormer: two different 2.5D families, quick on the CPU.
 TWO_OF_SEED9 = ("v1_default", "v1_segformer_mit_b2")
 
+# A registered architecture per input kind whose patch multiple divides 16, so tests can use
+# 16-voxel windows on small volumes: the tiny preset's 3D U-Net (multiple 4) and TransUNet
+# (multiple 16; an smp.* 2.5D patch must be a multiple of 32).
+_ARCH_FOR_KIND = {"3d": dict(arch="resenc_unet3d", encoder=None,
+                             model_kwargs={"widths": [4, 8, 16], "blocks": [1, 1, 1]}),
+                  "2.5d": dict(arch="transunet", encoder="resnet34")}
+
+
+def teacher_spec(name: str, input_kind: str = "3d", **fields):
+    """A real, validated ``TeacherSpec`` for tests that hand the engine a small network of their
+    own: the engine reads the spec's fields and runs the model it is given; it never builds
+    ``arch``. Patch 16 (per axis), a normalisation that is not the identity (so a test sees it
+    applied); ``fields`` override any of it."""
+    from vesukit.teachers import Normalization, TeacherSpec
+
+    settings = dict(name=name, input_kind=input_kind, patch=(16,) * (3 if input_kind == "3d" else 2),
+                    checkpoint="model.safetensors", normalization=Normalization(1 / 255, 0.35, 0.2),
+                    **_ARCH_FOR_KIND[input_kind])
+    settings.update(fields)
+    return TeacherSpec(**settings)
+
 
 def unet3d_ensemble(folder: Path, seeds: Sequence[int] = (0, 1, 2),
                     weights: Sequence[float] | None = None) -> list:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
+zarr = pytest.importorskip("zarr")
+
 pytest.importorskip("numba")
 
 from vesukit.cli import main  # noqa: E402
@@ -34,6 +36,15 @@ def saved(tmp_path_factory):
             np.savez_compressed(maps / f"{volume_id}.npz", probabilities=np.stack([1 - p, p]))
         elif index == 1:
             tifffile.imwrite(maps / f"{volume_id}.tif", np.round(p * 255).astype(np.uint8))
+        elif index == 2:  # a plain zarr array, uint8 0-255
+            zarr.open_array(str(maps / f"{volume_id}.zarr"), mode="w", shape=p.shape, chunks=(12, 12, 12),
+                            dtype="uint8")[:] = np.round(p * 255).astype(np.uint8)
+        elif index == 3:  # an OME-Zarr image as `vesukit segment` writes it (probability at level 0)
+            from vesukit.scroll.store import OutputStore
+
+            store = OutputStore(maps / f"{volume_id}.zarr", p.shape, (12, 12, 12), "float16", False)
+            store.create({}, resume=False)
+            zarr.open_array(str(store.path / "0"), mode="r+")[:] = p.astype(np.float16)
         else:
             np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
     return root, maps

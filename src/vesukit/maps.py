@@ -85,12 +85,26 @@ def find_maps(folder) -> dict:
     return dict(sorted(found.items()))
 
 
+def _zarr_probability(zarr, path: Path):
+    """The array of a zarr map folder: the folder itself, or an OME-Zarr image's level 0."""
+    node = zarr.open(str(path), mode="r")
+    if hasattr(node, "shape"):
+        return node
+    datasets = node.attrs.get("multiscales", [{}])[0].get("datasets", [])
+    level = datasets[0]["path"] if datasets else "0"
+    if level not in node:
+        raise VesukitError(f"{path}: a zarr group with neither multiscales metadata nor an array '0'; "
+                           "point at the probability array itself.")
+    return node[level]
+
+
 def read_map(path) -> np.ndarray:
     """One saved map as float32 probabilities in [0, 1], (Z, Y, X).
 
     ``.npy`` (vesukit), nnU-Net's ``.npz`` (``probabilities``, classes first: class 1 is the
-    surface), ``.tif`` (uint8 0-255 is scaled to [0, 1]; float as is) and zarr arrays (a
-    folder ``<id>.zarr``; zarr is optional).
+    surface), ``.tif`` (uint8 0-255 is scaled to [0, 1]; float as is) and zarr (a folder
+    ``<id>.zarr`` holding an array, or an OME-Zarr image such as `vesukit segment` writes, read at
+    its full resolution; zarr is optional).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -120,7 +134,7 @@ def read_map(path) -> np.ndarray:
             if zarr is None:
                 raise VesukitError(f"{path}: reading zarr maps needs the zarr package "
                                    "(pip install 'vesukit[scroll]').")
-            array = np.asarray(zarr.open_array(str(path), mode="r")[...])
+            array = np.asarray(_zarr_probability(zarr, path)[...])
         else:
             raise VesukitError(f"{path}: unknown map format; use one of {', '.join(MAP_SUFFIXES)}.")
     except VesukitError:

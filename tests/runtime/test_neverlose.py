@@ -302,17 +302,16 @@ def test_teachers_warm_up_before_the_first_volume_and_it_is_recorded(root, teach
 
 
 def test_the_warm_up_volume_is_tiny_for_every_slicing():
-    from types import SimpleNamespace
-
+    from tests.fixtures import teacher_spec
     from vesukit.runtime.compute import _warm_up_shape
 
-    def spec(kind, patch, axes=(0,), context=5):
-        return SimpleNamespace(input_kind=kind, patch=patch, axes=axes, context=context)
+    def slicing(patch, axes=(0,), context=5):
+        return teacher_spec("t", "2.5d", patch=patch, axes=axes, context=context)
 
-    assert _warm_up_shape(spec("3d", (32, 48, 48)), None) == (32, 48, 48)
-    assert _warm_up_shape(spec("2.5d", (64, 64)), None) == (5, 64, 64)
-    assert _warm_up_shape(spec("2.5d", (64, 64), axes=(0, 1, 2)), None) == (5, 5, 5)
-    assert _warm_up_shape(spec("2.5d", (64, 96), axes=(1,), context=3), None) == (96, 3, 96)
+    assert _warm_up_shape(teacher_spec("t", "3d", patch=(32, 48, 48)), None) == (32, 48, 48)
+    assert _warm_up_shape(slicing((64, 64)), None) == (5, 64, 64)
+    assert _warm_up_shape(slicing((64, 64), axes=(0, 1, 2)), None) == (5, 5, 5)
+    assert _warm_up_shape(slicing((64, 96), axes=(1,), context=3), None) == (96, 3, 96)
 
 
 def test_measured_pace_forces_the_budget_to_degrade_later_volumes(root, teachers, tmp_path,

@@ -128,3 +128,16 @@ def test_input_is_an_ome_zarr_level_a_zarr_array_or_a_tiff(tmp_path):
     zarr.open_array(str(tmp_path / "float.zarr"), mode="w", shape=(4, 4, 4), dtype="float32")[:] = 1
     with pytest.raises(VolumeError, match="uint8"):
         find_source(tmp_path / "float.zarr")
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"overlap": 1.0}, "--overlap 1.0"), ({"workers": 0}, "--workers 0"),
+    ({"scheduler": "tcp://host:8786", "workers": 2}, "Drop --workers"), ({"chunk": (0, 8, 8)}, "--chunk 0 8 8"),
+    ({"retries": -1}, "--retries -1"), ({"tta": "rotate"}, "--tta rotate"), ({"dtype": "int8"}, "--dtype int8"),
+])
+def test_segment_settings_are_checked_for_library_callers_too(bad, words, tmp_path):
+    from vesukit.errors import UsageError
+    from vesukit.scroll.run import SegmentConfig
+
+    with pytest.raises(UsageError, match=words):
+        SegmentConfig(input=tmp_path / "in.zarr", teachers=tmp_path, out=tmp_path / "out.zarr", **bad)

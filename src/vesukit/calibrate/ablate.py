@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vesukit.calibrate.search import mean_score
 from vesukit.decide import Calibration, binarize
 from vesukit.decide.steps import apply_postprocess
 
@@ -56,7 +57,7 @@ class Ablation:
         drop = [t for t in self.teachers if not self.stable_gain(t)]
         keep = [t for t in self.teachers if t not in drop]
         if not keep:  # never recommend an empty ensemble: keep the best one alone
-            best = max(self.teachers, key=lambda t: np.mean(list(self.alone[t].values())))
+            best = max(self.teachers, key=lambda t: mean_score(self.alone[t]))
             drop.remove(best)
             keep = [best]
         return {"drop": drop, "keep": keep,
@@ -84,17 +85,14 @@ class Ablation:
 
     def table(self) -> str:
         """A plain-text table, one row per teacher."""
-        def mean(scores):
-            return float(np.mean(list(scores.values())))
-
         lines = [f"full ensemble ({len(self.teachers)} teachers, {len(self.volumes)} volumes): "
-                 f"{mean(self.full):.4f}",
+                 f"{mean_score(self.full):.4f}",
                  f"{'teacher':<28} {'alone':>8} {'without':>8} {'gain':>8}  verdict"]
         drop = set(self.recommendation()["drop"])
         for teacher in self.teachers:
-            gain = mean(self.gain(teacher))
-            lines.append(f"{teacher:<28} {mean(self.alone[teacher]):>8.4f} "
-                         f"{mean(self.without.get(teacher, self.full)):>8.4f} {gain:>+8.4f}  "
+            gain = mean_score(self.gain(teacher))
+            lines.append(f"{teacher:<28} {mean_score(self.alone[teacher]):>8.4f} "
+                         f"{mean_score(self.without.get(teacher, self.full)):>8.4f} {gain:>+8.4f}  "
                          + ("drop" if teacher in drop else "keep"))
         return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from vesukit.calibrate.search import (
     Evaluator,
     LabelledVolume,
     SearchResult,
+    mean_score,
     search,
 )
 
@@ -51,11 +52,11 @@ class OutOfFold:
 
     @property
     def winner_mean(self) -> float:
-        return float(np.mean(list(self.winner_scores.values())))
+        return mean_score(self.winner_scores)
 
     @property
     def baseline_mean(self) -> float:
-        return float(np.mean(list(self.baseline_scores.values())))
+        return mean_score(self.baseline_scores)
 
     def to_json(self) -> dict:
         return {

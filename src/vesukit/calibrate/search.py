@@ -110,6 +110,11 @@ class Candidate:
         return f"{self.rule.describe()} + {chain}"
 
 
+def mean_score(scores: Mapping[str, float]) -> float:
+    """The mean of per-volume scores (volume id -> score): what every table ranks by."""
+    return float(np.mean(list(scores.values())))
+
+
 @dataclass
 class CandidateScore:
     candidate: Candidate
@@ -119,7 +124,7 @@ class CandidateScore:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(list(self.scores.values())))
+        return mean_score(self.scores)
 
     @property
     def std(self) -> float:

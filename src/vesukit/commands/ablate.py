@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vesukit.commands._arguments import check_overlap
+
+DESCRIPTION = """
+On labelled train volumes (maps cached as for calibrate), score the full ensemble, every teacher
+alone and every leave-one-out ensemble with the local scorer, and recommend dropping teachers that
+give no stable gain. Prints a table and writes JSON."""
+
 
 def register(subparsers) -> None:
     from vesukit.commands.calibrate import add_ensemble_arguments
 
     parser = subparsers.add_parser(
-        "ablate", help="score each teacher alone and the ensemble without each",
-        description="On labelled train volumes (maps cached as for calibrate), score the full "
-        "ensemble, every teacher alone and every leave-one-out ensemble with the local "
-        "scorer, and recommend dropping teachers that give no stable gain. Prints a table "
-        "and writes JSON.")
+        "ablate", help="score each teacher alone and the ensemble without each", description=DESCRIPTION)
     add_ensemble_arguments(parser)
     parser.add_argument("--calibration", type=Path, default=None,
                         help="threshold rule + post-processing to score with (default: "
@@ -27,10 +30,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from vesukit.calibrate.runner import run_ablation
     from vesukit.commands.calibrate import _progress
-    from vesukit.errors import UsageError
 
-    if not 0 <= args.overlap < 1:
-        raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
+    check_overlap(args.overlap)
     result = run_ablation(args.data, args.teachers, volumes=args.volumes, cache_dir=args.cache,
                           calibration=args.calibration, device=args.device, tta=args.tta,
                           overlap=args.overlap, dtype=args.cache_dtype,

@@ -6,39 +6,37 @@ import argparse
 import sys
 from pathlib import Path
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
-from vesukit.infer.tta import PRESETS
+from vesukit.commands._arguments import (
+    add_device_argument,
+    add_labelled_data_argument,
+    add_map_cache_arguments,
+    add_teachers_argument,
+    check_overlap,
+)
+
+DESCRIPTION = """
+Run the ensemble once per labelled train volume (maps cached on disk), or read probability maps
+already saved (--maps), score every threshold rule, its parameters and post-processing choices
+with the local scorer, and write the best as calibration.json with the scores of every candidate.
+With --teachers some volumes are held back to check the winner against the best fixed threshold;
+with --maps the check is out-of-fold (--folds) with a per-step ablation table. Use the file with
+`vesukit predict --calibration` or `vesukit postprocess --calibration`."""
 
 
 def add_ensemble_arguments(parser: argparse.ArgumentParser, teachers_required: bool = True) -> None:
     """Arguments shared by calibrate and ablate: data, teachers, the cached ensemble pass."""
-    parser.add_argument("--data", type=Path, default=None,
-                        help="competition root with train_images/ and train_labels/ "
-                        "(default: discovered under /kaggle/input)")
-    parser.add_argument("--teachers", type=Path, required=teachers_required,
-                        help="folder with teachers.json and the checkpoints")
+    add_labelled_data_argument(parser)
+    add_teachers_argument(parser, required=teachers_required)
     parser.add_argument("--volumes", type=int, default=None, metavar="N",
                         help="use the first N labelled volumes (default: all)")
-    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                        help="per-teacher probability maps (default: calibration-cache/ "
-                        "beside the output); reused while teachers and settings match")
-    parser.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--tta", default="none", choices=PRESETS)
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                        help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
+    add_device_argument(parser)
+    add_map_cache_arguments(parser, "per-teacher probability maps (default: calibration-cache/ beside the "
+                            "output); reused while teachers and settings match")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "calibrate", help="choose threshold rule + post-processing on labelled volumes",
-        description="Run the ensemble once per labelled train volume (maps cached on disk), "
-        "or read probability maps already saved (--maps), score every threshold rule, its "
-        "parameters and post-processing choices with the local scorer, and write the best as "
-        "calibration.json with the scores of every candidate. With --teachers some volumes are "
-        "held back to check the winner against the best fixed threshold; with --maps the check "
-        "is out-of-fold (--folds) with a per-step ablation table. Use the file with "
-        "`vesukit predict --calibration` or `vesukit postprocess --calibration`.")
+        "calibrate", help="choose threshold rule + post-processing on labelled volumes", description=DESCRIPTION)
     add_ensemble_arguments(parser, teachers_required=False)
     parser.add_argument("--maps", type=Path, default=None, metavar="DIR",
                         help="fit from saved probability maps instead of running teachers: "
@@ -85,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--folds {args.folds}: must be >= 1.")
     if args.budget_hours is not None and args.budget_hours <= 0:
         raise UsageError(f"--budget-hours {args.budget_hours}: must be > 0.")
-
-    if not 0 <= args.overlap < 1:
-        raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
+    check_overlap(args.overlap)
     if not 0 <= args.holdout < 1:
         raise UsageError(f"--holdout {args.holdout}: must be in [0, 1).")
     if args.top_k < 1:

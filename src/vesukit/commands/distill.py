@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from vesukit.commands._arguments import add_map_cache_arguments, add_teachers_argument, check_overlap
 from vesukit.commands.train import _progress, add_training_arguments, build_config, build_student, report
+
+DESCRIPTION = """
+Run the teachers once over the labelled train volumes (maps cached), then train a student on the
+ensemble mean weighted by the teachers' confidence and mixed with the hard labels (label 2
+ignored); optional progressive unfreezing (--finetune head:E:LR,decoder:E:LR,encoder:E:LR) with
+early stopping on the exact local score of held-back volumes. Writes a teacher folder that
+`vesukit predict` loads."""
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "distill", help="distil the teachers into one student (a teacher folder for predict)",
-        description="Run the teachers once over the labelled train volumes (maps cached), then "
-        "train a student on the ensemble mean weighted by the teachers' confidence and mixed "
-        "with the hard labels (label 2 ignored); optional progressive unfreezing (--finetune "
-        "head:E:LR,decoder:E:LR,encoder:E:LR) with early stopping on the exact local score of "
-        "held-back volumes. Writes a teacher folder that `vesukit predict` loads.")
-    parser.add_argument("--teachers", type=Path, required=True,
-                        help="folder with teachers.json and the checkpoints")
+        "distill", help="distil the teachers into one student (a teacher folder for predict)", description=DESCRIPTION)
+    add_teachers_argument(parser)
     add_training_arguments(parser)
     teachers = parser.add_argument_group("teachers' maps")
-    teachers.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                          help="the teachers' map cache (default OUT/distill-cache; a "
-                          "calibration-cache made by the same teachers and settings is reused)")
-    teachers.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
-    teachers.add_argument("--tta", default="none", choices=["none", "flip", "full"])
-    teachers.add_argument("--overlap", type=float, default=0.5)
+    add_map_cache_arguments(teachers, "the teachers' map cache (default OUT/distill-cache; a calibration-cache "
+                            "made by the same teachers and settings is reused)")
     teachers.add_argument("--label-weight", type=float, default=0.5,
                           help="pull toward the hard label where it is 0/1 (0.5; 0 = teachers only)")
     teachers.add_argument("--confidence-gamma", type=float, default=1.0,
@@ -39,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.label_weight <= 1:
         raise UsageError(f"--label-weight {args.label_weight}: must be in [0, 1].")
-    if not 0 <= args.overlap < 1:
-        raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
+    check_overlap(args.overlap)
     spec = build_student(args)
     config = build_config(args)
     result = run_training(args.data, args.out, spec, config, teachers=args.teachers,

@@ -6,15 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from vesukit.commands._arguments import add_root_arguments
+
+DESCRIPTION = """
+Read each test volume's saved probability map from MAPS (<id>.npy from `vesukit predict
+--save-maps`, nnU-Net's <id>.npz, <id>.tif uint8 or float, <id>.zarr), threshold and post-process
+it as the calibration says, and write submission.zip with predict's writer, validator and
+fallbacks (a test id without a usable map gets an empty mask). Exit 0: valid zip; 3: valid, but
+some volumes got fallback masks; 1: failed."""
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "postprocess", help="saved probability maps + a calibration -> validated submission.zip",
-        description="Read each test volume's saved probability map from MAPS (<id>.npy from "
-        "`vesukit predict --save-maps`, nnU-Net's <id>.npz, <id>.tif uint8 or float, <id>.zarr), "
-        "threshold and post-process it as the calibration says, and write submission.zip with "
-        "predict's writer, validator and fallbacks (a test id without a usable map gets an "
-        "empty mask). Exit 0: valid zip; 3: valid, but some volumes got fallback masks; 1: failed.")
+        description=DESCRIPTION)
     parser.add_argument("maps", type=Path, help="folder of saved probability maps")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--calibration", type=Path, default=None,
@@ -22,10 +27,7 @@ def register(subparsers) -> None:
     choice.add_argument("--preset", default=None,
                         help="a named chain with its published threshold (first_place, "
                         "second_place, fifth_place, ninth_place, tenth_place)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="competition root (default: discovered under /kaggle/input)")
-    parser.add_argument("--input-base", type=Path, default=None,
-                        help="where to discover the root (default $VESUKIT_INPUT_BASE or /kaggle/input)")
+    add_root_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="submission zip to write")
     parser.set_defaults(handler=run)
 

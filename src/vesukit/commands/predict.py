@@ -6,33 +6,34 @@ import argparse
 import sys
 from pathlib import Path
 
+from vesukit.commands._arguments import (
+    add_device_argument,
+    add_overlap_argument,
+    add_root_arguments,
+    add_teachers_argument,
+    add_tta_argument,
+)
 from vesukit.errors import EXIT_CODES
-from vesukit.infer.settings import DEFAULT_OVERLAP
-from vesukit.infer.tta import PRESETS
+
+DESCRIPTION = """
+Find the competition root and its test ids, run every teacher over every test volume (sliding
+window, TTA), ensemble, threshold, post-process, stream masks into submission.zip, then validate
+it. Exit codes: """ + "; ".join(f"{code}: {text}" for code, text in EXIT_CODES if code < 130) + "."
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="run the teacher ensemble over the test volumes and write submission.zip",
-        description="Find the competition root and its test ids, run every teacher over every "
-        "test volume (sliding window, TTA), ensemble, threshold, post-process, stream masks "
-        "into submission.zip, then validate it. Exit codes: "
-        + "; ".join(f"{code}: {text}" for code, text in EXIT_CODES if code < 130) + ".")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="competition root (default: discovered under /kaggle/input)")
-    parser.add_argument("--input-base", type=Path, default=None,
-                        help="where to discover the root (default $VESUKIT_INPUT_BASE or "
-                        "/kaggle/input)")
-    parser.add_argument("--teachers", type=Path, required=True,
-                        help="folder with teachers.json and the checkpoints")
+        description=DESCRIPTION)
+    add_root_arguments(parser)
+    add_teachers_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="submission zip to write")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: one per visible GPU, 1 on CPU)")
-    parser.add_argument("--tta", default=None, choices=PRESETS,
-                        help="test-time augmentation (default: the calibration's 'tta', else none)")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                        help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
+    add_tta_argument(parser, default=None,
+                     help_text="test-time augmentation (default: the calibration's 'tta', else none)")
+    add_overlap_argument(parser)
     parser.add_argument("--calibration", type=Path, default=None,
                         help="calibration.json (threshold rule + post-processing)")
     parser.add_argument("--workdir", type=Path, default=None,

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from vesukit.commands._arguments import check_workers
+
+DESCRIPTION = """
+Score a submission zip or a folder of <id>.tif predictions against 0/1/2 labels: TopoScore (Betti
+matching per octant), surface Dice @2 and VOI, combined as on the leaderboard. Needs numba (pip
+install vesukit[metric])."""
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "score",
-        help="score predictions against labels with the exact leaderboard metric",
-        description="Score a submission zip or a folder of <id>.tif predictions against "
-        "0/1/2 labels: TopoScore (Betti matching per octant), surface Dice @2 and VOI, "
-        "combined as on the leaderboard. Needs numba (pip install vesukit[metric]).",
-    )
+        "score", help="score predictions against labels with the exact leaderboard metric", description=DESCRIPTION)
     parser.add_argument("pred", help="submission.zip or folder of <id>.tif predictions")
     parser.add_argument("--labels", required=True, metavar="DIR",
                         help="folder of <id>.tif labels (0 background, 1 surface, 2 ignored)")
@@ -30,11 +32,9 @@ def _row(volume_id: str, r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vesukit.errors import UsageError
     from vesukit.metric.io import iter_scores
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError("--workers must be >= 1")
+    check_workers(args.workers)
     volumes = {}
     for volume_id, result in iter_scores(args.pred, args.labels, workers=args.workers):
         volumes[volume_id] = result.to_json()

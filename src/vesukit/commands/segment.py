@@ -6,33 +6,40 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
+from vesukit.commands._arguments import (
+    add_device_argument,
+    add_overlap_argument,
+    add_teachers_argument,
+    add_tta_argument,
+)
+
+DESCRIPTION = """
+Cut the volume into output chunks; each Dask task reads its chunk plus the halo the sliding
+windows and 2.5D context need, runs the ensemble and writes only its own chunk, so the result
+equals a one-piece run. All-zero blocks are skipped (their output is 0). Exit 0: every chunk
+done; 3: some chunks failed and were written as listed fallbacks; 1: failed."""
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "segment", help="run the teacher ensemble over a volume of any size (OME-Zarr in and out, on Dask)",
-        description="Cut the volume into output chunks; each Dask task reads its chunk plus the halo the "
-        "sliding windows and 2.5D context need, runs the ensemble and writes only its own chunk, so the "
-        "result equals a one-piece run. All-zero blocks are skipped (their output is 0). Exit 0: every "
-        "chunk done; 3: some chunks failed and were written as listed fallbacks; 1: failed.")
+        description=DESCRIPTION)
     parser.add_argument("input", type=Path, help="OME-Zarr image, plain zarr array, or TIFF (uint8 Z, Y, X)")
-    parser.add_argument("--teachers", type=Path, required=True, help="folder with teachers.json and checkpoints")
+    add_teachers_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="output OME-Zarr folder (OUT.zarr)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="calibration.json: also write the mask (fixed threshold; zero_border, close)")
-    parser.add_argument("--tta", default="none", choices=["none", "flip", "full"])
+    add_tta_argument(parser)
     parser.add_argument("--chunk", type=int, nargs=3, default=[256, 256, 256], metavar=("Z", "Y", "X"),
                         help="output chunk = one task (256 256 256)")
     parser.add_argument("--scheduler", default="local",
                         help="'local' (a LocalCluster here, default) or a Dask scheduler address (tcp://host:8786)")
     parser.add_argument("--workers", type=int, default=None,
                         help="local workers (default: one per GPU, else 1)")
-    parser.add_argument("--device", default="auto", help="auto (default: each worker its GPU), cpu, cuda, cuda:N")
+    add_device_argument(parser, help_text="auto (default: each worker its GPU), cpu, cuda, cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue OUT, skipping its finished chunks")
     parser.add_argument("--level", type=int, default=0, help="resolution level of an OME-Zarr INPUT (0)")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                        help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
+    add_overlap_argument(parser)
     parser.add_argument("--dtype", default="uint8", choices=["uint8", "float16"],
                         help="probability as uint8 0-255 (default) or float16")
     parser.add_argument("--retries", type=int, default=2, help="retries of a failing chunk before its fallback")
@@ -40,17 +47,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vesukit.errors import UsageError
     from vesukit.scroll.run import SegmentConfig, run_segment
 
-    if not 0 <= args.overlap < 1:
-        raise UsageError(f"--overlap {args.overlap}: must be in [0, 1).")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: must be >= 1.")
-    if min(args.chunk) < 1:
-        raise UsageError(f"--chunk {' '.join(map(str, args.chunk))}: sizes must be >= 1.")
-    if args.retries < 0:
-        raise UsageError(f"--retries {args.retries}: must be >= 0.")
     config = SegmentConfig(input=args.input, teachers=args.teachers, out=args.out, calibration=args.calibration,
                            tta=args.tta, chunk=tuple(args.chunk), scheduler=args.scheduler, workers=args.workers,
                            device=args.device, resume=args.resume, level=args.level, overlap=args.overlap,

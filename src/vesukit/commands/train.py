@@ -7,12 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+from vesukit.commands._arguments import add_device_argument, add_labelled_data_argument
+
+DESCRIPTION = """
+Train a network of any registered architecture on patches of the labelled train volumes (label 2
+ignored), with early stopping on the exact local score of held-back volumes. Writes a teacher
+folder that `vesukit predict` loads."""
+
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by train and distill: data, the student, the stages, the loop."""
-    parser.add_argument("--data", type=Path, default=None,
-                        help="competition root with train_images/ and train_labels/ "
-                        "(default: discovered under /kaggle/input)")
+    add_labelled_data_argument(parser)
     parser.add_argument("--out", type=Path, required=True,
                         help="folder to write: student.safetensors + teachers.json (a teacher "
                         "folder for predict), training.json, train_log.jsonl/.png, checkpoint/")
@@ -55,7 +60,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help="evaluations in a row that each fell that end a stage (2)")
     loop.add_argument("--eval-threshold", type=float, default=0.5)
     loop.add_argument("--seed", type=int, default=0)
-    loop.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    add_device_argument(loop)
     loop.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
     loop.add_argument("--resume", action="store_true",
                       help="continue from OUT/checkpoint after an interruption")
@@ -63,10 +68,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a student from labels (a teacher folder for predict)",
-        description="Train a network of any registered architecture on patches of the "
-        "labelled train volumes (label 2 ignored), with early stopping on the exact local "
-        "score of held-back volumes. Writes a teacher folder that `vesukit predict` loads.")
+        "train", help="train a student from labels (a teacher folder for predict)", description=DESCRIPTION)
     add_training_arguments(parser)
     parser.set_defaults(handler=run)
 

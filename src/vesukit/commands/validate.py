@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+from vesukit.commands._arguments import check_workers
+
+DESCRIPTION = """
+Read every <id>.tif of ZIP in memory (size-capped, nothing extracted) through Pillow page
+stacking, as the scorer does, and through tifffile; compare ids, shapes, dtype and values with
+the test set. Exit 0 valid, 1 invalid, 2 usage."""
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "validate",
-        help="check a submission.zip as the Kaggle scorer reads it (no torch needed)",
-        description="Read every <id>.tif of ZIP in memory (size-capped, nothing extracted) "
-        "through Pillow page stacking, as the scorer does, and through tifffile; compare ids, "
-        "shapes, dtype and values with the test set. Exit 0 valid, 1 invalid, 2 usage.",
-    )
+        "validate", help="check a submission.zip as the Kaggle scorer reads it (no torch needed)",
+        description=DESCRIPTION)
     parser.add_argument("zip", help="the submission zip")
     parser.add_argument("--data", metavar="ROOT", default=None,
                         help="competition root holding test.csv and/or test_images/ "
@@ -28,11 +31,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vesukit.data import find_competition_root
-    from vesukit.errors import UsageError
     from vesukit.submission import format_report, validate_zip
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError("--workers must be >= 1")
+    check_workers(args.workers)
     root = find_competition_root(args.data)
     report = validate_zip(args.zip, root, strict=args.strict, workers=args.workers)
     if args.json:

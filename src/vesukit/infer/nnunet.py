@@ -21,7 +21,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.sliding import blend_windows
 from vesukit.infer.tta import TTAView
 
@@ -72,20 +71,13 @@ def normalize(cropped: np.ndarray, plan, device: torch.device) -> torch.Tensor:
     return x
 
 
-def predict_nnunet(
-    volume,
-    model: torch.nn.Module,
-    spec,
-    *,
-    device: torch.device | str,
-    tta: str = "flip",
-    overlap: float = DEFAULT_OVERLAP,
-    batch_size: int | None = None,
-    autocast: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
+def predict_nnunet(volume, model: torch.nn.Module, spec, *, device: torch.device | str, tta: str, overlap: float,
+                   batch_size: int | None, progress: Callable[[int, int], None] | None,
+                   autocast: bool = True) -> torch.Tensor:
     """Surface probability float32 ``(Z, Y, X)`` on ``device`` of an nnU-Net teacher (``model``
     from :func:`vesukit.teachers.nnunet_model.load_nnunet_teacher`) over a uint8 volume.
+    :func:`~vesukit.infer.teacher.predict_teacher` calls it for ``kind: nnunetv2`` specs and
+    holds the run's defaults, so the run settings here have none.
 
     Mirroring runs when the spec allows it and ``tta`` is not ``"none"`` (the run's TTA level,
     which the time budget may lower); the step is ``spec.tile_step``, else ``1 - overlap``.

@@ -16,14 +16,13 @@ volume, so no (slices x context) copy of the volume is ever made.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.sliding import Predictor, blend_windows
-from vesukit.infer.tta import IDENTITY, TTAView
 
 EDGE_MODES = ("replicate", "reflect")
 PLANE_MODES = ("tile", "whole")
@@ -58,20 +57,16 @@ def predict_slices(
     patch: Sequence[int] | None = None,
     plane: str = "tile",
     multiple: int = 32,
-    overlap: float = DEFAULT_OVERLAP,
-    sigma_scale: float = 0.125,
-    blend: str = "gaussian",
-    views: Sequence[TTAView] = (IDENTITY,),
-    batch_size: int | None = None,
     edge: str = "replicate",
-    accumulate_device: torch.device | str | None = None,
-    autocast: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    **blend_options: Any,
 ) -> torch.Tensor:
     """Run a 2D ``predictor`` over ``volume`` ``(Z, Y, X)`` slice by slice along ``axis``.
 
     ``predictor`` takes ``(B, context, H, W)`` and returns ``(B, C_out, H, W)``. Returns
-    float32 ``(C_out, Z, Y, X)`` on the accumulation device.
+    float32 ``(C_out, Z, Y, X)`` on the accumulation device. ``blend_options`` are
+    :func:`~vesukit.infer.sliding.blend_windows`'s keyword arguments for the in-plane windows
+    (``overlap``, ``sigma_scale``, ``blend``, ``views``, ``batch_size``, ``accumulate_device``,
+    ``autocast``, ``progress``), with its defaults; the plane is padded as ``edge`` says.
     """
     if volume.dim() != 3:
         raise ValueError(f"volume must be (Z, Y, X), got {tuple(volume.shape)}")
@@ -97,21 +92,8 @@ def predict_slices(
     source = source.index_select(0, context_indices(length, context, edge).to(source.device))
     # (length, H', W', context) view -> (length, context, H', W') view: one image per slice.
     stacks = source.unfold(0, context, 1).permute(0, 3, 1, 2)
-    out = blend_windows(
-        stacks,
-        predictor,
-        window,
-        overlap=overlap,
-        sigma_scale=sigma_scale,
-        blend=blend,
-        views=views,
-        batch_size=batch_size,
-        pad_mode="replicate",
-        accumulate_device=accumulate_device,
-        autocast=autocast,
-        what=f"2.5D slices along axis {axis}",
-        progress=progress,
-    )
+    out = blend_windows(stacks, predictor, window, pad_mode="replicate", what=f"2.5D slices along axis {axis}",
+                        **blend_options)
     out = out[:, :, pad_h[0] : pad_h[0] + height, pad_w[0] : pad_w[0] + width]
     # (slices, C_out, H, W) -> (C_out, slices, H, W) -> slicing axis back in place.
     return out.permute(1, 0, 2, 3).movedim(1, axis + 1).contiguous()

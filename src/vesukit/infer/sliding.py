@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -238,22 +239,16 @@ def sliding_window_3d(
     predictor: Predictor,
     patch: Sequence[int],
     *,
-    overlap: float = DEFAULT_OVERLAP,
-    sigma_scale: float = 0.125,
-    batch_size: int | None = None,
-    blend: str = "gaussian",
-    views: Sequence[TTAView] = (IDENTITY,),
-    pad_mode: str = "replicate",
     device: torch.device | str | None = None,
-    accumulate_device: torch.device | str | None = None,
-    autocast: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    **blend_options: Any,
 ) -> torch.Tensor:
     """Sliding-window 3D inference.
 
     ``inputs``: ``(Z, Y, X)`` (one channel), ``(C, Z, Y, X)`` or ``(N, C, Z, Y, X)``; moved once
     to ``device`` (default: where it is). Returns float32 ``(C_out, Z, Y, X)``, or
-    ``(N, C_out, Z, Y, X)`` for 5-d inputs. See :func:`blend_windows` for the other arguments.
+    ``(N, C_out, Z, Y, X)`` for 5-d inputs. ``blend_options`` are :func:`blend_windows`'s
+    keyword arguments (``overlap``, ``sigma_scale``, ``blend``, ``views``, ``batch_size``,
+    ``pad_mode``, ``accumulate_device``, ``autocast``, ``progress``), with its defaults.
     """
     patch = tuple(int(p) for p in patch)
     if len(patch) != 3:
@@ -267,21 +262,7 @@ def sliding_window_3d(
         inputs = inputs[None]
     if inputs.dim() != 5:
         raise ValueError(f"inputs must be (Z,Y,X), (C,Z,Y,X) or (N,C,Z,Y,X), got {tuple(inputs.shape)}")
-    out = blend_windows(
-        inputs,
-        predictor,
-        patch,
-        overlap=overlap,
-        sigma_scale=sigma_scale,
-        blend=blend,
-        views=views,
-        batch_size=batch_size,
-        pad_mode=pad_mode,
-        accumulate_device=accumulate_device,
-        autocast=autocast,
-        what="3D sliding window",
-        progress=progress,
-    )
+    out = blend_windows(inputs, predictor, patch, what="3D sliding window", **blend_options)
     return out if batched else out[0]
 
 

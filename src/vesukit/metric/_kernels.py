@@ -57,6 +57,8 @@ def complex_counts(a, n0, n1, n2, parent):
                 bx = x + 1 < n0 and a[v + s0] != 0
                 by = y + 1 < n1 and a[v + s1] != 0
                 bz = z + 1 < n2 and a[v + 1] != 0
+                # One block per axis, unrolled on purpose (module docstring): the only pairs
+                # `duplicates` reports over src/ are these and the like blocks below.
                 if bx:
                     ne += 1
                     ra = _find(parent, v)

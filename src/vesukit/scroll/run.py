@@ -48,6 +48,27 @@ class SegmentConfig:
     dtype: str = "uint8"
     retries: int = 2
 
+    def __post_init__(self):  # the CLI and library callers get the same errors
+        from vesukit.errors import UsageError
+        from vesukit.infer.tta import PRESETS
+
+        if not 0 <= self.overlap < 1:
+            raise UsageError(f"--overlap {self.overlap}: must be in [0, 1).")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers {self.workers}: must be >= 1.")
+        if self.workers is not None and self.scheduler != "local":
+            raise UsageError(f"--workers {self.workers} with --scheduler {self.scheduler}: --workers starts "
+                             "local workers; an existing scheduler uses the workers started with it "
+                             "(`dask worker ADDRESS`). Drop --workers.")
+        if len(self.chunk) != 3 or min(self.chunk) < 1:
+            raise UsageError(f"--chunk {' '.join(map(str, self.chunk))}: three sizes, each >= 1.")
+        if self.retries < 0:
+            raise UsageError(f"--retries {self.retries}: must be >= 0.")
+        if self.tta not in PRESETS:
+            raise UsageError(f"--tta {self.tta}: choose one of {', '.join(PRESETS)}.")
+        if self.dtype not in ("uint8", "float16"):
+            raise UsageError(f"--dtype {self.dtype}: choose uint8 or float16.")
+
 
 @dataclass(frozen=True)
 class ChunkJob:

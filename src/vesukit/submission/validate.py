@@ -21,10 +21,11 @@ import os
 import warnings
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -462,6 +463,17 @@ def _inflate_entry(archive: zipfile.ZipFile, zinfo: zipfile.ZipInfo,
     return data
 
 
+def _read_or_report(read: Callable[[bytes], Any], data: bytes, found: _EntryFindings, failure: str) -> Any:
+    """``read(data)``; or None, with a ``truncated_tiff`` finding: ``failure`` says what could
+    not be read, its ``{error}`` the exception."""
+    try:
+        return read(data)
+    except Exception as exc:
+        found.add("truncated_tiff", failure.format(error=f"{type(exc).__name__}: {exc}")
+                  + f"; the file is truncated or corrupt. {_FIX}")
+        return None
+
+
 def _check_tiff_structure(data: bytes, found: _EntryFindings) -> dict | None:
     """The TIFF header, from headers only. Pixels are decoded later only for a single-sample
     uint8 page stack of bounded size, so a header promising gigapixels costs nothing."""
@@ -469,11 +481,8 @@ def _check_tiff_structure(data: bytes, found: _EntryFindings) -> dict | None:
     if not data.startswith(_TIFF_MAGICS):
         found.add("not_tiff", f"is not a TIFF file (starts with {data[:4]!r}); {_FIX}")
         return None
-    try:
-        header = _tiff_header(data)
-    except Exception as exc:
-        found.add("truncated_tiff", f"has a damaged TIFF structure ({type(exc).__name__}: "
-                  f"{exc}); the file is truncated or corrupt. {_FIX}")
+    header = _read_or_report(_tiff_header, data, found, "has a damaged TIFF structure ({error})")
+    if header is None:
         return None
     info.tiff_compression = header["compression"]
     info.shape, info.dtype = list(header["shape"]), header["dtype"]
@@ -504,23 +513,19 @@ def _decode_and_compare(data: bytes, header: dict, found: _EntryFindings) -> Non
     """The pixels through the scorer's reader (Pillow) and through tifffile, which must agree;
     then the shape against the source volume and the values."""
     info = found.info
-    try:
-        pillow = read_volume_pillow(data)
-        info.readers.append("pillow")
-    except Exception as exc:
-        found.add("truncated_tiff", f"Pillow, the scorer's reader, cannot decode it "
-                  f"({type(exc).__name__}: {exc}); the file is truncated or corrupt. {_FIX}")
+    pillow = _read_or_report(read_volume_pillow, data, found,
+                             "Pillow, the scorer's reader, cannot decode it ({error})")
+    if pillow is None:
         return
+    info.readers.append("pillow")
     info.shape, info.dtype = list(pillow.shape), str(pillow.dtype)
 
     other = None
     if header["compression_code"] in STDLIB_TIFF_COMPRESSIONS or has("imagecodecs"):
-        try:
-            other = _read_tifffile(data)
+        other = _read_or_report(_read_tifffile, data, found,
+                                "tifffile cannot decode it ({error}) although Pillow can")
+        if other is not None:
             info.readers.append("tifffile")
-        except Exception as exc:
-            found.add("truncated_tiff", f"tifffile cannot decode it ({type(exc).__name__}: "
-                      f"{exc}) although Pillow can; the file is truncated or corrupt. {_FIX}")
     else:
         found.add("tifffile_cannot_decode", f"{header['compression']} pages cannot be decoded "
                   "by tifffile without imagecodecs, so only Pillow read it. Write zlib pages "

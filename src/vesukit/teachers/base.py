@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from vesukit.errors import VesukitError
@@ -40,6 +40,17 @@ def check_entry_fields(entry: Mapping, known: set[str], required: tuple[str, ...
         raise TeacherError(f"{where}: {who}: field '{missing[0]}': missing{of_kind} (required: "
                            f"{', '.join(required)})")
     return who
+
+
+def check_object(data: Any, allowed: tuple[str, ...], *, not_object: str,
+                 unknown_field: Callable[[str], str]) -> None:
+    """``data`` is a JSON object whose fields are all in ``allowed``; else TeacherError with
+    ``not_object``, or with ``unknown_field(name)`` of the first unknown field."""
+    if not isinstance(data, Mapping):
+        raise TeacherError(not_object)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise TeacherError(unknown_field(unknown[0]))
 
 
 class FrozenMap(Mapping):

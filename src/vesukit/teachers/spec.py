@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vesukit.teachers.base import NAME_RE, FrozenMap, TeacherError, check_entry_fields, thaw
+from vesukit.teachers.base import NAME_RE, FrozenMap, TeacherError, check_entry_fields, check_object, thaw
 from vesukit.teachers.base import is_int as _is_int
 from vesukit.teachers.base import is_json_value as _is_json_value
 from vesukit.teachers.base import is_number as _is_number
@@ -57,13 +57,10 @@ class Normalization:
 
     @classmethod
     def from_json(cls, data: Any) -> Normalization:
-        if not isinstance(data, Mapping):
-            raise TeacherError(f"field 'normalization': must be an object with scale/mean/std, "
-                               f"got {data!r}")
-        unknown = sorted(set(data) - {"scale", "mean", "std"})
-        if unknown:
-            raise TeacherError(f"field 'normalization.{unknown[0]}': unknown field "
-                               "(allowed: scale, mean, std)")
+        check_object(data, ("scale", "mean", "std"),
+                     not_object=f"field 'normalization': must be an object with scale/mean/std, got {data!r}",
+                     unknown_field=lambda name: f"field 'normalization.{name}': unknown field "
+                     "(allowed: scale, mean, std)")
         return cls(**data)
 
 
@@ -300,13 +297,11 @@ def _teacher_from_json(item: Any, *, where: str) -> TeacherSpec | NnUNetSpec:
 
 
 def manifest_from_json(data: Any, root: str | Path, *, where: str) -> Manifest:
-    if not isinstance(data, Mapping):
-        raise TeacherError(f"{where}: must be a JSON object {{\"format\": 1, \"teachers\": "
-                           f"[...]}}, got {type(data).__name__}")
-    unknown = sorted(set(data) - {"format", "teachers", "notes"})
-    if unknown:
-        raise TeacherError(f"{where}: field '{unknown[0]}': unknown top-level field "
-                           "(allowed: format, teachers, notes)")
+    check_object(data, ("format", "teachers", "notes"),
+                 not_object=f"{where}: must be a JSON object {{\"format\": 1, \"teachers\": [...]}}, "
+                 f"got {type(data).__name__}",
+                 unknown_field=lambda name: f"{where}: field '{name}': unknown top-level field "
+                 "(allowed: format, teachers, notes)")
     if data.get("format") != MANIFEST_FORMAT:
         raise TeacherError(f"{where}: field 'format': expected {MANIFEST_FORMAT}, got "
                            f"{data.get('format')!r}; this vesukit reads manifest format "

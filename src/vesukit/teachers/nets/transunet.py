@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vesukit.teachers.nets.activation import apply_activation, check_activation
+
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
@@ -94,9 +96,7 @@ class TransUNet(nn.Module):
         if len(decoder_channels) != encoder_depth:
             raise ValueError(f"decoder_channels needs one entry per encoder stage "
                              f"(encoder_depth={encoder_depth}), got {list(decoder_channels)}")
-        if activation not in (None, "sigmoid", "softmax"):
-            raise ValueError(f"activation must be null, 'sigmoid' or 'softmax', "
-                             f"got {activation!r}")
+        check_activation(activation)
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth,
                                    weights=None, **encoder_kwargs)
         _drop_unused_stages(self.encoder, encoder_depth)
@@ -122,9 +122,4 @@ class TransUNet(nn.Module):
         for block, skip in zip(self.decoder, skips):
             # Stages reported with 0 channels (e.g. MiT's stride-2 placeholder) are not skips.
             y = block(y, skip if skip is not None and skip.shape[1] > 0 else None)
-        y = self.segmentation_head(y)
-        if self.activation == "sigmoid":
-            y = torch.sigmoid(y)
-        elif self.activation == "softmax":
-            y = torch.softmax(y, dim=1)
-        return y
+        return apply_activation(self.segmentation_head(y), self.activation)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vesukit.teachers.nets.activation import apply_activation, check_activation
+
 # nnU-Net ResEnc-M's plan for 3D full resolution: widths and residual blocks per stage.
 DEFAULT_WIDTHS = (32, 64, 128, 256, 320, 320)
 DEFAULT_BLOCKS = (1, 3, 4, 6, 6, 6)
@@ -62,9 +64,7 @@ class ResEncUNet3D(nn.Module):
                              f", blocks={blocks}")
         if min(widths) < 1 or min(blocks) < 1 or decoder_blocks < 1:
             raise ValueError("widths, blocks and decoder_blocks must be >= 1")
-        if activation not in (None, "sigmoid", "softmax"):
-            raise ValueError(f"activation must be null, 'sigmoid' or 'softmax', "
-                             f"got {activation!r}")
+        check_activation(activation)
         self.stem = _conv_norm_act(in_channels, widths[0])
         stages, cin = [], widths[0]
         for i, (width, n) in enumerate(zip(widths, blocks)):
@@ -94,9 +94,4 @@ class ResEncUNet3D(nn.Module):
         x = skips.pop()
         for up, dec in zip(self.upsample, self.decoder):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        x = self.segmentation_head(x)
-        if self.activation == "sigmoid":
-            x = torch.sigmoid(x)
-        elif self.activation == "softmax":
-            x = torch.softmax(x, dim=1)
-        return x
+        return apply_activation(self.segmentation_head(x), self.activation)
