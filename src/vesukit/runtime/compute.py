@@ -114,7 +114,7 @@ class VolumeComputer:
 
         start = time.perf_counter()
         target = ensemble_device if ensemble_device is not None else self.device
-        accumulator = EnsembleAccumulator(volume.shape, target)
+        accumulator = EnsembleAccumulator(volume.shape, target, mode=fusion_mode(self.calibration))
         seconds: dict[str, float] = {}
         used: list[str] = []
         for name in teachers:
