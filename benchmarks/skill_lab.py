@@ -10,8 +10,10 @@ torch.utils.flop_counter on one held-back volume, and wall time (mean over the v
 
     PYTHONPATH=src python -m benchmarks.skill_lab [--out build/skill-lab] [--size cpu|cuda]
 
-Writes OUT/table.md and OUT/skill_lab.json, and the audit page OUT/audit/index.html showing the
-table (an audit folder holding skill_lab.json shows it, e.g. after `predict --audit` there).
+Writes OUT/table.md and OUT/skill_lab.json, and skill_lab.json into the teachers' folder
+(OUT/teachers) and the student's (OUT/student): the audit page of any `vesukit predict --audit`
+run with those teachers shows the table. The lab ends with one such run (the student, with the
+calibration, on the held-back root's test volume): OUT/audit/index.html.
 """
 
 from __future__ import annotations
@@ -227,12 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     result = {"size": args.size, "config": cfg, "held_back": held_ids, "rows": rows, "goals": goals,
               "calibration": calibration.to_json(), "seconds": time.perf_counter() - started,
               "command": "make skill-lab" + ("" if args.size == "cpu" else f" DEVICE={args.size}")}
-    (out / "skill_lab.json").write_text(json.dumps(result, indent=1))
-    from vesukit.report import SKILL_LAB, write_index_html
+    from vesukit.report import SKILL_LAB
 
-    (out / "audit").mkdir(exist_ok=True)
-    (out / "audit" / SKILL_LAB).write_text(json.dumps(result, indent=1))
-    write_index_html(out / "audit", title="vesukit skill lab")
+    # beside the results, and in the teachers' and the student's folders: the audit page of a
+    # predict run with either shows the table
+    for folder in (out, ensemble_dir, student_dir):
+        (folder / SKILL_LAB).write_text(json.dumps(result, indent=1))
+    vesukit("predict", "--data", str(held_root), "--teachers", str(student_dir), "--out",
+            str(out / "audit-run" / "submission.zip"), "--workdir", str(out / "audit-run"),
+            "--calibration", str(calibration_path), "--device", args.device, "--audit",
+            str(out / "audit"), log=log)
     table = render_table(result)
     (out / "table.md").write_text(table)
     print(table)

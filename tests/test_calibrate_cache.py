@@ -8,10 +8,12 @@ import pytest
 
 pytest.importorskip("numba")
 torch = pytest.importorskip("torch")
+zarr = pytest.importorskip("zarr")
 
 from tests.fixtures import unet3d_ensemble  # noqa: E402
+from vesukit.calibrate import cache as cache_module  # noqa: E402
 from vesukit.calibrate.ablate import ablate  # noqa: E402
-from vesukit.calibrate.cache import CacheError, build_cache  # noqa: E402
+from vesukit.calibrate.cache import CacheError, MapCache, build_cache  # noqa: E402
 from vesukit.calibrate.labels import labelled_ids, prepared_labels  # noqa: E402
 from vesukit.cli import main  # noqa: E402
 from vesukit.data import read_volume, volume_path  # noqa: E402
@@ -52,9 +54,11 @@ def test_cache_stores_each_teacher_once_and_is_reused(root, teachers, tmp_path):
     cache = build_cache(tmp_path / "cache", root, manifest, ids)
     assert cache.volume_ids == tuple(ids)
     stored = cache.teacher_map(ids[0], "unet_1")
-    assert stored.dtype == np.float16 and isinstance(stored, np.memmap)
+    assert stored.dtype == np.float16 and not stored.flags.writeable
     assert stored.shape == read_volume(volume_path(root, ids[0], "train_images")).shape
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*/*.npy")}
+    on_disk = zarr.open_array(str(tmp_path / "cache" / ids[0] / "unet_1.zarr"), mode="r")
+    assert on_disk.dtype == np.float16 and on_disk.chunks == stored.shape  # < 128: one chunk
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*/*.zarr")}
     assert len(stamps) == len(ids) * len(WEIGHTS)
     again = build_cache(tmp_path / "cache", root, manifest, ids)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing recomputed
@@ -65,6 +69,48 @@ def test_cache_stores_each_teacher_once_and_is_reused(root, teachers, tmp_path):
     assert other.teacher_map(ids[0], "unet_0").dtype == np.float32
     with pytest.raises(CacheError, match="no cached map"):
         other.teacher_map(ids[1], "unet_0")
+
+
+def test_a_crash_while_writing_leaves_no_half_map(root, teachers, tmp_path, monkeypatch):
+    """A writer killed after writing chunks but before the rename leaves no entry; the next
+    build removes the leftover and computes the map."""
+    manifest = load_manifest(teachers)
+    ids = labelled_ids(root, 1)
+    real_replace = cache_module.os.replace
+
+    def crash_on_unet_2(source, target):
+        if str(target).endswith("unet_2.zarr"):
+            raise KeyboardInterrupt("killed")
+        real_replace(source, target)
+
+    monkeypatch.setattr(cache_module.os, "replace", crash_on_unet_2)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(tmp_path / "cache", root, manifest, ids)
+    monkeypatch.setattr(cache_module.os, "replace", real_replace)
+    volume_dir = tmp_path / "cache" / ids[0]
+    assert sorted(p.name for p in volume_dir.glob("*.zarr")) == ["unet_0.zarr", "unet_1.zarr"]
+    assert list(volume_dir.glob(".*.tmp"))  # the half-done write, under its temporary name
+    cache = build_cache(tmp_path / "cache", root, manifest, ids)
+    assert cache.volume_ids == tuple(ids) and not list(volume_dir.glob(".*.tmp"))
+    assert cache.teacher_map(ids[0], "unet_2").shape == cache.teacher_map(ids[0], "unet_0").shape
+
+
+def test_an_old_npy_cache_is_rebuilt_as_zarr(root, teachers, tmp_path):
+    """Format 1 kept <volume>/<teacher>.npy: it is cleared and rebuilt, never read."""
+    ids = labelled_ids(root, 1)
+    old = tmp_path / "cache"
+    (old / ids[0]).mkdir(parents=True)
+    np.save(old / ids[0] / "unet_0.npy", np.zeros((2, 2, 2), np.float16))
+    (old / "cache.json").write_text(json.dumps({"format": 1, "fingerprint": None,
+                                                "dtype": "float16", "volumes": {ids[0]: [2, 2, 2]},
+                                                "teachers": [{"name": "unet_0", "weight": 1.0}]}))
+    with pytest.raises(CacheError, match="format 1"):
+        MapCache(old)
+    said = []
+    cache = build_cache(old, root, load_manifest(teachers), ids, progress=said.append)
+    assert any("older format; rebuilt" in line for line in said)
+    assert not list(old.glob("*/*.npy"))
+    assert cache.volume_ids == tuple(ids) and cache.teacher_map(ids[0], "unet_0").shape != (2, 2, 2)
 
 
 def direct_scores(root, teachers, ids, subsets):

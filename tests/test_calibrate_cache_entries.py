@@ -28,8 +28,9 @@ def setup(tmp_path):
 
 
 def stamps(cache_dir):
-    return {p.relative_to(cache_dir).as_posix(): p.stat().st_mtime_ns
-            for p in cache_dir.glob("*/*.npy")}
+    """Each stored map -> its identity on disk (a rewritten map is a new folder)."""
+    return {p.relative_to(cache_dir).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in cache_dir.glob("*/*.zarr")}
 
 
 def test_only_the_changed_teacher_or_volume_is_recomputed(setup, tmp_path):
@@ -48,7 +49,7 @@ def test_only_the_changed_teacher_or_volume_is_recomputed(setup, tmp_path):
     cache = build_cache(cache_dir, root, load_manifest(folder), ids)
     after = stamps(cache_dir)
     changed = sorted(k for k in before if after[k] != before[k])
-    assert changed == [f"{v}/unet_1.npy" for v in ids]
+    assert changed == [f"{v}/unet_1.zarr" for v in ids]
     assert not np.array_equal(np.array(cache.teacher_map(ids[0], "unet_1")), old_map)
     assert cache.volume_ids == tuple(ids)
 
@@ -63,7 +64,7 @@ def test_only_the_changed_teacher_or_volume_is_recomputed(setup, tmp_path):
     cache = build_cache(cache_dir, root, load_manifest(folder), ids)
     again = stamps(cache_dir)
     assert sorted(k for k in after if again[k] != after[k]) == \
-        [f"{ids[1]}/unet_{i}.npy" for i in range(3)]
+        [f"{ids[1]}/unet_{i}.zarr" for i in range(3)]
 
     # a teacher removed: its maps go, the others stay
     save_manifest(folder, specs[:2])

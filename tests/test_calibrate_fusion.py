@@ -89,3 +89,10 @@ def test_calibrate_fusion_writes_the_block_and_a_weighted_manifest(root, teacher
     zip_path = tmp_path / "sub.zip"
     assert main(["predict", "--data", str(root), "--teachers", str(tmp_path / "teachers.fused.json"),
                  "--out", str(zip_path), "--device", "cpu", "--workdir", str(tmp_path / "w")]) == 0
+    # predict --calibration applies the fitted block itself, with the original manifest
+    assert main(["predict", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(tmp_path / "sub2.zip"), "--device", "cpu", "--workdir", str(tmp_path / "w2"),
+                 "--calibration", str(out)]) == 0
+    record = json.loads((tmp_path / "w2" / "run.json").read_text())
+    assert record["fusion"] == {"mode": data["fusion"]["mode"], "weights": data["fusion"]["weights"],
+                                "source": "calibration", "weights_from": "calibration"}

@@ -93,3 +93,27 @@ def test_submit_raises_when_no_teacher_loads_but_the_fallback_zip_stays(kaggle_i
         kaggle.submit(out, input_base=base, device="cpu")
     report = validate_zip(out, base / "comp")
     assert report.valid and sorted(report.files) == sorted(list_test_ids(base / "comp"))
+
+
+def test_submit_applies_the_fusion_of_the_calibration_beside_the_teachers(kaggle_input, tmp_path,
+                                                                          monkeypatch, capsys):
+    """The teachers dataset's calibration.json with a fitted fusion: submit() logs it and
+    predict combines the teachers as it says (run.json)."""
+    import json
+    import shutil
+
+    monkeypatch.delenv("VESUKIT_TEACHERS", raising=False)
+    base = tmp_path / "input"
+    shutil.copytree(kaggle_input, base)
+    names = [t["name"] for t in json.loads((base / "teachers" / "teachers.json").read_text())[
+        "teachers"]]
+    weights = {name: (0.0 if i == 0 else 1.5) for i, name in enumerate(names)}
+    (base / "teachers" / "calibration.json").write_text(json.dumps(
+        {"threshold": {"rule": "fixed", "threshold": 0.4}, "postprocess": [],
+         "fusion": {"mode": "logit", "weights": weights}}))
+    out = tmp_path / "working" / "submission.zip"
+    assert kaggle.submit(out, input_base=base, device="cpu") == out
+    assert "fusion logit mean, weights" in capsys.readouterr().out
+    record = json.loads((out.parent / "vesukit-work" / "run.json").read_text())
+    assert record["fusion"]["mode"] == "logit" and record["fusion"]["weights"] == weights
+    assert all(names[0] not in volume["teachers"] for volume in record["volumes"])

@@ -253,11 +253,17 @@ img { border: 1px solid #999; max-width: 600px; }
 SKILL_LAB = "skill_lab.json"
 
 
-def _skill_lab_section(folder: Path) -> list[str]:
-    """The skill lab's score table (``make skill-lab`` writes ``skill_lab.json`` here), so
-    the page that shows the masks also shows what the models were measured to be worth."""
-    path = folder / SKILL_LAB
-    if not path.is_file():
+def skill_lab_for(teachers_folder: str | Path) -> Path | None:
+    """The skill-lab table measured for these teachers (``make skill-lab`` writes
+    ``skill_lab.json`` into the teachers' and the student's folders), if there is one."""
+    path = Path(teachers_folder) / SKILL_LAB
+    return path if path.is_file() else None
+
+
+def _skill_lab_section(path: Path | None) -> list[str]:
+    """The skill lab's score table, so the page that shows the masks also shows what the
+    models were measured to be worth."""
+    if path is None or not path.is_file():
         return []
     try:
         lab = json.loads(path.read_text())
@@ -272,13 +278,16 @@ def _skill_lab_section(folder: Path) -> list[str]:
                    f"<td>{row['gflops']:.2f}</td><td>{row['seconds']:.2f}</td>"
                    f"<td>{esc(str(row.get('note', '')))}</td></tr>")
     out.append(f"</table><p>{esc(lab.get('command', ''))}; held-back volumes: "
-               f"{esc(', '.join(lab.get('held_back', [])))}</p>")
+               f"{esc(', '.join(lab.get('held_back', [])))}; from {esc(str(path))}</p>")
     return out
 
 
-def write_index_html(folder: str | Path, title: str = "vesukit audit") -> Path:
-    """``index.html`` in ``folder``: summary with alarms, a table and every preview."""
+def write_index_html(folder: str | Path, title: str = "vesukit audit",
+                     skill_lab: str | Path | None = None) -> Path:
+    """``index.html`` in ``folder``: summary with alarms, a table and every preview, and the
+    skill-lab table of ``skill_lab`` (default: ``folder/skill_lab.json``) if there is one."""
     folder = Path(folder)
+    skill_lab = Path(skill_lab) if skill_lab is not None else folder / SKILL_LAB
     records = read_audits(folder)
     for record in records:
         record.setdefault("alarms", alarms(record))
@@ -325,7 +334,7 @@ def write_index_html(folder: str | Path, title: str = "vesukit audit") -> Path:
                      f"{esc(record['volume_id'])}</a></td>{''.join(cells)}"
                      f"<td class='alarm'>{esc('; '.join(record['alarms']))}</td></tr>")
     parts.append("</table>")
-    parts.extend(_skill_lab_section(folder))
+    parts.extend(_skill_lab_section(skill_lab))
     parts.append("<h2>Previews</h2>")
     for record in records:
         volume_id = record["volume_id"]

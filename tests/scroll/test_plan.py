@@ -78,6 +78,11 @@ def test_whole_slice_teachers_and_whole_volume_steps_are_refused(tmp_path):
                                        "postprocess": "first_place"}))
     with pytest.raises(UsageError, match="sheet_close"):
         load_decision(calibration)
+    # a fitted fusion (logit mean, its own weights) is refused, not silently averaged otherwise
+    calibration.write_text(json.dumps({"threshold": {"rule": "fixed", "threshold": 0.5},
+                                       "fusion": {"mode": "logit", "weights": {"a": 1.0}}}))
+    with pytest.raises(UsageError, match="fitted fusion"):
+        load_decision(calibration)
 
 
 def test_chunk_decision_equals_the_one_piece_chain():

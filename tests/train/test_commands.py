@@ -66,8 +66,8 @@ def test_distill_learns_from_the_teachers_cached_maps(root, tmp_path, capsys):
     provenance = training["provenance"]
     assert provenance["targets"] == "ensemble" and provenance["teacher_names"] == ["unet_0", "unet_1"]
     assert provenance["label_weight"] == 0.3
-    cached = sorted(p.name for p in (out / "distill-cache").glob("*/*.npy"))
-    assert cached == sorted(f"{n}.npy" for n in ("unet_0", "unet_1")
+    cached = sorted(p.name for p in (out / "distill-cache").glob("*/*.zarr"))
+    assert cached == sorted(f"{n}.zarr" for n in ("unet_0", "unet_1")
                             for _ in provenance["train_volumes"])
     spec = load_manifest(out).teachers[0]
     assert spec.arch == "resenc_unet3d" and spec.patch == (16, 16, 16)

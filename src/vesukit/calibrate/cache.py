@@ -1,11 +1,13 @@
-"""One ensemble pass over labelled volumes, kept on disk for calibration and ablation.
+"""One ensemble pass over labelled volumes, kept on disk for calibration, ablation and distillation.
 
 Running nine teachers over a volume is the expensive part; searching thresholds, post-
-processing and teacher subsets is cheap once each teacher's probability map is stored. The
-cache holds, per volume and teacher, the map as ``<volume>/<teacher>.npy`` (fp16 by default:
-half the bytes, memory-mapped on read) plus ``cache.json`` describing what made them (the
-teacher specs and checkpoint files, TTA, overlap). A cache made by other teachers or settings
-is not reused: its maps are recomputed.
+processing, teacher subsets and fusion weights is cheap once each teacher's probability map is
+stored. The cache holds, per volume and teacher, the map as a chunked zarr array
+``<volume>/<teacher>.zarr`` (fp16 by default: half the bytes; zstd-compressed chunks of up to
+128^3) plus ``cache.json`` describing what made them (the teacher specs and checkpoint files,
+TTA, overlap). Each map is written under a temporary name and renamed into place, so a crash
+leaves no half entry. Reading loads whole maps: the last volume's stay in memory, so the
+searches, which go volume by volume, read each map once per volume.
 
 Ensembles of any teacher subset are recombined from the stored maps with the same
 :class:`vesukit.infer.EnsembleAccumulator` that predict uses, so a subset's maps equal those
@@ -13,29 +15,38 @@ predict would compute from the same (stored-precision) teacher maps.
 
 Invalidation is per entry: a teacher whose spec (its weight aside) or checkpoint changed loses
 only its own maps, a volume whose source file changed (size, mtime) only its own; other
-settings (TTA, overlap, dtype) clear the cache.
+settings (TTA, overlap, dtype) clear the cache. A cache of an older format (format 1 stored
+``<volume>/<teacher>.npy``) is not read: it is cleared and rebuilt.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vesukit._optional import require
 from vesukit.data import atomic_write_bytes
 from vesukit.errors import VesukitError
 from vesukit.infer.settings import DEFAULT_OVERLAP
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: zarr arrays; 1 (.npy files) is rebuilt
 CACHE_DTYPES = ("float16", "float32")
+CHUNK_EDGE = 128  # a 320^3 map is 27 chunks of 4 MiB (fp16)
+MAP_SUFFIX = ".zarr"
 
 
 class CacheError(VesukitError):
     """The map cache is missing a map or was made by other teachers."""
+
+
+class OldCacheError(CacheError):
+    """The folder holds a map cache of another format (it is rebuilt, not read)."""
 
 
 def teachers_fingerprint(manifest, tta: str, overlap: float, dtype: str) -> dict:
@@ -70,8 +81,13 @@ class MapCache:
             raise CacheError(f"{self.folder}: no map cache here (cache.json is missing); "
                              "build one with `vesukit calibrate` or `vesukit ablate`.")
         self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != CACHE_FORMAT:
+            raise OldCacheError(f"{self.folder}: a map cache of format {self.meta.get('format')}"
+                                f" (this vesukit reads format {CACHE_FORMAT}); `vesukit "
+                                "calibrate`, `ablate` and `distill` rebuild it.")
         self.teachers = tuple(CachedTeacher(t["name"], float(t["weight"]))
                               for t in self.meta["teachers"])
+        self._in_memory: tuple[str, dict[str, np.ndarray]] = ("", {})
 
     @classmethod
     def create(cls, folder: str | Path, teachers: Sequence[tuple[str, float]],
@@ -81,8 +97,9 @@ class MapCache:
             raise CacheError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*/*.npy"):
-            stale.unlink()
+        for stale in [*folder.glob("*/*.npy"), *folder.glob(f"*/*{MAP_SUFFIX}"),
+                      *folder.glob("*/.*.tmp")]:
+            _remove(stale)
         meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "dtype": dtype,
                 "volumes": {}, "teachers": [{"name": n, "weight": float(w)} for n, w in teachers]}
         atomic_write_bytes(folder / "cache.json", json.dumps(meta, indent=1).encode())
@@ -94,21 +111,27 @@ class MapCache:
         return tuple(self.meta["volumes"])
 
     def store(self, volume_id: str, teacher: str, probability) -> None:
-        """Keep one teacher's map of one volume (in the cache's dtype)."""
+        """Keep one teacher's map of one volume (in the cache's dtype), atomically."""
         from vesukit._arrays import as_numpy
 
         (self.folder / volume_id).mkdir(exist_ok=True)
         array = as_numpy(probability).astype(self.meta.get("dtype", "float16"))
-        _save_npy(self.map_path(volume_id, teacher), array)
+        _save_zarr(self.map_path(volume_id, teacher), array)
+        if self._in_memory[0] == volume_id:
+            self._in_memory[1].pop(teacher, None)
+
+    def has_map(self, volume_id: str, teacher: str) -> bool:
+        return self.map_path(volume_id, teacher).is_dir()
 
     def complete(self, volume_id: str) -> None:
         """Mark a volume done once every teacher's map is stored."""
-        missing = [t for t in self.teacher_names if not self.map_path(volume_id, t).is_file()]
+        missing = [t for t in self.teacher_names if not self.has_map(volume_id, t)]
         if missing:
             raise CacheError(f"{self.folder}: volume '{volume_id}' lacks the maps of "
                              f"{', '.join(missing)}")
-        shape = list(self.teacher_map(volume_id, self.teacher_names[0]).shape)
-        self.meta["volumes"][volume_id] = shape
+        zarr = require("zarr", f"reading the map cache {self.folder}")
+        first = zarr.open_array(str(self.map_path(volume_id, self.teacher_names[0])), mode="r")
+        self.meta["volumes"][volume_id] = [int(n) for n in first.shape]  # no chunk is read
         self._save_meta()
 
     @property
@@ -134,34 +157,47 @@ class MapCache:
         stale = sorted(name for name, entry in old.items() if new.get(name) != entry)
         stale += sorted(name for name in self.teacher_names if name not in old and name not in new)
         for name in stale:
-            for path in self.folder.glob(f"*/{name}.npy"):
-                path.unlink()
+            for path in self.folder.glob(f"*/{name}{MAP_SUFFIX}"):
+                _remove(path)
+        self._in_memory = ("", {})
         self.meta["teachers"] = [{"name": n, "weight": float(w)} for n, w in teachers]
         self.teachers = tuple(CachedTeacher(n, float(w)) for n, w in teachers)
         self.meta["fingerprint"] = fingerprint
         self.meta["volumes"] = {v: shape for v, shape in self.meta["volumes"].items()
-                                if all(self.map_path(v, t).is_file() for t in self.teacher_names)}
+                                if all(self.has_map(v, t) for t in self.teacher_names)}
         self._save_meta()
         return stale
 
     def forget_volume(self, volume_id: str) -> None:
         """Remove every map of one volume (its source changed)."""
-        for path in (self.folder / volume_id).glob("*.npy"):
-            path.unlink()
+        for path in (self.folder / volume_id).glob(f"*{MAP_SUFFIX}"):
+            _remove(path)
+        if self._in_memory[0] == volume_id:
+            self._in_memory = ("", {})
         self.meta["volumes"].pop(volume_id, None)
         self.meta.setdefault("sources", {}).pop(volume_id, None)
         self._save_meta()
 
     def map_path(self, volume_id: str, teacher: str) -> Path:
-        return self.folder / volume_id / f"{teacher}.npy"
+        return self.folder / volume_id / f"{teacher}{MAP_SUFFIX}"
 
     def teacher_map(self, volume_id: str, teacher: str) -> np.ndarray:
-        """The stored map, memory-mapped (read-only)."""
-        path = self.map_path(volume_id, teacher)
-        if not path.is_file():
-            raise CacheError(f"{path}: no cached map for teacher '{teacher}' on volume "
-                             f"'{volume_id}'; rebuild the cache.")
-        return np.load(path, mmap_mode="r")
+        """The stored map, read whole (read-only; this volume's maps stay in memory until
+        another volume is read)."""
+        current, maps = self._in_memory
+        if current != volume_id:
+            maps = {}
+            self._in_memory = (volume_id, maps)
+        if teacher not in maps:
+            path = self.map_path(volume_id, teacher)
+            if not path.is_dir():
+                raise CacheError(f"{path}: no cached map for teacher '{teacher}' on volume "
+                                 f"'{volume_id}'; rebuild the cache.")
+            zarr = require("zarr", f"reading the map cache {self.folder}")
+            array = zarr.open_array(str(path), mode="r")[...]
+            array.flags.writeable = False
+            maps[teacher] = array
+        return maps[teacher]
 
     def ensemble(self, volume_id: str, teachers: Sequence[str] | None = None):
         """The ensemble maps (numpy) of ``teachers`` (default: all) on one volume."""
@@ -198,6 +234,10 @@ def build_cache(folder: str | Path, root: str | Path, manifest, volume_ids: Sequ
     teachers = [(s.name, s.weight) for s in manifest.teachers]
     try:
         cache = MapCache(folder)
+    except OldCacheError:
+        if progress:
+            progress(f"cache: {folder} is of an older format; rebuilt")
+        cache = None
     except CacheError:
         cache = None
     old = (cache.meta.get("fingerprint") or {}) if cache is not None else {}
@@ -214,7 +254,9 @@ def build_cache(folder: str | Path, root: str | Path, manifest, volume_ids: Sequ
             if progress:
                 progress(f"cache: volume {volume_id} changed; its maps are redone")
             cache.forget_volume(volume_id)
-    todo = {v: [s for s in manifest.teachers if not cache.map_path(v, s.name).is_file()]
+    for leftover in folder.glob("*/.*.tmp"):  # a map whose writer died before its rename
+        _remove(leftover)
+    todo = {v: [s for s in manifest.teachers if not cache.has_map(v, s.name)]
             for v in volume_ids if v not in cache.volume_ids}
     if not todo:
         return cache
@@ -250,8 +292,21 @@ def _source_stamp(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save through a temporary file and a rename (a crash leaves no half map)."""
-    temporary = path.with_suffix(".tmp.npy")
-    np.save(temporary, array)
+def _save_zarr(path: Path, array: np.ndarray) -> None:
+    """Write a chunked zarr array under a temporary name, then rename it into place, so a
+    crash leaves either the old entry, none, or the whole new one (never a half one)."""
+    zarr = require("zarr", "the map cache (chunked fp16 maps)")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove(temporary)
+    chunks = tuple(min(int(n), CHUNK_EDGE) for n in array.shape)
+    zarr.create_array(store=str(temporary), data=np.ascontiguousarray(array), chunks=chunks)
+    _remove(path)
     os.replace(temporary, path)
+
+
+def _remove(path: Path) -> None:
+    """Delete a map entry (a zarr folder, or an old format's file) if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -86,12 +86,21 @@ def fit_fusion(cache, labels: Mapping[str, object], volume_ids: Sequence[str], r
             memo[key] = labels[volume_id].score(binarize(maps.mean, rule(maps))).score
         return memo[key]
 
+    def score_all(keys: Sequence[tuple[tuple[float, ...], str]], on: Sequence[str]) -> None:
+        # volume by volume: the cache keeps one volume's maps in memory
+        for volume_id in on:
+            for weights, mode in keys:
+                score(weights, mode, volume_id)
+
     def solo_scores(on: Sequence[str]) -> dict[str, float]:
-        return {name: float(np.mean([score(tuple(1.0 if m == name else 0.0 for m in names),
-                                           "probability", v) for v in on])) for name in names}
+        alone = {name: tuple(1.0 if m == name else 0.0 for m in names) for name in names}
+        score_all([(w, "probability") for w in alone.values()], on)
+        return {name: float(np.mean([score(alone[name], "probability", v) for v in on]))
+                for name in names}
 
     def best(on: Sequence[str]) -> tuple[FusionCandidate, list[dict]]:
         tried = candidates(names, [cache.weight(n) for n in names], solo_scores(on))
+        score_all([(c.weights, c.mode) for c in tried], on)
         table = []
         for cand in tried:
             per_volume = {v: score(cand.weights, cand.mode, v) for v in on}
@@ -142,7 +151,8 @@ def run_fusion(data, teachers, calibration_path, *, volumes: int | None = None, 
                device: str = "auto", tta: str = "none", overlap: float = 0.5,
                dtype: str = "float16", progress: Callable[[str], None] | None = None) -> dict:
     """Fit fusion on the calibration's fit volumes with its winning rule (from the same cache);
-    add the block to ``calibration_path`` and write the weighted manifest beside it."""
+    add the block to ``calibration_path`` (predict applies it) and write the weighted manifest
+    beside it."""
     import json
     from pathlib import Path
 
@@ -161,9 +171,9 @@ def run_fusion(data, teachers, calibration_path, *, volumes: int | None = None, 
     fusion = fit_fusion(cache, labels, fit_ids, load_calibration(calibration_path).rule, progress)
     manifest_path = calibration_path.parent / FUSED_MANIFEST
     fusion["manifest"] = str(manifest_path)
-    fusion["applied_by_predict"] = {"weights": f"with --teachers {manifest_path}",
-                                    "mode": "probability only (logit fusion is not wired into "
-                                            "predict yet)"}
+    # predict --calibration (and the notebook) apply mode and weights from this block; the
+    # weighted manifest is for tools that read only a teachers.json
+    fusion["applied_by_predict"] = "mode and weights, from this file (they override the manifest's)"
     data_out["fusion"] = fusion
     atomic_write_bytes(calibration_path, json.dumps(data_out, indent=1).encode())
     text = json.dumps(fused_manifest(load_manifest(teachers), fusion), indent=2) + "\n"

@@ -12,6 +12,7 @@ from vesukit.decide.calibration import (
     CALIBRATION_FORMAT,
     Calibration,
     CalibrationError,
+    Fusion,
     ThresholdRule,
     binarize,
     check_rule_params,
@@ -20,7 +21,7 @@ from vesukit.decide.calibration import (
 from vesukit.decide.rules import DEFAULT_THRESHOLD, THRESHOLD_RULES, fixed_threshold
 
 __all__ = [
-    "CALIBRATION_FORMAT", "Calibration", "CalibrationError", "ThresholdRule", "binarize",
+    "CALIBRATION_FORMAT", "Calibration", "CalibrationError", "Fusion", "ThresholdRule", "binarize",
     "check_rule_params", "load_calibration", "DEFAULT_THRESHOLD", "THRESHOLD_RULES",
     "fixed_threshold",
 ]

@@ -2,9 +2,10 @@
 
 A rule turns a volume's ensemble maps into one threshold, without labels. The calibration
 file (``calibration.json``, written by `vesukit calibrate` or by hand) names the rule, its
-parameters, the post-processing chain (a list of steps, or a preset's name) and optionally the
-TTA it was fitted with; `vesukit predict --calibration FILE`, `vesukit postprocess` and the
-notebook apply it.
+parameters, the post-processing chain (a list of steps, or a preset's name), optionally the
+TTA it was fitted with and the fusion (`vesukit calibrate --fusion`: the teachers' weights and
+whether their probabilities or logits are averaged); `vesukit predict --calibration FILE`,
+`vesukit postprocess` and the notebook apply it.
 Without a file, predict uses :data:`DEFAULT_THRESHOLD`.
 """
 
@@ -24,6 +25,7 @@ from vesukit.errors import VesukitError
 
 CALIBRATION_FORMAT = 1
 TTA_CHOICES = ("none", "flip", "full")
+FUSION_MODES = ("probability", "logit")  # vesukit.infer.ensemble.MODES (not imported: torch)
 
 
 class CalibrationError(VesukitError):
@@ -44,12 +46,72 @@ class ThresholdRule:
 
 
 @dataclass(frozen=True)
+class Fusion:
+    """How the teachers' maps are combined: the mean of probabilities or of logits, and each
+    teacher's weight by name (``None``: the manifest's weights). Fitted by
+    `vesukit calibrate --fusion`; weights here override the manifest's, and a teacher they do
+    not name (or weigh 0) is left out, as it was when the fusion was fitted."""
+
+    mode: str = "probability"
+    weights: Mapping[str, float] | None = None
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.weights is not None:
+            out["weights"] = dict(self.weights)
+        return out
+
+    def describe(self) -> str:
+        weights = ("manifest weights" if self.weights is None else
+                   "weights " + ", ".join(f"{n}={w:g}" for n, w in self.weights.items()))
+        return f"{self.mode} mean, {weights}"
+
+    def teacher_weights(self, manifest: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+        """(name -> weight for each manifest teacher, notes on what differs from the manifest)."""
+        if self.weights is None:
+            return dict(manifest), []
+        weights = {name: float(self.weights.get(name, 0.0)) for name in manifest}
+        notes = [f"teacher '{name}' is left out: the calibration's fusion does not name it"
+                 for name in manifest if name not in self.weights]
+        notes += [f"the calibration's fusion names teacher '{name}', which the manifest lacks"
+                  for name in self.weights if name not in manifest]
+        return weights, notes
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "calibration") -> Fusion:
+        """The ``fusion`` block (extra keys, e.g. calibrate's evidence, are ignored)."""
+        if not isinstance(data, Mapping):
+            raise CalibrationError(f"{where}: 'fusion' must be an object with 'mode' and "
+                                   "optionally 'weights'.")
+        mode = data.get("mode", "probability")
+        if mode not in FUSION_MODES:
+            raise CalibrationError(f"{where}: fusion 'mode' is {mode!r}; expected one of "
+                                   f"{', '.join(FUSION_MODES)}.")
+        weights = data.get("weights")
+        if weights is None:
+            return cls(mode)
+        if not isinstance(weights, Mapping) or not weights:
+            raise CalibrationError(f"{where}: fusion 'weights' must map teacher names to "
+                                   "numbers, e.g. {\"unet_0\": 1.0, \"unet_1\": 0.5}.")
+        for name, weight in weights.items():
+            if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
+                    or not np.isfinite(weight) or weight < 0):
+                raise CalibrationError(f"{where}: fusion weight of teacher '{name}' is "
+                                       f"{weight!r}; expected a number >= 0.")
+        if not any(w > 0 for w in weights.values()):
+            raise CalibrationError(f"{where}: every fusion weight is 0, so no teacher would "
+                                   "predict; give at least one a weight > 0.")
+        return cls(mode, {str(n): float(w) for n, w in weights.items()})
+
+
+@dataclass(frozen=True)
 class Calibration:
     """What predict does between the ensemble maps and the written mask."""
 
     rule: ThresholdRule = ThresholdRule()
     postprocess: tuple[Mapping[str, Any], ...] = ()
     tta: str | None = None          # the TTA the calibration was fitted with; None: predict's own
+    fusion: Fusion | None = None    # fitted fusion; None: probability mean, manifest weights
 
     def to_json(self) -> dict:
         out = {
@@ -59,15 +121,18 @@ class Calibration:
         }
         if self.tta is not None:
             out["tta"] = self.tta
+        if self.fusion is not None:
+            out["fusion"] = self.fusion.to_json()
         return out
 
     def describe(self) -> str:
-        """One line for logs: rule, chain and TTA."""
+        """One line for logs: rule, chain, TTA and fusion."""
         chain = " > ".join(
             step["step"] + "(" + ", ".join(f"{k}={v}" for k, v in step.items() if k != "step")
             + ")" for step in self.postprocess) or "none"
+        fusion = self.fusion.describe() if self.fusion else "probability mean, manifest weights"
         return (f"threshold {self.rule.describe()}; post-processing {chain}; "
-                f"TTA {self.tta or 'as requested'}")
+                f"TTA {self.tta or 'as requested'}; fusion {fusion}")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "calibration") -> Calibration:
@@ -97,7 +162,8 @@ class Calibration:
         if tta is not None and tta not in TTA_CHOICES:
             raise CalibrationError(f"{where}: 'tta' is {tta!r}; expected one of "
                                    f"{', '.join(TTA_CHOICES)}.")
-        return cls(ThresholdRule(name, threshold), steps, tta)
+        fusion = Fusion.from_json(data["fusion"], where) if data.get("fusion") is not None else None
+        return cls(ThresholdRule(name, threshold), steps, tta, fusion)
 
 
 def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> None:

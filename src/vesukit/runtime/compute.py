@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from vesukit.decide import DEFAULT_THRESHOLD, Calibration, binarize
+from vesukit.decide import DEFAULT_THRESHOLD, Calibration, CalibrationError, binarize
 from vesukit.decide.steps import apply_postprocess
 from vesukit.errors import VesukitError
 from vesukit.runtime.faults import inject
@@ -40,6 +40,28 @@ class StageError(RuntimeError):
 
 def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def apply_fusion_weights(manifest, calibration: Calibration, where: str = "the calibration"):
+    """(manifest, notes): the manifest with the calibration's fitted fusion weights in place of
+    its own (unchanged without a fusion or without weights); notes say which teachers that
+    leaves out or cannot find. Raises CalibrationError if no teacher keeps a weight > 0."""
+    fusion = calibration.fusion
+    if fusion is None or fusion.weights is None:
+        return manifest, []
+    weights, notes = fusion.teacher_weights({s.name: s.weight for s in manifest.teachers})
+    if not any(w > 0 for w in weights.values()):
+        raise CalibrationError(
+            f"{where}: its fusion weighs teachers {', '.join(fusion.weights)}, but none of them "
+            f"is in {manifest.root} (it holds {', '.join(weights)}); use the teachers the "
+            "calibration was fitted on, or re-run `vesukit calibrate --fusion` with these.")
+    specs = tuple(replace(spec, weight=weights[spec.name]) for spec in manifest.teachers)
+    return replace(manifest, teachers=specs), notes
+
+
+def fusion_mode(calibration: Calibration) -> str:
+    """Mean of probabilities (the default) or of logits, as the calibration says."""
+    return calibration.fusion.mode if calibration.fusion is not None else "probability"
 
 
 @dataclass
@@ -92,7 +114,7 @@ class VolumeComputer:
 
         start = time.perf_counter()
         target = ensemble_device if ensemble_device is not None else self.device
-        accumulator = EnsembleAccumulator(volume.shape, target)
+        accumulator = EnsembleAccumulator(volume.shape, target, mode=fusion_mode(self.calibration))
         seconds: dict[str, float] = {}
         used: list[str] = []
         for name in teachers:

@@ -31,7 +31,7 @@ from vesukit.errors import UsageError, VesukitError
 from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import PRESETS
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
-from vesukit.runtime.compute import describe_error
+from vesukit.runtime.compute import apply_fusion_weights, describe_error, fusion_mode
 from vesukit.runtime.faults import inject
 from vesukit.runtime.progress import Progress
 from vesukit.runtime.record import RunRecord
@@ -200,7 +200,9 @@ def run_predict(config: PredictConfig, progress_stream=None,
     root = find_competition_root(config.data, base=config.input_base)
     ids = list_test_ids(root)
     shapes, shape_problems, shape_guesses = scan_shapes(root, ids)
-    manifest = load_manifest(config.teachers)
+    # a fitted fusion's weights replace the manifest's (the run record says which were used)
+    manifest, fusion_notes = apply_fusion_weights(load_manifest(config.teachers), calibration,
+                                                  str(config.calibration))
     devices = worker_devices(config.device, config.workers)
 
     workdir = config.resolved_workdir()
@@ -248,9 +250,16 @@ def run_predict(config: PredictConfig, progress_stream=None,
     decision = f"decision: {calibration.describe()}; TTA applied: {config.tta} ({tta_source})"
     record.event(decision)
     progress.note(decision)
+    fusion = fusion_line(manifest, calibration, config.calibration)
+    record.event(fusion)
+    progress.note(fusion)
+    for note_text in fusion_notes:
+        warn(f"{config.calibration}: {note_text}")
+    weights_from = (f"the fusion of {config.calibration}" if manifest_weights_overridden(calibration)
+                    else str(manifest.root))
     for spec in manifest.teachers:
         if spec.weight == 0:
-            warn(f"teacher '{spec.name}' has weight 0 in {manifest.root}: skipped (not loaded)")
+            warn(f"teacher '{spec.name}' has weight 0 in {weights_from}: skipped (not loaded)")
     for volume_id, why in redo_reasons.items():
         warn(f"--resume: volume '{volume_id}' is recomputed: {why}")
 
@@ -331,9 +340,10 @@ def run_predict(config: PredictConfig, progress_stream=None,
     result = RunResult(zip_path, [states[i] for i in ids], time.perf_counter() - wall_start,
                        report, record.path, warnings, list(resumed))
     if config.audit is not None:
-        from vesukit.report import read_audits, summarize, write_index_html
+        from vesukit.report import read_audits, skill_lab_for, summarize, write_index_html
 
-        result.audit_index = write_index_html(config.audit)
+        # the page also shows what these teachers were measured to score (make skill-lab)
+        result.audit_index = write_index_html(config.audit, skill_lab=skill_lab_for(manifest.root))
         result.alarms = summarize(read_audits(config.audit))["alarms"]
     if error is not None and not any(v.status == DONE for v in result.volumes):
         # Nothing could be predicted (no teacher loads, every worker failed): the zip of
@@ -341,6 +351,18 @@ def run_predict(config: PredictConfig, progress_stream=None,
         result.error = f"no volume could be predicted: {error}"
     record.finish(result)
     return result
+
+
+def manifest_weights_overridden(calibration) -> bool:
+    return calibration.fusion is not None and calibration.fusion.weights is not None
+
+
+def fusion_line(manifest, calibration, calibration_file) -> str:
+    """The run log's line saying how the teachers' maps were combined, and from where."""
+    weights = ", ".join(f"{s.name}={s.weight:g}" for s in manifest.teachers if s.weight > 0)
+    source = (f"fitted, from {calibration_file}" if calibration.fusion is not None
+              else "default, weights from the manifest")
+    return f"fusion: {fusion_mode(calibration)} mean of {weights} ({source})"
 
 
 def _guarded(warn: Callable[[str], None], what: str, function, *args) -> None:

@@ -19,6 +19,18 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def applied_fusion(manifest, calibration) -> dict:
+    """How predict combined the teachers: mode, the weights used, and where they came from."""
+    from vesukit.runtime.compute import fusion_mode
+
+    fitted = calibration.fusion is not None
+    return {"mode": fusion_mode(calibration),
+            "weights": {s.name: s.weight for s in manifest.teachers},
+            "source": "calibration" if fitted else "default",
+            "weights_from": ("calibration" if fitted and calibration.fusion.weights is not None
+                             else "manifest")}
+
+
 class RunRecord:
     def __init__(self, path: Path, data: dict):
         self.path = Path(path)
@@ -44,6 +56,7 @@ class RunRecord:
             "time_budget_seconds": config.time_budget,
             "calibration": calibration.to_json(),
             "calibration_file": str(config.calibration) if config.calibration else None,
+            "fusion": applied_fusion(manifest, calibration),
             "out": str(config.out),
             "volumes": [],
             "events": [],

@@ -24,7 +24,13 @@ from vesukit.decide import Calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import VesukitError
 from vesukit.runtime.budget import TimeBudget
-from vesukit.runtime.compute import NoTeacherLeft, StageError, VolumeComputer, describe_error
+from vesukit.runtime.compute import (
+    NoTeacherLeft,
+    StageError,
+    VolumeComputer,
+    apply_fusion_weights,
+    describe_error,
+)
 from vesukit.runtime.faults import inject
 from vesukit.runtime.state import DONE, FALLBACK, StateStore, VolumeState
 
@@ -72,14 +78,19 @@ def save_fallback(store: StateStore, state: VolumeState, warn: Callable[[str], N
              f"({describe_error(exc)}); the zip gets its empty mask anyway")
 
 
-def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None]):
+def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None],
+                           calibration: Calibration | None = None):
     """Load every teacher; one that fails is dropped with a warning, all failing is an error.
 
-    Returns the loaded specs and models, and name -> reason for the dropped ones.
+    The calibration's fitted fusion weights, if any, replace the manifest's (a teacher they
+    weigh 0 is not loaded). Returns the loaded specs and models, and name -> reason for the
+    dropped ones.
     """
     from vesukit.teachers import load_manifest, load_teacher
 
     manifest = load_manifest(folder)
+    if calibration is not None:
+        manifest, _ = apply_fusion_weights(manifest, calibration)  # the pipeline warned once
     specs, models, failures = [], [], {}
     for spec in manifest.teachers:
         if spec.weight == 0:
@@ -112,7 +123,7 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
     """
     device = resolve_device(device_name)
     calibration = Calibration.from_json(setup.calibration)
-    specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn)
+    specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn, calibration)
     computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn)
     computer.dropped.update(failures)  # every volume's state says it ran without them
     if setup.warm_up:

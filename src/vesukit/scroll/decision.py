@@ -82,6 +82,12 @@ def load_decision(path: str | Path | None) -> ChunkDecision | None:
             "`segment` does not have (it works chunk by chunk). Use a 'fixed' rule for segment, e.g. the "
             "threshold this rule gives on a representative volume."
         )
+    if calibration.fusion is not None:
+        raise UsageError(
+            f"{path}: it carries a fitted fusion ({calibration.fusion.describe()}), which `segment` "
+            "does not apply (it averages probabilities with the manifest's weights). Remove the 'fusion' "
+            "block from the file used with segment, or put its weights into the teachers' manifest."
+        )
     steps = tuple(dict(s) for s in calibration.postprocess)
     whole = [s["step"] for s in steps if s["step"] not in CHUNK_STEPS]
     if whole:

@@ -83,7 +83,7 @@ def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
         "id": f"{config.owner}/{config.teachers_slug}",
         "subtitle": "Teachers, manifest and calibration for the vesukit notebook",
         "description": "teachers.json with slim safetensors weights and calibration.json "
-                       "(threshold rule, post-processing chain, TTA), written by "
+                       "(threshold rule, post-processing chain, TTA, fusion), written by "
                        "`vesukit teachers pack`.",
         "licenses": [{"name": "other"}],
     }
