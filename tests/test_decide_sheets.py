@@ -200,3 +200,56 @@ def test_sparse_oriented_close_equals_scipys_dense_closing():
         padded = np.pad(sheet, 4)
         dense = ndimage.binary_erosion(ndimage.binary_dilation(padded, element), element)[4:-4, 4:-4, 4:-4]
         np.testing.assert_array_equal(oriented_close(sheet, 3, 1.5), dense | sheet)
+
+
+def wavy_sheets(seed, shape=(24, 40, 36)):
+    """Three wavy sheets (one touching a face, two a few voxels apart) with tears, pinholes and
+    holes, plus dust: the defects the per-sheet steps repair."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, bool)
+    x = np.arange(shape[2])
+    for base, thickness in ((0, 2), (9, 1), (14, 2)):
+        z = (base + 2 + 2 * np.sin(x / 5 + seed)).astype(int)
+        for i in range(shape[2]):
+            mask[max(z[i], 0):z[i] + thickness, 1:shape[1] - 2, i] = True
+    mask &= rng.random(shape) > 0.12                       # pinholes and tears
+    for _ in range(3):                                     # holes of a few voxels across
+        y, xx = rng.integers(4, shape[1] - 8), rng.integers(4, shape[2] - 8)
+        mask[:, y:y + rng.integers(2, 6), xx:xx + rng.integers(2, 6)] = False
+    mask |= rng.random(shape) > 0.995                      # dust
+    return mask.astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("step, params", [
+    ("sheet_close", {"radius": 3, "thin": 1.5}), ("sheet_close", {"radius": 2, "thin": 0.5}),
+    ("patch_holes", {"max_area": 30}), ("plug_holes", {"passes": 2}),
+    ("plug_holes", {"passes": 3, "max_sheets": 2})])
+def test_numba_form_equals_the_numpy_form(seed, step, params):
+    """The per-sheet steps on each sheet's voxels (numba) give the bounding-box result."""
+    from vesukit import _optional
+    from vesukit.decide.sheets import kernels
+
+    assert kernels() is not None
+    mask = wavy_sheets(seed)
+    fast = run(mask, step, **params)
+    _optional.disable("numba")
+    try:
+        assert kernels() is None
+        reference = run(mask, step, **params)
+    finally:
+        _optional.enable("numba")
+    assert not np.array_equal(reference, mask)             # the step had work to do
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_euler_block_table_sums_to_the_euler_number():
+    from vesukit.decide.components import EULER_BLOCK_TABLE
+
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        mask = rng.random((7, 8, 9)) < 0.4
+        padded = np.pad(mask, 1).astype(np.int64)
+        pattern = sum(padded[z:z + 8, y:y + 9, x:x + 10] << (4 * z + 2 * y + x)
+                      for z in (0, 1) for y in (0, 1) for x in (0, 1))
+        assert EULER_BLOCK_TABLE[pattern].sum() == euler_number(mask)

@@ -1,0 +1,231 @@
+"""numba kernels of the per-sheet steps and of tunnel filling, on a sheet's own voxels.
+
+Imported only through :func:`vesukit.decide.sheets.kernels` (``None`` without numba: the steps
+then run their numpy form on each sheet's bounding box, with the same result).
+
+The sheet kernels work on flat indices into a *scratch* volume: uint8, the volume with a frame
+of ``pad`` voxels marked ``OUTSIDE`` around it, so every neighbour of a voxel is ``v + offset``
+with no bounds test. A kernel marks the voxels it visits with its own bits and clears them
+before it returns: the scratch is all zero inside the volume on entry and on exit, so one
+scratch serves every sheet of a step. The work is in proportion to the sheet's voxels (times
+the structuring element), not to its bounding box, which for a sheet spanning the volume is
+the whole volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, nogil=True)
+
+OUTSIDE = 128  # the scratch's frame: not part of the volume
+
+
+@njit(**_JIT)
+def close_added(voxels, offsets, scratch):
+    """Voxels the closing of the sheet ``voxels`` with the element ``offsets`` adds.
+
+    ``offsets``: the flat offsets of a symmetric structuring element (centre included). A voxel
+    is added when it lies in the dilation, not in the sheet, and every offset of it lies in the
+    dilation too (the erosion). The dilation may reach into the frame (the volume is closed as
+    if zero-padded); only voxels inside the volume are returned. Needs ``pad`` >= 2 * reach + 1.
+    """
+    sheet, dilated, kept, seen = 1, 2, 4, 8
+    for v in voxels:
+        scratch[v] = scratch[v] | sheet
+    for v in voxels:
+        for o in offsets:
+            scratch[v + o] = scratch[v + o] | dilated
+    count = 0
+    for v in voxels:
+        for o in offsets:
+            c = v + o
+            s = scratch[c]
+            if s & (sheet | seen):
+                continue
+            s |= seen
+            closed = True
+            for o2 in offsets:
+                if scratch[c + o2] & (sheet | dilated) == 0:
+                    closed = False
+                    break
+            if closed and not s & OUTSIDE:
+                s |= kept
+                count += 1
+            scratch[c] = s
+    out = np.empty(count, np.int64)
+    k = 0
+    for v in voxels:
+        for o in offsets:
+            c = v + o
+            if scratch[c] & kept:
+                scratch[c] = scratch[c] ^ kept  # each added voxel once
+                out[k] = c
+                k += 1
+    for v in voxels:
+        scratch[v] = scratch[v] & OUTSIDE
+        for o in offsets:
+            scratch[v + o] = scratch[v + o] & OUTSIDE
+    return out
+
+
+@njit(**_JIT)
+def _grow(buffer, size):
+    if size < buffer.size:
+        return buffer
+    bigger = np.empty(2 * buffer.size + 16, buffer.dtype)
+    bigger[:size] = buffer[:size]
+    return bigger
+
+
+@njit(**_JIT)
+def _pattern(scratch, origin, corners, bit):
+    """The 8-bit pattern (bit 4z + 2y + x) of the 2x2x2 block at ``origin``; -1 if any of its
+    voxels lies outside the volume."""
+    pattern = 0
+    for k in range(8):
+        s = scratch[origin + corners[k]]
+        if s & OUTSIDE:
+            return -1
+        if s & bit:
+            pattern |= 1 << k
+    return pattern
+
+
+@njit(**_JIT)
+def _near(scratch, w, bit, s0, s1):
+    """Whether a voxel of the 3x3x3 neighbourhood of ``w`` carries ``bit``."""
+    for dz in (-s0, 0, s0):
+        for dy in (-s1, 0, s1):
+            for dx in (-1, 0, 1):
+                if scratch[w + dz + dy + dx] & bit:
+                    return True
+    return False
+
+
+@njit(**_JIT)
+def euler_gain(scratch, w, bit, corners, euler_table):
+    """Change of the Euler number of the voxels carrying ``bit`` when voxel ``w`` is added.
+
+    The Euler number is the sum over all 2x2x2 blocks of ``euler_table[pattern]``, so only the
+    8 blocks holding ``w`` change. ``w`` must not carry ``bit`` yet; needs ``pad`` >= 1.
+    """
+    gain = 0
+    for d in range(8):
+        origin = w - corners[d]
+        before = 0
+        for k in range(8):
+            if scratch[origin + corners[k]] & bit:
+                before |= 1 << k
+        gain += euler_table[before | (1 << d)] - euler_table[before]
+    return gain
+
+
+@njit(**_JIT)
+def plug_added(voxels, passes, table, corners, euler_table, scratch, s0, s1):
+    """Voxels the 2x2x2 lookup plugs into the sheet ``voxels`` in ``passes`` passes, or none.
+
+    Each pass reads every block that holds a voxel of the sheet as it was at the pass's start
+    (blocks wholly inside the volume), and sets the voxels ``table[pattern]`` names that lie in
+    the 3x3x3 neighbourhood of the original sheet. The voxels are returned only when they raise
+    the sheet's Euler number (fewer holes); otherwise an empty array.
+    """
+    original, current, pending = 1, 2, 4
+    n = voxels.size
+    buffer = np.empty(n + n // 4 + 16, np.int64)
+    buffer[:n] = voxels
+    for v in voxels:
+        scratch[v] = scratch[v] | original | current
+    for _ in range(passes):
+        m = n
+        for i in range(n):
+            v = buffer[i]
+            for d in range(8):
+                origin = v - corners[d]
+                pattern = _pattern(scratch, origin, corners, current)
+                if pattern <= 0 or table[pattern] == 0:
+                    continue
+                fill = table[pattern]
+                for k in range(8):
+                    if not (fill >> k) & 1:
+                        continue
+                    w = origin + corners[k]
+                    s = scratch[w]
+                    if s & (current | pending) or not _near(scratch, w, original, s0, s1):
+                        continue
+                    scratch[w] = s | pending
+                    buffer = _grow(buffer, m)
+                    buffer[m] = w
+                    m += 1
+        if m == n:
+            break
+        for i in range(n, m):
+            scratch[buffer[i]] = (scratch[buffer[i]] ^ pending) | current
+        n = m
+    added = buffer[voxels.size:n].copy()
+    for w in added:  # back to the sheet alone, then add one voxel at a time
+        scratch[w] = scratch[w] ^ current
+    gain = 0
+    for w in added:
+        gain += euler_gain(scratch, w, current, corners, euler_table)
+        scratch[w] = scratch[w] | current
+    for i in range(n):
+        scratch[buffer[i]] = scratch[buffer[i]] & OUTSIDE
+    if gain > 0:
+        return added
+    return added[:0]
+
+
+@njit(**_JIT)
+def unblocked(zs, ys, xs, labels, index):
+    """For each voxel (zs, ys, xs): no voxel of another label in its 3x3x3 neighbourhood."""
+    n0, n1, n2 = labels.shape
+    keep = np.ones(zs.size, np.bool_)
+    for i in range(zs.size):
+        z, y, x = zs[i], ys[i], xs[i]
+        for a in range(max(z - 1, 0), min(z + 2, n0)):
+            for b in range(max(y - 1, 0), min(y + 2, n1)):
+                for c in range(max(x - 1, 0), min(x + 2, n2)):
+                    label = labels[a, b, c]
+                    if label != 0 and label != index:
+                        keep[i] = False
+    return keep
+
+
+@njit(**_JIT)
+def projected_areas(zs, ys, xs, shape):
+    """Pixels the voxels cover when projected along each axis (the main axis has the most)."""
+    n0, n1, n2 = shape
+    along0 = np.zeros((n1, n2), np.bool_)
+    along1 = np.zeros((n0, n2), np.bool_)
+    along2 = np.zeros((n0, n1), np.bool_)
+    areas = np.zeros(3, np.int64)
+    for i in range(zs.size):
+        z, y, x = zs[i], ys[i], xs[i]
+        if not along0[y, x]:
+            along0[y, x] = True
+            areas[0] += 1
+        if not along1[z, x]:
+            along1[z, x] = True
+            areas[1] += 1
+        if not along2[z, y]:
+            along2[z, y] = True
+            areas[2] += 1
+    return areas
+
+
+@njit(**_JIT)
+def column_heights(depths, us, vs, plane, depth):
+    """Per column (u, v) of the plane: covered, lowest and highest depth of the voxels."""
+    covered = np.zeros(plane, np.bool_)
+    low = np.full(plane, depth, np.int64)
+    high = np.full(plane, -1, np.int64)
+    for i in range(depths.size):
+        u, v, d = us[i], vs[i], depths[i]
+        covered[u, v] = True
+        if d < low[u, v]:
+            low[u, v] = d
+        if d > high[u, v]:
+            high[u, v] = d
+    return covered, low, high
