@@ -253,3 +253,62 @@ def test_euler_block_table_sums_to_the_euler_number():
         pattern = sum(padded[z:z + 8, y:y + 9, x:x + 10] << (4 * z + 2 * y + x)
                       for z in (0, 1) for y in (0, 1) for x in (0, 1))
         assert EULER_BLOCK_TABLE[pattern].sum() == euler_number(mask)
+
+
+def sheet_probability(shape=(30, 40, 40), sheets=(12,), fringe=0.25):
+    """Flat 2-voxel sheets at p 0.9 in a background of 0.05, each with a fringe of ``fringe``
+    (just under a 0.3 threshold) on the layers next to it, as a smooth model gives."""
+    p = np.full(shape, 0.05, np.float32)
+    for z in sheets:
+        p[z - 1:z + 3, 4:-4, 4:-4] = np.maximum(p[z - 1:z + 3, 4:-4, 4:-4], fringe)
+    for z in sheets:
+        p[z:z + 2, 4:-4, 4:-4] = 0.9
+    return p
+
+
+def punch_tunnel(p, z, centre=(20, 20), radius=2.5):
+    """A hole through the sheet at ``z``: probability just under 0.3, lowest at its centre."""
+    yy, xx = np.ogrid[:p.shape[1], :p.shape[2]]
+    distance = np.sqrt((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2)
+    hole = distance <= radius
+    p[z:z + 2][:, hole] = (0.2 + 0.02 * distance)[hole]
+
+
+def tunnel_run(p, **params):
+    mask = (p >= 0.3).astype(np.uint8)
+    return mask, run(mask, "fill_tunnels", Maps(p, np.zeros_like(p), np.zeros_like(p)), **params)
+
+
+def test_fill_tunnels_fills_a_tunnel_the_probability_nearly_supports():
+    p = sheet_probability()
+    punch_tunnel(p, 12)
+    mask, out = tunnel_run(p)
+    assert euler_number(mask) == 0 and components(mask) == 1        # one tunnel
+    assert euler_number(out) == 1 and components(out) == 1          # closed
+    assert out[12:14, 18:23, 18:23].all() and np.array_equal(out & mask, mask)
+    added = np.argwhere(out & ~mask)
+    assert np.abs(added[:, 1:] - 20).max() <= 7                     # one ball, at the tunnel
+    # not supported by the probability (the hole and the fringe over it at background level)
+    p[11:15, 17:24, 17:24] = np.where(p[11:15, 17:24, 17:24] < 0.3, 0.05, 0.9)
+    assert np.array_equal(tunnel_run(p)[1], tunnel_run(p)[0])
+
+
+def test_fill_tunnels_never_bridges_two_sheets_and_leaves_clean_sheets():
+    p = sheet_probability(sheets=(10, 14))                          # 2 empty layers apart
+    punch_tunnel(p, 10)
+    mask, out = tunnel_run(p)
+    assert components(mask) == 2 and euler_number(mask) == 1        # 2 sheets, one tunnel
+    assert components(out) == 2 and out[12:14].sum() == 0            # the ball would bridge them
+    clean = sheet_probability(sheets=(8, 20))                        # fringes, no tunnel
+    mask, out = tunnel_run(clean)
+    assert np.array_equal(out, mask)
+
+
+def test_fill_tunnels_checks_its_parameters():
+    from vesukit.decide.steps import PostprocessError
+
+    p = sheet_probability()
+    with pytest.raises(PostprocessError, match="needs the ensemble maps"):
+        run((p >= 0.3).astype(np.uint8), "fill_tunnels")
+    with pytest.raises(PostprocessError, match="min_radius <= max_radius"):
+        tunnel_run(p, min_radius=8)

@@ -229,3 +229,133 @@ def column_heights(depths, us, vs, plane, depth):
         if d > high[u, v]:
             high[u, v] = d
     return covered, low, high
+
+
+# ---------------------------------------------------------------- tunnel filling (5th place)
+
+
+@njit(**_JIT)
+def _set(volume, z, y, x):
+    """Whether (z, y, x) is inside the volume and nonzero."""
+    n0, n1, n2 = volume.shape
+    return 0 <= z < n0 and 0 <= y < n1 and 0 <= x < n2 and volume[z, y, x] != 0
+
+
+@njit(**_JIT)
+def _gain(volume, z, y, x, euler_table):
+    """Change of the Euler number of the nonzero voxels when (z, y, x) is set (it is not)."""
+    gain = 0
+    for d in range(8):
+        dz, dy, dx = d >> 2, (d >> 1) & 1, d & 1
+        before = 0
+        for k in range(8):
+            if _set(volume, z - dz + (k >> 2), y - dy + ((k >> 1) & 1), x - dx + (k & 1)):
+                before |= 1 << k
+        gain += euler_table[before | (1 << d)] - euler_table[before]
+    return gain
+
+
+@njit(**_JIT)
+def _root(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]  # path halving
+        i = parent[i]
+    return i
+
+
+@njit(**_JIT)
+def tunnel_deaths(zs, ys, xs, work, count, euler_table):
+    """Where tunnels die when the voxels (zs, ys, xs) are added to ``work`` in that order.
+
+    ``work``: the mask's component labels 1..count (int32), updated in place. A voxel whose
+    addition raises the Euler number while touching a single component closes a loop of that
+    component (its 26-neighbourhood meets the component in a ring): the loop's death in the
+    filtration by falling probability. Returns the indices (into zs) of those voxels.
+    """
+    n0, n1, n2 = work.shape
+    parent = np.arange(count + zs.size + 1)
+    deaths = np.empty(zs.size, np.int64)
+    found = 0
+    roots = np.empty(26, np.int64)
+    for i in range(zs.size):
+        z, y, x = zs[i], ys[i], xs[i]
+        touched = 0
+        for a in range(max(z - 1, 0), min(z + 2, n0)):
+            for b in range(max(y - 1, 0), min(y + 2, n1)):
+                for c in range(max(x - 1, 0), min(x + 2, n2)):
+                    if work[a, b, c] == 0:
+                        continue
+                    r = _root(parent, work[a, b, c])
+                    new = True
+                    for j in range(touched):
+                        if roots[j] == r:
+                            new = False
+                    if new:
+                        roots[touched] = r
+                        touched += 1
+        if touched == 1 and _gain(work, z, y, x, euler_table) > 0:
+            deaths[found] = i
+            found += 1
+        own = count + 1 + i
+        work[z, y, x] = own
+        for j in range(touched):
+            parent[roots[j]] = own
+    return deaths[:found]
+
+
+@njit(**_JIT)
+def fill_ball(z, y, x, mask, labels, min_radius, max_radius, euler_table):
+    """Fill a ball at (z, y, x) into ``mask`` if it closes a tunnel of one sheet; True if so.
+
+    Radius clip(d + 1, min_radius, max_radius), d the distance to the nearest mask voxel. The
+    ball is kept only when every mask voxel next to it has one label (it joins no two sheets and
+    makes no new one) and the Euler number rises with it (a tunnel closed). ``mask`` (uint8)
+    and ``labels`` (the ball gets its sheet's label) are updated in place when kept.
+    """
+    n0, n1, n2 = mask.shape
+    reach = int(np.ceil(max_radius))
+    nearest = max_radius * max_radius
+    for a in range(max(z - reach, 0), min(z + reach + 1, n0)):
+        for b in range(max(y - reach, 0), min(y + reach + 1, n1)):
+            for c in range(max(x - reach, 0), min(x + reach + 1, n2)):
+                if mask[a, b, c]:
+                    nearest = min(nearest, (a - z) ** 2 + (b - y) ** 2 + (c - x) ** 2)
+    radius = min(max(np.sqrt(nearest) + 1.0, min_radius), max_radius)
+    r = int(radius)
+    label = 0
+    ball = np.empty((2 * r + 1) ** 3, np.int64)
+    size = 0
+    for a in range(max(z - r, 0), min(z + r + 1, n0)):
+        for b in range(max(y - r, 0), min(y + r + 1, n1)):
+            for c in range(max(x - r, 0), min(x + r + 1, n2)):
+                if (a - z) ** 2 + (b - y) ** 2 + (c - x) ** 2 > radius * radius or mask[a, b, c]:
+                    continue
+                for a2 in range(max(a - 1, 0), min(a + 2, n0)):
+                    for b2 in range(max(b - 1, 0), min(b + 2, n1)):
+                        for c2 in range(max(c - 1, 0), min(c + 2, n2)):
+                            other = labels[a2, b2, c2]
+                            if other != 0 and other != label:
+                                if label != 0:
+                                    return False  # two sheets: never bridge them
+                                label = other
+                ball[size] = (a * n1 + b) * n2 + c
+                size += 1
+    if size == 0 or label == 0:
+        return False
+    gain = 0
+    for i in range(size):
+        a, rest = divmod(ball[i], n1 * n2)
+        b, c = divmod(rest, n2)
+        gain += _gain(mask, a, b, c, euler_table)
+        mask[a, b, c] = 1
+    if gain <= 0:
+        for i in range(size):
+            a, rest = divmod(ball[i], n1 * n2)
+            b, c = divmod(rest, n2)
+            mask[a, b, c] = 0
+        return False
+    for i in range(size):
+        a, rest = divmod(ball[i], n1 * n2)
+        b, c = divmod(rest, n2)
+        labels[a, b, c] = label
+    return True

@@ -14,6 +14,7 @@ The steps, each with the solution it follows (docs/winners.md):
 - per sheet, pasted without merging sheets (:mod:`vesukit.decide.sheets`; 1st):
   ``sheet_close`` (oriented ellipsoid), ``patch_holes`` (height map), ``plug_holes`` (2x2x2
   lookup with an Euler-number guard);
+- ``fill_tunnels``: topology-guided tunnel filling (5th; :mod:`vesukit.decide.tunnels`);
 - ``slice_gaps`` and ``gaussian_rethreshold`` (9th); ``median_filter`` per component (10th).
 """
 
@@ -36,7 +37,8 @@ from vesukit.decide.components import (  # noqa: F401 - label_components is used
     label_components,
     main_axis,
 )
-from vesukit.decide.sheets import patch_holes, plug_holes, sheet_close
+from vesukit.decide.sheets import kernels, patch_holes, plug_holes, sheet_close
+from vesukit.decide.tunnels import close_tunnels
 from vesukit.errors import VesukitError
 
 _keep = keep_labels
@@ -225,6 +227,27 @@ def close(mask: np.ndarray, maps=None, radius: int = 1) -> np.ndarray:
     return (closed[core] | out).astype(np.uint8)
 
 
+def fill_tunnels(mask: np.ndarray, maps=None, low: float = 0.15, rounds: int = 13,
+                 min_radius: float = 3.5, max_radius: float = 7.0) -> np.ndarray:
+    """Topology-guided tunnel filling (5th place: 13 rounds, balls of radius clip(EDT + 1, 3.5, 7)).
+
+    A hole through a sheet whose voxels have probability just under the threshold (at least
+    ``low``; not published, 0.15 here) is filled with a ball where the probability filtration
+    closes it, kept only if the ball touches a single sheet (two sheets are never bridged, no
+    component is added) and the Euler number says a tunnel closed. Repeats for up to
+    ``rounds`` rounds. See :mod:`vesukit.decide.tunnels`; needs the maps and numba.
+    """
+    probability = _probability(maps, "fill_tunnels")
+    if not 0 < min_radius <= max_radius:
+        raise PostprocessError(f"postprocess step 'fill_tunnels': need 0 < min_radius <= max_radius, "
+                               f"got {min_radius} and {max_radius}.")
+    compiled = kernels()
+    if compiled is None:
+        raise PostprocessError("postprocess step 'fill_tunnels' needs numba (pip install "
+                               "'vesukit[metric]'); drop the step from the chain where numba is missing.")
+    return close_tunnels(mask, probability, low, rounds, min_radius, max_radius, compiled)
+
+
 def slice_gaps(mask: np.ndarray, maps=None, passes: int = 5, axis: int = 0) -> np.ndarray:
     """Fill gaps and diagonal "sandwiches" within each slice (9th place, 5 passes).
 
@@ -299,6 +322,7 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "sheet_close": sheet_close,
     "patch_holes": patch_holes,
     "plug_holes": plug_holes,
+    "fill_tunnels": fill_tunnels,
     "slice_gaps": slice_gaps,
     "gaussian_rethreshold": gaussian_rethreshold,
     "median_filter": median_filter,
