@@ -312,3 +312,20 @@ def test_fill_tunnels_checks_its_parameters():
         run((p >= 0.3).astype(np.uint8), "fill_tunnels")
     with pytest.raises(PostprocessError, match="min_radius <= max_radius"):
         tunnel_run(p, min_radius=8)
+
+
+def test_diagonal_bridge_joins_corner_touching_pixels_only():
+    mask = np.zeros((3, 10, 10), np.uint8)
+    mask[1, 2, 2] = mask[1, 3, 3] = 1                  # touch at a corner: falling diagonal
+    mask[1, 6, 7] = mask[1, 7, 6] = 1                  # rising diagonal
+    mask[1, 2, 6:9] = 1                                # a straight line: nothing to bridge
+    out = run(mask, "diagonal_bridge")
+    assert out[1, 2, 3] == 1 and out[1, 6, 6] == 1     # the upper row's empty pixel
+    assert out.sum() == mask.sum() + 2
+    p = np.zeros(mask.shape, np.float32)
+    p[1, 3, 2] = p[1, 7, 7] = 0.4                       # the lower pixels are more probable
+    out = run(mask, "diagonal_bridge", Maps(p, np.zeros_like(p), np.zeros_like(p)))
+    assert out[1, 3, 2] == 1 and out[1, 7, 7] == 1 and out.sum() == mask.sum() + 2
+    assert components(run(mask, "diagonal_bridge", axis=0)) == components(mask)
+    sheet = flat_sheet()
+    assert np.array_equal(run(sheet, "diagonal_bridge", axis=1), sheet)

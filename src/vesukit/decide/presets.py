@@ -59,15 +59,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "ninth_place": {
         "source": "9th place (0.6164): dust < 5000 (6-connected), gap and diagonal sandwich "
-                  "filling (5 passes), Gaussian sigma 1 re-thresholded at 0.5; threshold not "
-                  "published: nnU-Net's argmax, 0.5",
+                  "filling (5 passes), Gaussian sigma 1 re-thresholded at 0.5, 2x2 diagonal "
+                  "bridge; threshold not published: nnU-Net's argmax, 0.5",
         "threshold": 0.5,
         "postprocess": [
             {"step": "remove_small", "min_voxels": 5000, "connectivity": 6},
             {"step": "slice_gaps", "passes": 5},
             {"step": "gaussian_rethreshold", "sigma": 1.0, "level": 0.5},
+            {"step": "diagonal_bridge", "axis": 0},
         ],
-        "missing": ["per-slice skeleton line reinforcement", "2x2 diagonal bridge"],
+        "missing": ["per-slice skeleton line reinforcement"],
     },
     "tenth_place": {
         "source": "10th place: threshold 0.3, dust < 3000, 7 rounds of a 3x3x3 median filter "

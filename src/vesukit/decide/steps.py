@@ -15,7 +15,8 @@ The steps, each with the solution it follows (docs/winners.md):
   ``sheet_close`` (oriented ellipsoid), ``patch_holes`` (height map), ``plug_holes`` (2x2x2
   lookup with an Euler-number guard);
 - ``fill_tunnels``: topology-guided tunnel filling (5th; :mod:`vesukit.decide.tunnels`);
-- ``slice_gaps`` and ``gaussian_rethreshold`` (9th); ``median_filter`` per component (10th).
+- ``slice_gaps``, ``gaussian_rethreshold`` and ``diagonal_bridge`` (9th); ``median_filter`` per
+  component (10th).
 """
 
 from __future__ import annotations
@@ -274,6 +275,37 @@ def _shifted(padded: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return padded[:, 1 + dy:padded.shape[1] - 1 + dy, 1 + dx:padded.shape[2] - 1 + dx]
 
 
+def diagonal_bridge(mask: np.ndarray, maps=None, axis: int = 0) -> np.ndarray:
+    """Bridge pixels that touch only at a corner, in each slice (9th place's 2x2 diagonal bridge).
+
+    In every slice normal to ``axis``, a 2x2 square holding exactly one diagonal pair (the two
+    set pixels meet at a corner only) gets one of its two empty pixels set, so the pair becomes
+    edge-connected: the one with the higher probability when the maps are given, otherwise the
+    one in the square's upper row. Only adds; one pass.
+    """
+    out = np.moveaxis(np.asarray(mask, dtype=bool), int(axis), 0).copy()
+    a, b = out[:, :-1, :-1], out[:, :-1, 1:]          # the square's upper row ...
+    c, d = out[:, 1:, :-1], out[:, 1:, 1:]            # ... and lower row
+    falling = a & d & ~b & ~c                          # set: upper left, lower right
+    rising = b & c & ~a & ~d                           # set: upper right, lower left
+    if not (falling.any() or rising.any()):
+        return np.asarray(mask, dtype=np.uint8).copy()
+    if maps is None:
+        upper_b, upper_a = falling, rising             # the empty pixel of the upper row
+        lower_c = lower_d = np.zeros_like(falling)
+    else:
+        p = np.moveaxis(np.asarray(map_array(maps, "mean"), dtype=np.float32), int(axis), 0)
+        upper_wins = p[:, :-1, 1:] >= p[:, 1:, :-1]    # falling: b against c
+        upper_b, lower_c = falling & upper_wins, falling & ~upper_wins
+        upper_wins = p[:, :-1, :-1] >= p[:, 1:, 1:]    # rising: a against d
+        upper_a, lower_d = rising & upper_wins, rising & ~upper_wins
+    out[:, :-1, 1:] |= upper_b
+    out[:, 1:, :-1] |= lower_c
+    out[:, :-1, :-1] |= upper_a
+    out[:, 1:, 1:] |= lower_d
+    return np.moveaxis(out, 0, int(axis)).astype(np.uint8)
+
+
 def gaussian_rethreshold(mask: np.ndarray, maps=None, sigma: float = 1.0,
                          level: float = 0.5) -> np.ndarray:
     """Smooth the mask with a Gaussian of ``sigma`` and threshold it again at ``level`` (9th).
@@ -325,6 +357,7 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "fill_tunnels": fill_tunnels,
     "slice_gaps": slice_gaps,
     "gaussian_rethreshold": gaussian_rethreshold,
+    "diagonal_bridge": diagonal_bridge,
     "median_filter": median_filter,
 }
 
