@@ -51,10 +51,6 @@ def make_probability(size: int, seed: int = 3, cache: str | None = None) -> np.n
     return probability
 
 
-def make_mask(size: int, seed: int = 3) -> np.ndarray:
-    return (make_probability(size, seed) >= 0.26).astype(np.uint8)
-
-
 def compile_kernels() -> float:
     """Seconds to compile (or load from numba's cache) the decide kernels, on a small volume."""
     from vesukit.decide.presets import PRESETS
