@@ -30,51 +30,49 @@ def close_added(voxels, offsets, scratch):
     is added when it lies in the dilation, not in the sheet, and every offset of it lies in the
     dilation too (the erosion). The dilation may reach into the frame (the volume is closed as
     if zero-padded); only voxels inside the volume are returned. Needs ``pad`` >= 2 * reach + 1.
+    One pass over (voxel, offset) pairs finds the dilation's new voxels; the erosion then tests
+    only those, and ends a voxel's test at the first offset outside the dilation.
     """
-    sheet, dilated, kept, seen = 1, 2, 4, 8
+    sheet, dilated = 1, 2
     for v in voxels:
         scratch[v] = scratch[v] | sheet
-    for v in voxels:
-        for o in offsets:
-            scratch[v + o] = scratch[v + o] | dilated
+    grown = np.empty(4 * voxels.size + 16, np.int64)
     count = 0
-    for v in voxels:
+    chunk = 1024  # room is made before each chunk: no reallocation inside the hot loop
+    for first in range(0, voxels.size, chunk):
+        last = min(first + chunk, voxels.size)
+        grown = _room(grown, count, (last - first) * offsets.size)
+        for v in voxels[first:last]:
+            for o in offsets:
+                w = v + o
+                if scratch[w] & (sheet | dilated) == 0:
+                    scratch[w] = scratch[w] | dilated
+                    grown[count] = w
+                    count += 1
+    added = np.zeros(count, np.bool_)
+    for i in range(count):
+        c = grown[i]
+        if scratch[c] & OUTSIDE:
+            continue
+        closed = True
         for o in offsets:
-            c = v + o
-            s = scratch[c]
-            if s & (sheet | seen):
-                continue
-            s |= seen
-            closed = True
-            for o2 in offsets:
-                if scratch[c + o2] & (sheet | dilated) == 0:
-                    closed = False
-                    break
-            if closed and not s & OUTSIDE:
-                s |= kept
-                count += 1
-            scratch[c] = s
-    out = np.empty(count, np.int64)
-    k = 0
-    for v in voxels:
-        for o in offsets:
-            c = v + o
-            if scratch[c] & kept:
-                scratch[c] = scratch[c] ^ kept  # each added voxel once
-                out[k] = c
-                k += 1
+            if scratch[c + o] & (sheet | dilated) == 0:
+                closed = False
+                break
+        added[i] = closed
     for v in voxels:
         scratch[v] = scratch[v] & OUTSIDE
-        for o in offsets:
-            scratch[v + o] = scratch[v + o] & OUTSIDE
-    return out
+    for i in range(count):
+        scratch[grown[i]] = scratch[grown[i]] & OUTSIDE
+    return grown[:count][added]
 
 
 @njit(**_JIT)
-def _grow(buffer, size):
-    if size < buffer.size:
+def _room(buffer, size, more):
+    """``buffer`` (its first ``size`` entries used), or a copy with room for ``more`` entries."""
+    if size + more <= buffer.size:
         return buffer
-    bigger = np.empty(2 * buffer.size + 16, buffer.dtype)
+    bigger = np.empty(max(2 * buffer.size, size + more), buffer.dtype)
     bigger[:size] = buffer[:size]
     return bigger
 
@@ -123,13 +121,48 @@ def euler_gain(scratch, w, bit, corners, euler_table):
 
 
 @njit(**_JIT)
+def _plug_blocks(scratch, v, lowest_only, table, corners, buffer, m, s0, s1):
+    """Queue the voxels the lookup sets in the 2x2x2 blocks holding ``v`` (wholly inside the
+    volume) at ``buffer[m:]`` (room for 64 needed); ``lowest_only``: only blocks where ``v``
+    is the first set voxel, so a pass over every voxel reads each block once. Returns the new
+    length."""
+    original, current, pending = 1, 2, 4
+    for d in range(8):
+        origin = v - corners[d]
+        if lowest_only:
+            first = True
+            for k in range(d):
+                if scratch[origin + corners[k]] & current:
+                    first = False
+                    break
+            if not first:
+                continue
+        pattern = _pattern(scratch, origin, corners, current)
+        if pattern <= 0 or table[pattern] == 0:
+            continue
+        fill = table[pattern]
+        for k in range(8):
+            if not (fill >> k) & 1:
+                continue
+            w = origin + corners[k]
+            s = scratch[w]
+            if s & (current | pending) or not _near(scratch, w, original, s0, s1):
+                continue
+            scratch[w] = s | pending
+            buffer[m] = w
+            m += 1
+    return m
+
+
+@njit(**_JIT)
 def plug_added(voxels, passes, table, corners, euler_table, scratch, s0, s1):
     """Voxels the 2x2x2 lookup plugs into the sheet ``voxels`` in ``passes`` passes, or none.
 
     Each pass reads every block that holds a voxel of the sheet as it was at the pass's start
     (blocks wholly inside the volume), and sets the voxels ``table[pattern]`` names that lie in
-    the 3x3x3 neighbourhood of the original sheet. The voxels are returned only when they raise
-    the sheet's Euler number (fewer holes); otherwise an empty array.
+    the 3x3x3 neighbourhood of the original sheet. After the first pass only the blocks holding
+    a voxel the previous pass set can change, so only those are read again. The voxels are
+    returned only when they raise the sheet's Euler number (fewer holes); otherwise none.
     """
     original, current, pending = 1, 2, 4
     n = voxels.size
@@ -137,32 +170,20 @@ def plug_added(voxels, passes, table, corners, euler_table, scratch, s0, s1):
     buffer[:n] = voxels
     for v in voxels:
         scratch[v] = scratch[v] | original | current
-    for _ in range(passes):
+    start = 0
+    for step in range(passes):
         m = n
-        for i in range(n):
-            v = buffer[i]
-            for d in range(8):
-                origin = v - corners[d]
-                pattern = _pattern(scratch, origin, corners, current)
-                if pattern <= 0 or table[pattern] == 0:
-                    continue
-                fill = table[pattern]
-                for k in range(8):
-                    if not (fill >> k) & 1:
-                        continue
-                    w = origin + corners[k]
-                    s = scratch[w]
-                    if s & (current | pending) or not _near(scratch, w, original, s0, s1):
-                        continue
-                    scratch[w] = s | pending
-                    buffer = _grow(buffer, m)
-                    buffer[m] = w
-                    m += 1
+        chunk = 256  # room for 8 blocks x 8 voxels each is made per chunk, not per voxel
+        for first in range(start, n, chunk):
+            last = min(first + chunk, n)
+            buffer = _room(buffer, m, 64 * (last - first))
+            for i in range(first, last):
+                m = _plug_blocks(scratch, buffer[i], step == 0, table, corners, buffer, m, s0, s1)
         if m == n:
             break
         for i in range(n, m):
             scratch[buffer[i]] = (scratch[buffer[i]] ^ pending) | current
-        n = m
+        start, n = n, m
     added = buffer[voxels.size:n].copy()
     for w in added:  # back to the sheet alone, then add one voxel at a time
         scratch[w] = scratch[w] ^ current
@@ -175,6 +196,47 @@ def plug_added(voxels, passes, table, corners, euler_table, scratch, s0, s1):
     if gain > 0:
         return added
     return added[:0]
+
+
+@njit(**_JIT)
+def group_by_label(owner, sizes):
+    """Positions 0..n-1 ordered by ``owner[i]`` (label), in order within a label (a stable
+    counting sort); label L's are at ``cumsum(sizes)[L] - sizes[L]`` onwards."""
+    start = np.zeros(sizes.size, np.int64)
+    for label in range(1, sizes.size):
+        start[label] = start[label - 1] + sizes[label - 1]
+    order = np.empty(owner.size, np.int64)
+    for i in range(owner.size):
+        order[start[owner[i]]] = i
+        start[owner[i]] += 1
+    return order
+
+
+@njit(**_JIT)
+def split_index(flat, shape):
+    """(z, y, x) of flat indices into a volume of ``shape``."""
+    n1, n2 = shape[1], shape[2]
+    zs = np.empty(flat.size, np.int64)
+    ys = np.empty(flat.size, np.int64)
+    xs = np.empty(flat.size, np.int64)
+    for i in range(flat.size):
+        zs[i], rest = divmod(flat[i], n1 * n2)
+        ys[i], xs[i] = divmod(rest, n2)
+    return zs, ys, xs
+
+
+@njit(**_JIT)
+def reframe(flat, shape, pad):
+    """Flat indices into ``shape`` -> into ``shape`` grown by ``pad`` on every side; a negative
+    ``pad`` goes back (the indices then lie inside the smaller volume)."""
+    n1, n2 = shape[1], shape[2]
+    m1, m2 = n1 + 2 * pad, n2 + 2 * pad
+    out = np.empty(flat.size, np.int64)
+    for i in range(flat.size):
+        z, rest = divmod(flat[i], n1 * n2)
+        y, x = divmod(rest, n2)
+        out[i] = ((z + pad) * m1 + (y + pad)) * m2 + (x + pad)
+    return out
 
 
 @njit(**_JIT)
