@@ -294,13 +294,10 @@ def column_heights(depths, us, vs, plane, depth):
 
 
 # ---------------------------------------------------------------- tunnel filling (5th place)
+# These work on arrays with a frame of one zero voxel around the volume (``np.pad(a, 1)``), so a
+# voxel's 26 neighbours and 2x2x2 blocks are read without bounds tests.
 
-
-@njit(**_JIT)
-def _set(volume, z, y, x):
-    """Whether (z, y, x) is inside the volume and nonzero."""
-    n0, n1, n2 = volume.shape
-    return 0 <= z < n0 and 0 <= y < n1 and 0 <= x < n2 and volume[z, y, x] != 0
+CLOSED, BRIDGE, OPEN = 0, 1, 2  # fill_ball: kept; touches no sheet or two; closes no tunnel
 
 
 @njit(**_JIT)
@@ -311,7 +308,7 @@ def _gain(volume, z, y, x, euler_table):
         dz, dy, dx = d >> 2, (d >> 1) & 1, d & 1
         before = 0
         for k in range(8):
-            if _set(volume, z - dz + (k >> 2), y - dy + ((k >> 1) & 1), x - dx + (k & 1)):
+            if volume[z - dz + (k >> 2), y - dy + ((k >> 1) & 1), x - dx + (k & 1)] != 0:
                 before |= 1 << k
         gain += euler_table[before | (1 << d)] - euler_table[before]
     return gain
@@ -329,22 +326,22 @@ def _root(parent, i):
 def tunnel_deaths(zs, ys, xs, work, count, euler_table):
     """Where tunnels die when the voxels (zs, ys, xs) are added to ``work`` in that order.
 
-    ``work``: the mask's component labels 1..count (int32), updated in place. A voxel whose
-    addition raises the Euler number while touching a single component closes a loop of that
-    component (its 26-neighbourhood meets the component in a ring): the loop's death in the
-    filtration by falling probability. Returns the indices (into zs) of those voxels.
+    ``work``: the mask's component labels 1..count (int32, framed), updated in place; the
+    coordinates are the volume's. A voxel whose addition raises the Euler number while touching
+    a single component closes a loop of that component (its 26-neighbourhood meets the component
+    in a ring): the loop's death in the filtration by falling probability. Returns the indices
+    (into zs) of those voxels.
     """
-    n0, n1, n2 = work.shape
     parent = np.arange(count + zs.size + 1)
     deaths = np.empty(zs.size, np.int64)
     found = 0
     roots = np.empty(26, np.int64)
     for i in range(zs.size):
-        z, y, x = zs[i], ys[i], xs[i]
+        z, y, x = zs[i] + 1, ys[i] + 1, xs[i] + 1
         touched = 0
-        for a in range(max(z - 1, 0), min(z + 2, n0)):
-            for b in range(max(y - 1, 0), min(y + 2, n1)):
-                for c in range(max(x - 1, 0), min(x + 2, n2)):
+        for a in range(z - 1, z + 2):
+            for b in range(y - 1, y + 2):
+                for c in range(x - 1, x + 2):
                     if work[a, b, c] == 0:
                         continue
                     r = _root(parent, work[a, b, c])
@@ -367,19 +364,21 @@ def tunnel_deaths(zs, ys, xs, work, count, euler_table):
 
 @njit(**_JIT)
 def fill_ball(z, y, x, mask, labels, min_radius, max_radius, euler_table):
-    """Fill a ball at (z, y, x) into ``mask`` if it closes a tunnel of one sheet; True if so.
+    """Fill a ball at volume voxel (z, y, x) into ``mask`` if it closes a tunnel of one sheet.
 
     Radius clip(d + 1, min_radius, max_radius), d the distance to the nearest mask voxel. The
     ball is kept only when every mask voxel next to it has one label (it joins no two sheets and
-    makes no new one) and the Euler number rises with it (a tunnel closed). ``mask`` (uint8)
-    and ``labels`` (the ball gets its sheet's label) are updated in place when kept.
+    makes no new one) and the Euler number rises with it (a tunnel closed). ``mask`` (uint8) and
+    ``labels`` (int32; the ball gets its sheet's label), both framed, are updated in place when
+    it is kept. Returns CLOSED, BRIDGE or OPEN.
     """
-    n0, n1, n2 = mask.shape
+    n0, n1, n2 = mask.shape[0] - 2, mask.shape[1] - 2, mask.shape[2] - 2
+    z, y, x = z + 1, y + 1, x + 1
     reach = int(np.ceil(max_radius))
     nearest = max_radius * max_radius
-    for a in range(max(z - reach, 0), min(z + reach + 1, n0)):
-        for b in range(max(y - reach, 0), min(y + reach + 1, n1)):
-            for c in range(max(x - reach, 0), min(x + reach + 1, n2)):
+    for a in range(max(z - reach, 1), min(z + reach + 1, n0 + 1)):
+        for b in range(max(y - reach, 1), min(y + reach + 1, n1 + 1)):
+            for c in range(max(x - reach, 1), min(x + reach + 1, n2 + 1)):
                 if mask[a, b, c]:
                     nearest = min(nearest, (a - z) ** 2 + (b - y) ** 2 + (c - x) ** 2)
     radius = min(max(np.sqrt(nearest) + 1.0, min_radius), max_radius)
@@ -387,37 +386,86 @@ def fill_ball(z, y, x, mask, labels, min_radius, max_radius, euler_table):
     label = 0
     ball = np.empty((2 * r + 1) ** 3, np.int64)
     size = 0
-    for a in range(max(z - r, 0), min(z + r + 1, n0)):
-        for b in range(max(y - r, 0), min(y + r + 1, n1)):
-            for c in range(max(x - r, 0), min(x + r + 1, n2)):
+    for a in range(max(z - r, 1), min(z + r + 1, n0 + 1)):
+        for b in range(max(y - r, 1), min(y + r + 1, n1 + 1)):
+            for c in range(max(x - r, 1), min(x + r + 1, n2 + 1)):
                 if (a - z) ** 2 + (b - y) ** 2 + (c - x) ** 2 > radius * radius or mask[a, b, c]:
                     continue
-                for a2 in range(max(a - 1, 0), min(a + 2, n0)):
-                    for b2 in range(max(b - 1, 0), min(b + 2, n1)):
-                        for c2 in range(max(c - 1, 0), min(c + 2, n2)):
+                for a2 in range(a - 1, a + 2):
+                    for b2 in range(b - 1, b + 2):
+                        for c2 in range(c - 1, c + 2):
                             other = labels[a2, b2, c2]
                             if other != 0 and other != label:
                                 if label != 0:
-                                    return False  # two sheets: never bridge them
+                                    return BRIDGE  # two sheets: never join them
                                 label = other
-                ball[size] = (a * n1 + b) * n2 + c
+                ball[size] = (a * mask.shape[1] + b) * mask.shape[2] + c
                 size += 1
     if size == 0 or label == 0:
-        return False
+        return BRIDGE
+    flat_mask = mask.reshape(-1)
     gain = 0
     for i in range(size):
-        a, rest = divmod(ball[i], n1 * n2)
-        b, c = divmod(rest, n2)
+        a, rest = divmod(ball[i], mask.shape[1] * mask.shape[2])
+        b, c = divmod(rest, mask.shape[2])
         gain += _gain(mask, a, b, c, euler_table)
-        mask[a, b, c] = 1
+        flat_mask[ball[i]] = 1
     if gain <= 0:
         for i in range(size):
-            a, rest = divmod(ball[i], n1 * n2)
-            b, c = divmod(rest, n2)
-            mask[a, b, c] = 0
-        return False
+            flat_mask[ball[i]] = 0
+        return OPEN
+    flat_labels = labels.reshape(-1)
     for i in range(size):
-        a, rest = divmod(ball[i], n1 * n2)
-        b, c = divmod(rest, n2)
-        labels[a, b, c] = label
-    return True
+        flat_labels[ball[i]] = label
+    return CLOSED
+
+
+@njit(**_JIT)
+def deepest_nearby(z, y, x, mask, probability, low, reach):
+    """The voxel within ``reach`` (a box) of volume voxel (z, y, x), outside the (framed) mask
+    and with probability >= ``low``, farthest from the mask: the middle of the hole near a
+    tunnel's death. Distances by a chamfer sweep (steps 1, sqrt 2, sqrt 3, close to Euclidean).
+    Returns its volume coordinates, or (-1, -1, -1) when there is none or it is (z, y, x)."""
+    n0, n1, n2 = probability.shape
+    z0, y0, x0 = max(z - reach, 0), max(y - reach, 0), max(x - reach, 0)
+    m0, m1, m2 = min(z + reach + 1, n0) - z0, min(y + reach + 1, n1) - y0, min(x + reach + 1, n2) - x0
+    far = 1e9
+    depth = np.full((m0, m1, m2), far)
+    for a in range(m0):
+        for b in range(m1):
+            for c in range(m2):
+                if mask[z0 + a + 1, y0 + b + 1, x0 + c + 1]:
+                    depth[a, b, c] = 0.0
+    for sweep in (1, -1):
+        for i in range(m0):
+            a = i if sweep == 1 else m0 - 1 - i
+            for j in range(m1):
+                b = j if sweep == 1 else m1 - 1 - j
+                for k in range(m2):
+                    c = k if sweep == 1 else m2 - 1 - k
+                    best = depth[a, b, c]
+                    for da in (-1, 0, 1):
+                        for db in (-1, 0, 1):
+                            for dc in (-1, 0, 1):
+                                # the 13 neighbours the sweep has already passed
+                                if sweep * (9 * da + 3 * db + dc) >= 0:
+                                    continue
+                                a2, b2, c2 = a + da, b + db, c + dc
+                                if 0 <= a2 < m0 and 0 <= b2 < m1 and 0 <= c2 < m2:
+                                    step = np.sqrt(da * da + db * db + dc * dc)
+                                    best = min(best, depth[a2, b2, c2] + step)
+                    depth[a, b, c] = best
+    found, most = -1, -1.0
+    for a in range(m0):
+        for b in range(m1):
+            for c in range(m2):
+                d = depth[a, b, c]
+                if 0 < d < far and d > most and probability[z0 + a, y0 + b, x0 + c] >= low:
+                    found, most = (a * m1 + b) * m2 + c, d
+    if found < 0:
+        return -1, -1, -1
+    a, rest = divmod(found, m1 * m2)
+    b, c = divmod(rest, m2)
+    if (z0 + a, y0 + b, x0 + c) == (z, y, x):
+        return -1, -1, -1
+    return z0 + a, y0 + b, x0 + c
