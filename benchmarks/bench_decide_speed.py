@@ -77,7 +77,7 @@ def plain_first_place(mask: np.ndarray, sheets_limit: int | None = None) -> tupl
 
     out = mask.astype(bool)
     out[:3], out[-3:], out[:, :3], out[:, -3:], out[:, :, :3], out[:, :, -3:] = (False,) * 6
-    out = remove_small_objects(out, 20000, connectivity=3)
+    out = remove_small_objects(out, max_size=20000 - 1, connectivity=3)  # drops < 20000, as ours
     labels = label(out, connectivity=3)
     sizes = np.bincount(labels.ravel())
     order = np.argsort(-sizes[1:])[:40] + 1
