@@ -15,7 +15,7 @@ same steps with the same parameters, in this process, on the same mask:
 Best of ``--repeat``; the plain side can be limited to ``--plain-sheets`` sheets and is then
 scaled by sheet count (said in the output; ``--plain-sheets 0`` skips it). ``--tunnels`` also
 times the ``fifth_place`` chain's ``fill_tunnels`` (13 rounds) on the same map, thresholded at
-0.3. ``--cache DIR`` keeps the synthetic map as ``.npy`` between runs (building it at 320^3
+0.3 (numba only). ``VESUKIT_DISABLE=numba`` times the steps' numpy form instead. ``--cache DIR`` keeps the synthetic map as ``.npy`` between runs (building it at 320^3
 takes about a minute on a quiet machine).
 
     PYTHONPATH=src python -m benchmarks.bench_decide_speed [--size 320] [--repeat 1] \
@@ -54,9 +54,12 @@ def make_probability(size: int, seed: int = 3, cache: str | None = None) -> np.n
 def compile_kernels() -> float:
     """Seconds to compile (or load from numba's cache) the decide kernels, on a small volume."""
     from vesukit.decide.presets import PRESETS
+    from vesukit.decide.sheets import kernels
     from vesukit.decide.steps import apply_postprocess
     from vesukit.maps import maps_from_probability
 
+    if kernels() is None:
+        return 0.0  # numba missing (or VESUKIT_DISABLE=numba): the numpy form runs
     t0 = time.perf_counter()
     probability = make_probability(48)
     maps = maps_from_probability(probability)
@@ -119,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     from vesukit.decide.presets import PRESETS
     from vesukit.decide.steps import apply_postprocess, label_components
 
-    print(f"numba kernels compiled or loaded in {compile_kernels():.1f} s (not counted below)")
+    from vesukit.decide.sheets import kernels
+
+    if kernels() is None:
+        print("numba not used: the per-sheet steps run their numpy form")
+    else:
+        print(f"numba kernels compiled or loaded in {compile_kernels():.1f} s (not counted below)")
     start = time.perf_counter()
     probability = make_probability(args.size, cache=args.cache)
     mask = (probability >= PRESETS["first_place"]["threshold"]).astype(np.uint8)
