@@ -15,8 +15,8 @@ same steps with the same parameters, in this process, on the same mask:
 Best of ``--repeat``; the plain side can be limited to ``--plain-sheets`` sheets and is then
 scaled by sheet count (said in the output; ``--plain-sheets 0`` skips it). ``--tunnels`` also
 times the ``fifth_place`` chain's ``fill_tunnels`` (13 rounds) on the same map, thresholded at
-0.3 (numba only). ``VESUKIT_DISABLE=numba`` times the steps' numpy form instead. ``--cache DIR`` keeps the synthetic map as ``.npy`` between runs (building it at 320^3
-takes about a minute on a quiet machine).
+0.3 (numba only). ``VESUKIT_DISABLE=numba`` times the steps' numpy form instead. ``--cache
+DIR`` keeps the synthetic map as ``.npy`` between runs (building it at 320^3 takes about 40 s).
 
     PYTHONPATH=src python -m benchmarks.bench_decide_speed [--size 320] [--repeat 1] \
         [--plain-sheets N] [--tunnels] [--cache DIR]
@@ -120,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from vesukit.decide.presets import PRESETS
-    from vesukit.decide.steps import apply_postprocess, label_components
-
     from vesukit.decide.sheets import kernels
+    from vesukit.decide.steps import apply_postprocess, label_components
 
     if kernels() is None:
         print("numba not used: the per-sheet steps run their numpy form")

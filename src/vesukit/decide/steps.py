@@ -230,7 +230,8 @@ def close(mask: np.ndarray, maps=None, radius: int = 1) -> np.ndarray:
 
 def fill_tunnels(mask: np.ndarray, maps=None, low: float = 0.15, rounds: int = 13,
                  min_radius: float = 3.5, max_radius: float = 7.0) -> np.ndarray:
-    """Topology-guided tunnel filling (5th place: 13 rounds, balls of radius clip(EDT + 1, 3.5, 7)).
+    """Topology-guided tunnel filling, after the 5th place's write-up (docs/winners.md: 13 rounds,
+    balls of radius clip(EDT + 1, 3.5, 7), guards against bridges and component-count changes).
 
     A hole through a sheet whose voxels have probability just under the threshold (at least
     ``low``; not published, 0.15 here) is filled with a ball where the probability filtration
