@@ -288,6 +288,11 @@ def test_fill_tunnels_fills_a_tunnel_the_probability_nearly_supports():
     assert out[12:14, 18:23, 18:23].all() and np.array_equal(out & mask, mask)
     added = np.argwhere(out & ~mask)
     assert np.abs(added[:, 1:] - 20).max() <= 7                     # one ball, at the tunnel
+    # on the volume's face the ball is cut by the face, and still closes it
+    face = sheet_probability(shape=(12, 30, 30), sheets=(0,))   # layers 0 and 1
+    punch_tunnel(face, 0, centre=(15, 15))
+    mask, out = tunnel_run(face)
+    assert euler_number(mask) == 0 and euler_number(out) == 1 and components(out) == 1
     # not supported by the probability (the hole and the fringe over it at background level)
     p[11:15, 17:24, 17:24] = np.where(p[11:15, 17:24, 17:24] < 0.3, 0.05, 0.9)
     assert np.array_equal(tunnel_run(p)[1], tunnel_run(p)[0])
