@@ -136,6 +136,7 @@ class SparseSheet:
         if patch is None:
             return self.voxels[:0]
         target, bottom, top = patch
+        # every target column (u, v) gets the depths from its bottom to its top (in the crop)
         u, v = np.nonzero(target)
         first = np.maximum(bottom[u, v], 0)
         length = np.maximum(np.minimum(top[u, v], crop[axis] - 1) - first + 1, 0)
