@@ -45,7 +45,8 @@ RULE_GRID: dict[str, list[dict]] = {
 STEP_ORDER = ("zero_border", "drop_uncertain", "remove_small", "close", "fill_holes")
 # With the winners' steps (`vesukit calibrate --steps winners`, the command's default).
 WINNER_STEP_ORDER = ("zero_border", "drop_uncertain", "remove_small", "sheet_close",
-                     "patch_holes", "plug_holes", "close", "median_filter", "fill_holes")
+                     "patch_holes", "plug_holes", "fill_tunnels", "close", "median_filter",
+                     "fill_holes")
 
 
 def postprocess_options(voxels: int, winners: bool = False,
@@ -78,6 +79,7 @@ def postprocess_options(voxels: int, winners: bool = False,
         "sheet_close": [None, {"radius": 3, "thin": 1.5}],
         "patch_holes": [None, {"max_area": max(4, int(0.04 * plane))}],
         "plug_holes": [None, {"passes": 2}],
+        "fill_tunnels": [None, {"low": 0.15, "rounds": 13}],
         "median_filter": [None, {"rounds": 3}],
     })
     return {slot: options[slot] for slot in WINNER_STEP_ORDER}

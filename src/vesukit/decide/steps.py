@@ -14,7 +14,9 @@ The steps, each with the solution it follows (docs/winners.md):
 - per sheet, pasted without merging sheets (:mod:`vesukit.decide.sheets`; 1st):
   ``sheet_close`` (oriented ellipsoid), ``patch_holes`` (height map), ``plug_holes`` (2x2x2
   lookup with an Euler-number guard);
-- ``slice_gaps`` and ``gaussian_rethreshold`` (9th); ``median_filter`` per component (10th).
+- ``fill_tunnels``: topology-guided tunnel filling (5th; :mod:`vesukit.decide.tunnels`);
+- ``slice_gaps``, ``gaussian_rethreshold`` and ``diagonal_bridge`` (9th); ``median_filter`` per
+  component (10th).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from vesukit.decide.components import (  # noqa: F401 - label_components is used
     label_components,
     main_axis,
 )
-from vesukit.decide.sheets import patch_holes, plug_holes, sheet_close
+from vesukit.decide.sheets import kernels, patch_holes, plug_holes, sheet_close
+from vesukit.decide.tunnels import close_tunnels
 from vesukit.errors import VesukitError
 
 _keep = keep_labels
@@ -225,6 +228,28 @@ def close(mask: np.ndarray, maps=None, radius: int = 1) -> np.ndarray:
     return (closed[core] | out).astype(np.uint8)
 
 
+def fill_tunnels(mask: np.ndarray, maps=None, low: float = 0.15, rounds: int = 13,
+                 min_radius: float = 3.5, max_radius: float = 7.0) -> np.ndarray:
+    """Topology-guided tunnel filling, after the 5th place's write-up (docs/winners.md: 13 rounds,
+    balls of radius clip(EDT + 1, 3.5, 7), guards against bridges and component-count changes).
+
+    A hole through a sheet whose voxels have probability just under the threshold (at least
+    ``low``; not published, 0.15 here) is filled with a ball where the probability filtration
+    closes it, kept only if the ball touches a single sheet (two sheets are never bridged, no
+    component is added) and the Euler number says a tunnel closed. Repeats for up to
+    ``rounds`` rounds. See :mod:`vesukit.decide.tunnels`; needs the maps and numba.
+    """
+    probability = _probability(maps, "fill_tunnels")
+    if not 0 < min_radius <= max_radius:
+        raise PostprocessError(f"postprocess step 'fill_tunnels': need 0 < min_radius <= max_radius, "
+                               f"got {min_radius} and {max_radius}.")
+    compiled = kernels()
+    if compiled is None:
+        raise PostprocessError("postprocess step 'fill_tunnels' needs numba (pip install "
+                               "'vesukit[metric]'); drop the step from the chain where numba is missing.")
+    return close_tunnels(mask, probability, low, rounds, min_radius, max_radius, compiled)
+
+
 def slice_gaps(mask: np.ndarray, maps=None, passes: int = 5, axis: int = 0) -> np.ndarray:
     """Fill gaps and diagonal "sandwiches" within each slice (9th place, 5 passes).
 
@@ -249,6 +274,37 @@ def slice_gaps(mask: np.ndarray, maps=None, passes: int = 5, axis: int = 0) -> n
 def _shifted(padded: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """The in-slice neighbour at (dy, dx) of every voxel of a volume padded by 1 in-plane."""
     return padded[:, 1 + dy:padded.shape[1] - 1 + dy, 1 + dx:padded.shape[2] - 1 + dx]
+
+
+def diagonal_bridge(mask: np.ndarray, maps=None, axis: int = 0) -> np.ndarray:
+    """Bridge pixels that touch only at a corner, in each slice (9th place's 2x2 diagonal bridge).
+
+    In every slice normal to ``axis``, a 2x2 square holding exactly one diagonal pair (the two
+    set pixels meet at a corner only) gets one of its two empty pixels set, so the pair becomes
+    edge-connected: the one with the higher probability when the maps are given, otherwise the
+    one in the square's upper row. Only adds; one pass.
+    """
+    out = np.moveaxis(np.asarray(mask, dtype=bool), int(axis), 0).copy()
+    a, b = out[:, :-1, :-1], out[:, :-1, 1:]          # the square's upper row ...
+    c, d = out[:, 1:, :-1], out[:, 1:, 1:]            # ... and lower row
+    falling = a & d & ~b & ~c                          # set: upper left, lower right
+    rising = b & c & ~a & ~d                           # set: upper right, lower left
+    if not (falling.any() or rising.any()):
+        return np.asarray(mask, dtype=np.uint8).copy()
+    if maps is None:
+        upper_b, upper_a = falling, rising             # the empty pixel of the upper row
+        lower_c = lower_d = np.zeros_like(falling)
+    else:
+        p = np.moveaxis(np.asarray(map_array(maps, "mean"), dtype=np.float32), int(axis), 0)
+        upper_wins = p[:, :-1, 1:] >= p[:, 1:, :-1]    # falling: b against c
+        upper_b, lower_c = falling & upper_wins, falling & ~upper_wins
+        upper_wins = p[:, :-1, :-1] >= p[:, 1:, 1:]    # rising: a against d
+        upper_a, lower_d = rising & upper_wins, rising & ~upper_wins
+    out[:, :-1, 1:] |= upper_b
+    out[:, 1:, :-1] |= lower_c
+    out[:, :-1, :-1] |= upper_a
+    out[:, 1:, 1:] |= lower_d
+    return np.moveaxis(out, 0, int(axis)).astype(np.uint8)
 
 
 def gaussian_rethreshold(mask: np.ndarray, maps=None, sigma: float = 1.0,
@@ -299,8 +355,10 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "sheet_close": sheet_close,
     "patch_holes": patch_holes,
     "plug_holes": plug_holes,
+    "fill_tunnels": fill_tunnels,
     "slice_gaps": slice_gaps,
     "gaussian_rethreshold": gaussian_rethreshold,
+    "diagonal_bridge": diagonal_bridge,
     "median_filter": median_filter,
 }
 

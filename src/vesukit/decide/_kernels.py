@@ -1,0 +1,471 @@
+"""numba kernels of the per-sheet steps and of tunnel filling, on a sheet's own voxels.
+
+Imported only through :func:`vesukit.decide.sheets.kernels` (``None`` without numba: the steps
+then run their numpy form on each sheet's bounding box, with the same result).
+
+The sheet kernels work on flat indices into a *scratch* volume: uint8, the volume with a frame
+of ``pad`` voxels marked ``OUTSIDE`` around it, so every neighbour of a voxel is ``v + offset``
+with no bounds test. A kernel marks the voxels it visits with its own bits and clears them
+before it returns: the scratch is all zero inside the volume on entry and on exit, so one
+scratch serves every sheet of a step. The work is in proportion to the sheet's voxels (times
+the structuring element), not to its bounding box, which for a sheet spanning the volume is
+the whole volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, nogil=True)
+
+OUTSIDE = 128  # the scratch's frame: not part of the volume
+
+
+@njit(**_JIT)
+def close_added(voxels, offsets, scratch):
+    """Voxels the closing of the sheet ``voxels`` with the element ``offsets`` adds.
+
+    ``offsets``: the flat offsets of a symmetric structuring element (centre included). A voxel
+    is added when it lies in the dilation, not in the sheet, and every offset of it lies in the
+    dilation too (the erosion). The dilation may reach into the frame (the volume is closed as
+    if zero-padded); only voxels inside the volume are returned. Needs ``pad`` >= 2 * reach + 1.
+    One pass over (voxel, offset) pairs finds the dilation's new voxels; the erosion then tests
+    only those, and ends a voxel's test at the first offset outside the dilation.
+    """
+    sheet, dilated = 1, 2
+    for v in voxels:
+        scratch[v] = scratch[v] | sheet
+    grown = np.empty(4 * voxels.size + 16, np.int64)
+    count = 0
+    chunk = 1024  # room is made before each chunk: no reallocation inside the hot loop
+    for first in range(0, voxels.size, chunk):
+        last = min(first + chunk, voxels.size)
+        grown = _room(grown, count, (last - first) * offsets.size)
+        for v in voxels[first:last]:
+            for o in offsets:
+                w = v + o
+                if scratch[w] & (sheet | dilated) == 0:
+                    scratch[w] = scratch[w] | dilated
+                    grown[count] = w
+                    count += 1
+    added = np.zeros(count, np.bool_)
+    for i in range(count):
+        c = grown[i]
+        if scratch[c] & OUTSIDE:
+            continue
+        closed = True
+        for o in offsets:
+            if scratch[c + o] & (sheet | dilated) == 0:
+                closed = False
+                break
+        added[i] = closed
+    for v in voxels:
+        scratch[v] = scratch[v] & OUTSIDE
+    for i in range(count):
+        scratch[grown[i]] = scratch[grown[i]] & OUTSIDE
+    return grown[:count][added]
+
+
+@njit(**_JIT)
+def _room(buffer, size, more):
+    """``buffer`` (its first ``size`` entries used), or a copy with room for ``more`` entries."""
+    if size + more <= buffer.size:
+        return buffer
+    bigger = np.empty(max(2 * buffer.size, size + more), buffer.dtype)
+    bigger[:size] = buffer[:size]
+    return bigger
+
+
+@njit(**_JIT)
+def _pattern(scratch, origin, corners, bit):
+    """The 8-bit pattern (bit 4z + 2y + x) of the 2x2x2 block at ``origin``; -1 if any of its
+    voxels lies outside the volume."""
+    pattern = 0
+    for k in range(8):
+        s = scratch[origin + corners[k]]
+        if s & OUTSIDE:
+            return -1
+        if s & bit:
+            pattern |= 1 << k
+    return pattern
+
+
+@njit(**_JIT)
+def _near(scratch, w, bit, s0, s1):
+    """Whether a voxel of the 3x3x3 neighbourhood of ``w`` carries ``bit``."""
+    for dz in (-s0, 0, s0):
+        for dy in (-s1, 0, s1):
+            for dx in (-1, 0, 1):
+                if scratch[w + dz + dy + dx] & bit:
+                    return True
+    return False
+
+
+@njit(**_JIT)
+def euler_gain(scratch, w, bit, corners, euler_table):
+    """Change of the Euler number of the voxels carrying ``bit`` when voxel ``w`` is added.
+
+    The Euler number is the sum over all 2x2x2 blocks of ``euler_table[pattern]``, so only the
+    8 blocks holding ``w`` change. ``w`` must not carry ``bit`` yet; needs ``pad`` >= 1.
+    """
+    gain = 0
+    for d in range(8):
+        origin = w - corners[d]
+        before = 0
+        for k in range(8):
+            if scratch[origin + corners[k]] & bit:
+                before |= 1 << k
+        gain += euler_table[before | (1 << d)] - euler_table[before]
+    return gain
+
+
+@njit(**_JIT)
+def _plug_blocks(scratch, v, lowest_only, table, corners, buffer, m, s0, s1):
+    """Queue the voxels the lookup sets in the 2x2x2 blocks holding ``v`` (wholly inside the
+    volume) at ``buffer[m:]`` (room for 64 needed); ``lowest_only``: only blocks where ``v``
+    is the first set voxel, so a pass over every voxel reads each block once. Returns the new
+    length."""
+    original, current, pending = 1, 2, 4
+    for d in range(8):
+        origin = v - corners[d]
+        if lowest_only:
+            first = True
+            for k in range(d):
+                if scratch[origin + corners[k]] & current:
+                    first = False
+                    break
+            if not first:
+                continue
+        pattern = _pattern(scratch, origin, corners, current)
+        if pattern <= 0 or table[pattern] == 0:
+            continue
+        fill = table[pattern]
+        for k in range(8):
+            if not (fill >> k) & 1:
+                continue
+            w = origin + corners[k]
+            s = scratch[w]
+            if s & (current | pending) or not _near(scratch, w, original, s0, s1):
+                continue
+            scratch[w] = s | pending
+            buffer[m] = w
+            m += 1
+    return m
+
+
+@njit(**_JIT)
+def plug_added(voxels, passes, table, corners, euler_table, scratch, s0, s1):
+    """Voxels the 2x2x2 lookup plugs into the sheet ``voxels`` in ``passes`` passes, or none.
+
+    Each pass reads every block that holds a voxel of the sheet as it was at the pass's start
+    (blocks wholly inside the volume), and sets the voxels ``table[pattern]`` names that lie in
+    the 3x3x3 neighbourhood of the original sheet. After the first pass only the blocks holding
+    a voxel the previous pass set can change, so only those are read again. The voxels are
+    returned only when they raise the sheet's Euler number (fewer holes); otherwise none.
+    """
+    original, current, pending = 1, 2, 4
+    n = voxels.size
+    buffer = np.empty(n + n // 4 + 16, np.int64)
+    buffer[:n] = voxels
+    for v in voxels:
+        scratch[v] = scratch[v] | original | current
+    start = 0
+    for step in range(passes):
+        m = n
+        chunk = 256  # room for 8 blocks x 8 voxels each is made per chunk, not per voxel
+        for first in range(start, n, chunk):
+            last = min(first + chunk, n)
+            buffer = _room(buffer, m, 64 * (last - first))
+            for i in range(first, last):
+                m = _plug_blocks(scratch, buffer[i], step == 0, table, corners, buffer, m, s0, s1)
+        if m == n:
+            break
+        for i in range(n, m):
+            scratch[buffer[i]] = (scratch[buffer[i]] ^ pending) | current
+        start, n = n, m
+    added = buffer[voxels.size:n].copy()
+    for w in added:  # back to the sheet alone, then add one voxel at a time
+        scratch[w] = scratch[w] ^ current
+    gain = 0
+    for w in added:
+        gain += euler_gain(scratch, w, current, corners, euler_table)
+        scratch[w] = scratch[w] | current
+    for i in range(n):
+        scratch[buffer[i]] = scratch[buffer[i]] & OUTSIDE
+    if gain > 0:
+        return added
+    return added[:0]
+
+
+@njit(**_JIT)
+def group_by_label(owner, sizes):
+    """Positions 0..n-1 ordered by ``owner[i]`` (label), in order within a label (a stable
+    counting sort); label L's are at ``cumsum(sizes)[L] - sizes[L]`` onwards."""
+    start = np.zeros(sizes.size, np.int64)
+    for label in range(1, sizes.size):
+        start[label] = start[label - 1] + sizes[label - 1]
+    order = np.empty(owner.size, np.int64)
+    for i in range(owner.size):
+        order[start[owner[i]]] = i
+        start[owner[i]] += 1
+    return order
+
+
+@njit(**_JIT)
+def split_index(flat, shape):
+    """(z, y, x) of flat indices into a volume of ``shape``."""
+    n1, n2 = shape[1], shape[2]
+    zs = np.empty(flat.size, np.int64)
+    ys = np.empty(flat.size, np.int64)
+    xs = np.empty(flat.size, np.int64)
+    for i in range(flat.size):
+        zs[i], rest = divmod(flat[i], n1 * n2)
+        ys[i], xs[i] = divmod(rest, n2)
+    return zs, ys, xs
+
+
+@njit(**_JIT)
+def reframe(flat, shape, pad):
+    """Flat indices into ``shape`` -> into ``shape`` grown by ``pad`` on every side; a negative
+    ``pad`` goes back (the indices then lie inside the smaller volume)."""
+    n1, n2 = shape[1], shape[2]
+    m1, m2 = n1 + 2 * pad, n2 + 2 * pad
+    out = np.empty(flat.size, np.int64)
+    for i in range(flat.size):
+        z, rest = divmod(flat[i], n1 * n2)
+        y, x = divmod(rest, n2)
+        out[i] = ((z + pad) * m1 + (y + pad)) * m2 + (x + pad)
+    return out
+
+
+@njit(**_JIT)
+def unblocked(zs, ys, xs, labels, index):
+    """For each voxel (zs, ys, xs): no voxel of another label in its 3x3x3 neighbourhood."""
+    n0, n1, n2 = labels.shape
+    keep = np.ones(zs.size, np.bool_)
+    for i in range(zs.size):
+        z, y, x = zs[i], ys[i], xs[i]
+        for a in range(max(z - 1, 0), min(z + 2, n0)):
+            for b in range(max(y - 1, 0), min(y + 2, n1)):
+                for c in range(max(x - 1, 0), min(x + 2, n2)):
+                    label = labels[a, b, c]
+                    if label != 0 and label != index:
+                        keep[i] = False
+    return keep
+
+
+@njit(**_JIT)
+def projected_areas(zs, ys, xs, shape):
+    """Pixels the voxels cover when projected along each axis (the main axis has the most)."""
+    n0, n1, n2 = shape
+    along0 = np.zeros((n1, n2), np.bool_)
+    along1 = np.zeros((n0, n2), np.bool_)
+    along2 = np.zeros((n0, n1), np.bool_)
+    areas = np.zeros(3, np.int64)
+    for i in range(zs.size):
+        z, y, x = zs[i], ys[i], xs[i]
+        if not along0[y, x]:
+            along0[y, x] = True
+            areas[0] += 1
+        if not along1[z, x]:
+            along1[z, x] = True
+            areas[1] += 1
+        if not along2[z, y]:
+            along2[z, y] = True
+            areas[2] += 1
+    return areas
+
+
+@njit(**_JIT)
+def column_heights(depths, us, vs, plane, depth):
+    """Per column (u, v) of the plane: covered, lowest and highest depth of the voxels."""
+    covered = np.zeros(plane, np.bool_)
+    low = np.full(plane, depth, np.int64)
+    high = np.full(plane, -1, np.int64)
+    for i in range(depths.size):
+        u, v, d = us[i], vs[i], depths[i]
+        covered[u, v] = True
+        if d < low[u, v]:
+            low[u, v] = d
+        if d > high[u, v]:
+            high[u, v] = d
+    return covered, low, high
+
+
+# ---------------------------------------------------------------- tunnel filling (5th place)
+# These work on arrays with a frame of one zero voxel around the volume (``np.pad(a, 1)``), so a
+# voxel's 26 neighbours and 2x2x2 blocks are read without bounds tests.
+
+CLOSED, BRIDGE, OPEN = 0, 1, 2  # fill_ball: kept; touches no sheet or two; closes no tunnel
+
+
+@njit(**_JIT)
+def _gain(volume, z, y, x, euler_table):
+    """Change of the Euler number of the nonzero voxels when (z, y, x) is set (it is not)."""
+    gain = 0
+    for d in range(8):
+        dz, dy, dx = d >> 2, (d >> 1) & 1, d & 1
+        before = 0
+        for k in range(8):
+            if volume[z - dz + (k >> 2), y - dy + ((k >> 1) & 1), x - dx + (k & 1)] != 0:
+                before |= 1 << k
+        gain += euler_table[before | (1 << d)] - euler_table[before]
+    return gain
+
+
+@njit(**_JIT)
+def _root(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]  # path halving
+        i = parent[i]
+    return i
+
+
+@njit(**_JIT)
+def tunnel_deaths(zs, ys, xs, work, count, euler_table):
+    """Where tunnels die when the voxels (zs, ys, xs) are added to ``work`` in that order.
+
+    ``work``: the mask's component labels 1..count (int32, framed), updated in place; the
+    coordinates are the volume's. A voxel whose addition raises the Euler number while touching
+    a single component closes a loop of that component (its 26-neighbourhood meets the component
+    in a ring): the loop's death in the filtration by falling probability. Returns the indices
+    (into zs) of those voxels.
+    """
+    parent = np.arange(count + zs.size + 1)
+    deaths = np.empty(zs.size, np.int64)
+    found = 0
+    roots = np.empty(26, np.int64)
+    for i in range(zs.size):
+        z, y, x = zs[i] + 1, ys[i] + 1, xs[i] + 1
+        touched = 0
+        for a in range(z - 1, z + 2):
+            for b in range(y - 1, y + 2):
+                for c in range(x - 1, x + 2):
+                    if work[a, b, c] == 0:
+                        continue
+                    r = _root(parent, work[a, b, c])
+                    new = True
+                    for j in range(touched):
+                        if roots[j] == r:
+                            new = False
+                    if new:
+                        roots[touched] = r
+                        touched += 1
+        if touched == 1 and _gain(work, z, y, x, euler_table) > 0:
+            deaths[found] = i
+            found += 1
+        own = count + 1 + i
+        work[z, y, x] = own
+        for j in range(touched):
+            parent[roots[j]] = own
+    return deaths[:found]
+
+
+@njit(**_JIT)
+def fill_ball(z, y, x, mask, labels, min_radius, max_radius, euler_table):
+    """Fill a ball at volume voxel (z, y, x) into ``mask`` if it closes a tunnel of one sheet.
+
+    Radius clip(d + 1, min_radius, max_radius), d the distance to the nearest mask voxel. The
+    ball is kept only when every mask voxel next to it has one label (it joins no two sheets and
+    makes no new one) and the Euler number rises with it (a tunnel closed). ``mask`` (uint8) and
+    ``labels`` (int32; the ball gets its sheet's label), both framed, are updated in place when
+    it is kept. Returns CLOSED, BRIDGE or OPEN.
+    """
+    n0, n1, n2 = mask.shape[0] - 2, mask.shape[1] - 2, mask.shape[2] - 2
+    z, y, x = z + 1, y + 1, x + 1
+    reach = int(np.ceil(max_radius))
+    nearest = max_radius * max_radius
+    for a in range(max(z - reach, 1), min(z + reach + 1, n0 + 1)):
+        for b in range(max(y - reach, 1), min(y + reach + 1, n1 + 1)):
+            for c in range(max(x - reach, 1), min(x + reach + 1, n2 + 1)):
+                if mask[a, b, c]:
+                    nearest = min(nearest, (a - z) ** 2 + (b - y) ** 2 + (c - x) ** 2)
+    radius = min(max(np.sqrt(nearest) + 1.0, min_radius), max_radius)
+    r = int(radius)
+    label = 0
+    ball = np.empty((2 * r + 1) ** 3, np.int64)
+    size = 0
+    for a in range(max(z - r, 1), min(z + r + 1, n0 + 1)):
+        for b in range(max(y - r, 1), min(y + r + 1, n1 + 1)):
+            for c in range(max(x - r, 1), min(x + r + 1, n2 + 1)):
+                if (a - z) ** 2 + (b - y) ** 2 + (c - x) ** 2 > radius * radius or mask[a, b, c]:
+                    continue
+                for a2 in range(a - 1, a + 2):
+                    for b2 in range(b - 1, b + 2):
+                        for c2 in range(c - 1, c + 2):
+                            other = labels[a2, b2, c2]
+                            if other != 0 and other != label:
+                                if label != 0:
+                                    return BRIDGE  # two sheets: never join them
+                                label = other
+                ball[size] = (a * mask.shape[1] + b) * mask.shape[2] + c
+                size += 1
+    if size == 0 or label == 0:
+        return BRIDGE
+    flat_mask = mask.reshape(-1)
+    gain = 0
+    for i in range(size):
+        a, rest = divmod(ball[i], mask.shape[1] * mask.shape[2])
+        b, c = divmod(rest, mask.shape[2])
+        gain += _gain(mask, a, b, c, euler_table)
+        flat_mask[ball[i]] = 1
+    if gain <= 0:
+        for i in range(size):
+            flat_mask[ball[i]] = 0
+        return OPEN
+    flat_labels = labels.reshape(-1)
+    for i in range(size):
+        flat_labels[ball[i]] = label
+    return CLOSED
+
+
+@njit(**_JIT)
+def deepest_nearby(z, y, x, mask, probability, low, reach):
+    """The voxel within ``reach`` (a box) of volume voxel (z, y, x), outside the (framed) mask
+    and with probability >= ``low``, farthest from the mask: the middle of the hole near a
+    tunnel's death. Distances by a chamfer sweep (steps 1, sqrt 2, sqrt 3, close to Euclidean).
+    Returns its volume coordinates, or (-1, -1, -1) when there is none or it is (z, y, x)."""
+    n0, n1, n2 = probability.shape
+    z0, y0, x0 = max(z - reach, 0), max(y - reach, 0), max(x - reach, 0)
+    m0, m1, m2 = min(z + reach + 1, n0) - z0, min(y + reach + 1, n1) - y0, min(x + reach + 1, n2) - x0
+    far = 1e9
+    depth = np.full((m0, m1, m2), far)
+    for a in range(m0):
+        for b in range(m1):
+            for c in range(m2):
+                if mask[z0 + a + 1, y0 + b + 1, x0 + c + 1]:
+                    depth[a, b, c] = 0.0
+    for sweep in (1, -1):
+        for i in range(m0):
+            a = i if sweep == 1 else m0 - 1 - i
+            for j in range(m1):
+                b = j if sweep == 1 else m1 - 1 - j
+                for k in range(m2):
+                    c = k if sweep == 1 else m2 - 1 - k
+                    best = depth[a, b, c]
+                    for da in (-1, 0, 1):
+                        for db in (-1, 0, 1):
+                            for dc in (-1, 0, 1):
+                                # the 13 neighbours the sweep has already passed
+                                if sweep * (9 * da + 3 * db + dc) >= 0:
+                                    continue
+                                a2, b2, c2 = a + da, b + db, c + dc
+                                if 0 <= a2 < m0 and 0 <= b2 < m1 and 0 <= c2 < m2:
+                                    step = np.sqrt(da * da + db * db + dc * dc)
+                                    best = min(best, depth[a2, b2, c2] + step)
+                    depth[a, b, c] = best
+    found, most = -1, -1.0
+    for a in range(m0):
+        for b in range(m1):
+            for c in range(m2):
+                d = depth[a, b, c]
+                if 0 < d < far and d > most and probability[z0 + a, y0 + b, x0 + c] >= low:
+                    found, most = (a * m1 + b) * m2 + c, d
+    if found < 0:
+        return -1, -1, -1
+    a, rest = divmod(found, m1 * m2)
+    b, c = divmod(rest, m2)
+    if (z0 + a, y0 + b, x0 + c) == (z, y, x):
+        return -1, -1, -1
+    return z0 + a, y0 + b, x0 + c
