@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not calibration_path.is_file():
         vesukit("calibrate", "--data", str(root), "--teachers", str(ensemble_dir), "--out",
                 str(calibration_path), "--device", args.device, "--tta", "flip", "--top-k", "1",
-                "--rules", "fixed,foreground_fraction,uncertainty", log=log)
+                "--rules", "fixed,foreground_fraction,uncertainty", "--fusion", log=log)
     student_dir = out / "student"
     if not (student_dir / "teachers.json").is_file():
         vesukit("distill", "--data", str(root), "--teachers", str(ensemble_dir), "--out",
@@ -184,15 +184,21 @@ def main(argv: list[str] | None = None) -> int:
             masks[i] = apply_postprocess(mask, calib.postprocess, ens) if calib.postprocess else mask
         return masks
 
-    def ensemble(tta: str) -> tuple[dict, float, float]:
+    def ensemble(tta: str, fusion=None) -> tuple[dict, float, float]:
+        """The held-back ensemble maps as predict makes them: the manifest's probability mean,
+        or ``fusion``'s mode and weights (a teacher it weighs 0 is not run)."""
+        weights = {s.name: s.weight for s in manifest.teachers}
+        if fusion is not None:
+            weights, _ = fusion.teacher_weights(weights)
+        used = [s for s in manifest.teachers if weights[s.name] > 0]
         out_maps = {}
         for i in held_ids:
-            acc = EnsembleAccumulator(volumes[i].shape)
-            for spec in manifest.teachers:
-                acc.add(per_teacher[(spec.name, tta)]["maps"][i], spec.weight, spec.name)
+            acc = EnsembleAccumulator(volumes[i].shape, mode=fusion.mode if fusion else "probability")
+            for spec in used:
+                acc.add(per_teacher[(spec.name, tta)]["maps"][i], weights[spec.name], spec.name)
             out_maps[i] = acc.result().to_numpy()
-        flops = sum(per_teacher[(s.name, tta)]["flops"] for s in manifest.teachers)
-        seconds = sum(per_teacher[(s.name, tta)]["seconds"] for s in manifest.teachers)
+        flops = sum(per_teacher[(s.name, tta)]["flops"] for s in used)
+        seconds = sum(per_teacher[(s.name, tta)]["seconds"] for s in used)
         return out_maps, flops, seconds
 
     t = per_teacher[("untrained", "none")]
@@ -208,9 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     rule_only = Calibration(calibration.rule, ())
     row("ensemble + flip TTA + calibration", decide(ens, rule_only),
         flops, seconds, calibration.rule.describe())
+    chain = " -> ".join(s["step"] for s in calibration.postprocess) or "none chosen"
     row("ensemble + flip TTA + calibration + post-processing",
-        decide(ens, calibration), flops, seconds,
-        " -> ".join(s["step"] for s in calibration.postprocess) or "none chosen")
+        decide(ens, calibration), flops, seconds, chain)
+    if calibration.fusion is not None:  # what predict does with this calibration file
+        ens, flops, seconds = ensemble("flip", calibration.fusion)
+        row("ensemble + flip TTA + fitted fusion", decide(ens, default), flops, seconds,
+            calibration.fusion.describe())
+        row("ensemble + flip TTA + fitted fusion + calibration + post-processing",
+            decide(ens, calibration), flops, seconds, chain)
     t = per_teacher[("student", "none")]
     row(f"student ({student_spec.arch}, {cfg['student_size']})", decide(t["maps"], default),
         t["flops"], t["seconds"])
@@ -218,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         t["seconds"], "the ensemble's calibration")
 
     best_member = max(rows[k]["score"] for k in rows if k.startswith("teacher "))
-    full = rows["ensemble + flip TTA + calibration + post-processing"]
+    full = rows.get("ensemble + flip TTA + fitted fusion + calibration + post-processing",
+                    rows["ensemble + flip TTA + calibration + post-processing"])
     student_row = rows["student + calibration + post-processing"]
     goals = {
         "trained_above_untrained": best_member - rows[f"untrained {untrained_spec.arch}"]["score"],
@@ -235,9 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     # predict run with either shows the table
     for folder in (out, ensemble_dir, student_dir):
         (folder / SKILL_LAB).write_text(json.dumps(result, indent=1))
+    # the student is one network: the calibration without the teachers' fusion block
+    student_calibration = out / "calibration-student.json"
+    fitted = json.loads(calibration_path.read_text())
+    fitted.pop("fusion", None)
+    student_calibration.write_text(json.dumps(fitted, indent=1))
     vesukit("predict", "--data", str(held_root), "--teachers", str(student_dir), "--out",
             str(out / "audit-run" / "submission.zip"), "--workdir", str(out / "audit-run"),
-            "--calibration", str(calibration_path), "--device", args.device, "--audit",
+            "--calibration", str(student_calibration), "--device", args.device, "--audit",
             str(out / "audit"), log=log)
     table = render_table(result)
     (out / "table.md").write_text(table)
