@@ -29,13 +29,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vesukit.calibrate.runner import run_ablation
-    from vesukit.commands.calibrate import _progress
+    from vesukit.commands._output import progress_line
 
     check_overlap(args.overlap)
     result = run_ablation(args.data, args.teachers, volumes=args.volumes, cache_dir=args.cache,
                           calibration=args.calibration, device=args.device, tta=args.tta,
                           overlap=args.overlap, dtype=args.cache_dtype,
-                          json_out=args.json_out, progress=_progress)
+                          json_out=args.json_out, progress=progress_line)
     print(result.table())
     recommendation = result.recommendation()
     if recommendation["drop"]:

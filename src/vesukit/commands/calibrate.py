@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from vesukit.commands._arguments import (
@@ -13,6 +12,7 @@ from vesukit.commands._arguments import (
     add_teachers_argument,
     check_overlap,
 )
+from vesukit.commands._output import progress_line
 
 DESCRIPTION = """
 Run the ensemble once per labelled train volume (maps cached on disk), or read probability maps
@@ -65,10 +65,6 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from vesukit.calibrate.runner import run_calibration
     from vesukit.errors import UsageError
@@ -104,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                               cache_dir=args.cache, device=args.device, tta=args.tta,
                               overlap=args.overlap, holdout=args.holdout,
                               dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
-                              winners=args.steps == "winners", progress=_progress)
+                              winners=args.steps == "winners", progress=progress_line)
     result = outcome.search
     ranked = sorted(result.evaluated, key=lambda c: -c.mean)
     print(f"{len(result.evaluated)} candidates on {len(outcome.fit_ids)} volume(s) "
@@ -129,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
         fusion = run_fusion(args.data, args.teachers, args.out, volumes=args.volumes,
                             cache_dir=args.cache, device=args.device, tta=args.tta,
-                            overlap=args.overlap, dtype=args.cache_dtype, progress=_progress)
+                            overlap=args.overlap, dtype=args.cache_dtype, progress=progress_line)
         oof = fusion["evidence"]["out_of_fold"]
         weights = ", ".join(f"{n}={w:g}" for n, w in fusion["weights"].items())
         print(f"fusion: {fusion['mode']} mean, weights {weights} ({fusion['label']})")
@@ -146,7 +142,7 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
     oof = run_calibration_from_maps(args.maps, args.data, args.out, volumes=args.volumes,
                                     folds=args.folds, top_k=args.top_k, grid=grid,
                                     winners=args.steps == "winners",
-                                    budget_hours=args.budget_hours, progress=_progress)
+                                    budget_hours=args.budget_hours, progress=progress_line)
     if oof.budget:
         b = oof.budget
         print(f"budget {b['hours']} h: {b['seconds_per_mask_measured']:.2f} s per mask, at most "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from vesukit.commands._arguments import add_map_cache_arguments, add_teachers_argument, check_overlap
-from vesukit.commands.train import _progress, add_training_arguments, build_config, build_student, report
+from vesukit.commands._output import progress_line
+from vesukit.commands.train import add_training_arguments, build_config, build_student, report
 
 DESCRIPTION = """
 Run the teachers once over the labelled train volumes (maps cached), then train a student on the
@@ -44,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
                           resume=args.resume, initial_weights=args.init, cache_dir=args.cache,
                           tta=args.tta, overlap=args.overlap, dtype=args.cache_dtype,
                           label_weight=args.label_weight, gamma=args.confidence_gamma,
-                          progress=_progress)
+                          progress=progress_line)
     report(result, args.out)
     return 0

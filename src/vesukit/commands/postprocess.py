@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from vesukit.commands._arguments import add_root_arguments
+from vesukit.commands._output import progress_line
 
 DESCRIPTION = """
 Read each test volume's saved probability map from MAPS (<id>.npy from `vesukit predict
@@ -32,10 +33,6 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from vesukit.decide import load_calibration
     from vesukit.decide.apply import postprocess_maps
@@ -44,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = (preset_calibration(args.preset) if args.preset
                    else load_calibration(args.calibration))
     result = postprocess_maps(args.maps, calibration, args.out, data=args.data,
-                              input_base=args.input_base, progress=_progress)
+                              input_base=args.input_base, progress=progress_line)
     print(f"decision: {result.decision}")
     print(f"\n{'id':>12}  {'threshold':>9}  {'fg %':>6}  {'seconds':>8}  status")
     for v in result.volumes:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from vesukit.commands._arguments import add_device_argument, add_labelled_data_argument
+from vesukit.commands._output import progress_line
 
 DESCRIPTION = """
 Train a network of any registered architecture on patches of the labelled train volumes (label 2
@@ -71,10 +71,6 @@ def register(subparsers) -> None:
         "train", help="train a student from labels (a teacher folder for predict)", description=DESCRIPTION)
     add_training_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def build_student(args):
@@ -145,6 +141,6 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     result = run_training(args.data, args.out, spec, config, volumes=args.volumes,
                           holdout=args.holdout, device=args.device, resume=args.resume,
-                          initial_weights=args.init, progress=_progress)
+                          initial_weights=args.init, progress=progress_line)
     report(result, args.out)
     return 0
