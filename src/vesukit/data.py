@@ -163,6 +163,30 @@ def read_volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
     return (n_pages, *page_shape)
 
 
+def zarr_array_name(path: str | os.PathLike, level: int = 0, needed_for: str = "reading zarr") -> str:
+    """Where the array of the zarr folder ``path`` is: ``""`` when the folder is an array, else
+    the path of an OME-Zarr image's resolution ``level`` (from its ``multiscales`` metadata)."""
+    from vesukit._optional import require
+    from vesukit.errors import UsageError
+
+    zarr = require("zarr", needed_for)
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for a folder that is not a store
+        raise VolumeError(f"{path}: not a zarr store ({type(exc).__name__}: {exc}).") from exc
+    if hasattr(node, "shape"):
+        return ""
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        raise VolumeError(f"{path}: a zarr group without OME 'multiscales' metadata; point at its array "
+                          f"(e.g. {path}/0).")
+    datasets = multiscales[0]["datasets"]
+    if not 0 <= level < len(datasets):
+        raise UsageError(f"--level {level}: {path} has levels 0..{len(datasets) - 1}.")
+    return datasets[level]["path"]
+
+
 def _open_zarr_volume(path: Path):
     """The zarr array at ``path`` (an ``<id>.zarr`` folder), checked to be uint8 (Z, Y, X)."""
     from vesukit._optional import require

@@ -85,19 +85,6 @@ def find_maps(folder) -> dict:
     return dict(sorted(found.items()))
 
 
-def _zarr_probability(zarr, path: Path):
-    """The array of a zarr map folder: the folder itself, or an OME-Zarr image's level 0."""
-    node = zarr.open(str(path), mode="r")
-    if hasattr(node, "shape"):
-        return node
-    datasets = node.attrs.get("multiscales", [{}])[0].get("datasets", [])
-    level = datasets[0]["path"] if datasets else "0"
-    if level not in node:
-        raise VesukitError(f"{path}: a zarr group with neither multiscales metadata nor an array '0'; "
-                           "point at the probability array itself.")
-    return node[level]
-
-
 def read_map(path) -> np.ndarray:
     """One saved map as float32 probabilities in [0, 1], (Z, Y, X).
 
@@ -128,13 +115,12 @@ def read_map(path) -> np.ndarray:
 
             array = tifffile.imread(path)
         elif suffix == ".zarr":
-            from vesukit._optional import optional_import
+            from vesukit._optional import require
+            from vesukit.data import zarr_array_name
 
-            zarr = optional_import("zarr")
-            if zarr is None:
-                raise VesukitError(f"{path}: reading zarr maps needs the zarr package "
-                                   "(pip install 'vesukit[scroll]').")
-            array = np.asarray(_zarr_probability(zarr, path)[...])
+            name = zarr_array_name(path, 0, "reading zarr maps")
+            zarr = require("zarr", "reading zarr maps")
+            array = np.asarray(zarr.open_array(str(path / name) if name else str(path), mode="r")[...])
         else:
             raise VesukitError(f"{path}: unknown map format; use one of {', '.join(MAP_SUFFIXES)}.")
     except VesukitError:

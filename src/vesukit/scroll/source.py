@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vesukit.errors import UsageError, VolumeError
+from vesukit.data import zarr_array_name
+from vesukit.errors import VolumeError
 
 
 @dataclass(frozen=True)
@@ -46,25 +47,7 @@ def find_source(path: str | Path, level: int = 0) -> Source:
             raise VolumeError(f"{path}: not a TIFF; INPUT is an OME-Zarr image, a zarr array or a TIFF.")
         source = Source(path, kind="tiff")
     else:
-        from vesukit._optional import require
-
-        zarr = require("zarr", "vesukit segment")
-        try:
-            node = zarr.open(str(path), mode="r")
-        except Exception as exc:  # zarr raises several types for a folder that is not a store
-            raise VolumeError(f"{path}: not a zarr store ({type(exc).__name__}: {exc}).") from exc
-        if hasattr(node, "shape"):
-            source = Source(path)
-        else:
-            attrs = dict(node.attrs)
-            multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-            if not multiscales:
-                raise VolumeError(f"{path}: a zarr group without OME 'multiscales' metadata; point INPUT at "
-                                  f"its array (e.g. {path}/0).")
-            datasets = multiscales[0]["datasets"]
-            if not 0 <= level < len(datasets):
-                raise UsageError(f"--level {level}: {path} has levels 0..{len(datasets) - 1}.")
-            source = Source(path, datasets[level]["path"])
+        source = Source(path, zarr_array_name(path, level, "vesukit segment"))
     array = source.open()
     if len(array.shape) != 3 or str(array.dtype) != "uint8":
         raise VolumeError(f"{source.describe()}: shape {tuple(array.shape)} dtype {array.dtype}; segment needs a "
