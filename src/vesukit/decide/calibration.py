@@ -113,6 +113,16 @@ class Calibration:
     tta: str | None = None          # the TTA the calibration was fitted with; None: predict's own
     fusion: Fusion | None = None    # fitted fusion; None: probability mean, manifest weights
 
+    @property
+    def fusion_mode(self) -> str:
+        """Mean of probabilities (the default) or of logits, as the fitted fusion says."""
+        return self.fusion.mode if self.fusion is not None else "probability"
+
+    @property
+    def overrides_weights(self) -> bool:
+        """Whether the fitted fusion's weights replace the manifest's."""
+        return self.fusion is not None and self.fusion.weights is not None
+
     def to_json(self) -> dict:
         out = {
             "format": CALIBRATION_FORMAT,

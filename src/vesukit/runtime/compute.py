@@ -46,9 +46,9 @@ def apply_fusion_weights(manifest, calibration: Calibration, where: str = "the c
     """(manifest, notes): the manifest with the calibration's fitted fusion weights in place of
     its own (unchanged without a fusion or without weights); notes say which teachers that
     leaves out or cannot find. Raises CalibrationError if no teacher keeps a weight > 0."""
-    fusion = calibration.fusion
-    if fusion is None or fusion.weights is None:
+    if not calibration.overrides_weights:
         return manifest, []
+    fusion = calibration.fusion
     weights, notes = fusion.teacher_weights({s.name: s.weight for s in manifest.teachers})
     if not any(w > 0 for w in weights.values()):
         raise CalibrationError(
@@ -57,11 +57,6 @@ def apply_fusion_weights(manifest, calibration: Calibration, where: str = "the c
             "calibration was fitted on, or re-run `vesukit calibrate --fusion` with these.")
     specs = tuple(replace(spec, weight=weights[spec.name]) for spec in manifest.teachers)
     return replace(manifest, teachers=specs), notes
-
-
-def fusion_mode(calibration: Calibration) -> str:
-    """Mean of probabilities (the default) or of logits, as the calibration says."""
-    return calibration.fusion.mode if calibration.fusion is not None else "probability"
 
 
 @dataclass
@@ -114,7 +109,7 @@ class VolumeComputer:
 
         start = time.perf_counter()
         target = ensemble_device if ensemble_device is not None else self.device
-        accumulator = EnsembleAccumulator(volume.shape, target, mode=fusion_mode(self.calibration))
+        accumulator = EnsembleAccumulator(volume.shape, target, mode=self.calibration.fusion_mode)
         seconds: dict[str, float] = {}
         used: list[str] = []
         for name in teachers:

@@ -31,7 +31,7 @@ from vesukit.errors import UsageError, VesukitError
 from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import PRESETS
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
-from vesukit.runtime.compute import apply_fusion_weights, describe_error, fusion_mode
+from vesukit.runtime.compute import apply_fusion_weights, describe_error
 from vesukit.runtime.faults import inject
 from vesukit.runtime.progress import Progress
 from vesukit.runtime.record import RunRecord
@@ -255,7 +255,7 @@ def run_predict(config: PredictConfig, progress_stream=None,
     progress.note(fusion)
     for note_text in fusion_notes:
         warn(f"{config.calibration}: {note_text}")
-    weights_from = (f"the fusion of {config.calibration}" if manifest_weights_overridden(calibration)
+    weights_from = (f"the fusion of {config.calibration}" if calibration.overrides_weights
                     else str(manifest.root))
     for spec in manifest.teachers:
         if spec.weight == 0:
@@ -353,16 +353,12 @@ def run_predict(config: PredictConfig, progress_stream=None,
     return result
 
 
-def manifest_weights_overridden(calibration) -> bool:
-    return calibration.fusion is not None and calibration.fusion.weights is not None
-
-
 def fusion_line(manifest, calibration, calibration_file) -> str:
     """The run log's line saying how the teachers' maps were combined, and from where."""
     weights = ", ".join(f"{s.name}={s.weight:g}" for s in manifest.teachers if s.weight > 0)
     source = (f"fitted, from {calibration_file}" if calibration.fusion is not None
               else "default, weights from the manifest")
-    return f"fusion: {fusion_mode(calibration)} mean of {weights} ({source})"
+    return f"fusion: {calibration.fusion_mode} mean of {weights} ({source})"
 
 
 def _guarded(warn: Callable[[str], None], what: str, function, *args) -> None:

@@ -21,14 +21,10 @@ def _now() -> str:
 
 def applied_fusion(manifest, calibration) -> dict:
     """How predict combined the teachers: mode, the weights used, and where they came from."""
-    from vesukit.runtime.compute import fusion_mode
-
-    fitted = calibration.fusion is not None
-    return {"mode": fusion_mode(calibration),
+    return {"mode": calibration.fusion_mode,
             "weights": {s.name: s.weight for s in manifest.teachers},
-            "source": "calibration" if fitted else "default",
-            "weights_from": ("calibration" if fitted and calibration.fusion.weights is not None
-                             else "manifest")}
+            "source": "calibration" if calibration.fusion is not None else "default",
+            "weights_from": "calibration" if calibration.overrides_weights else "manifest"}
 
 
 class RunRecord:
