@@ -146,6 +146,6 @@ def test_check_steps_names_the_problem():
         check_steps([{"step": "open"}])
     with pytest.raises(PostprocessError, match="radius"):
         check_steps([{"step": "fill_holes", "radius": 2}])
-    with pytest.raises(PostprocessError, match="expected a number"):
+    with pytest.raises(PostprocessError, match="expected an integer >= 0"):
         check_steps([{"step": "close", "radius": "big"}])
     check_steps([{"step": name} for name in STEPS])

@@ -37,6 +37,17 @@ class ThresholdRule:
     name: str = "fixed"
     params: Mapping[str, Any] = field(default_factory=lambda: {"threshold": DEFAULT_THRESHOLD})
 
+    def __post_init__(self):
+        # A rule that exists, with parameters of the right type and range (normalised): a
+        # calibration that could not run is refused where it is made, not on Kaggle.
+        if self.name not in THRESHOLD_RULES:
+            raise CalibrationError(f"calibration: unknown threshold rule '{self.name}'. Known rules: "
+                                   f"{', '.join(sorted(THRESHOLD_RULES))}.")
+        if not isinstance(self.params, Mapping):
+            raise CalibrationError(f"calibration: threshold rule '{self.name}' parameters must be an "
+                                   f"object, got {self.params!r}.")
+        object.__setattr__(self, "params", check_rule_params(self.name, self.params))
+
     def __call__(self, maps) -> float:
         return THRESHOLD_RULES[self.name](maps, **dict(self.params))
 
@@ -108,10 +119,18 @@ class Fusion:
 class Calibration:
     """What predict does between the ensemble maps and the written mask."""
 
-    rule: ThresholdRule = ThresholdRule()
+    rule: ThresholdRule = field(default_factory=lambda: ThresholdRule())
     postprocess: tuple[Mapping[str, Any], ...] = ()
     tta: str | None = None          # the TTA the calibration was fitted with; None: predict's own
     fusion: Fusion | None = None    # fitted fusion; None: probability mean, manifest weights
+
+    def __post_init__(self):
+        from vesukit.decide.steps import check_steps
+
+        object.__setattr__(self, "postprocess", check_steps(self.postprocess, "calibration"))
+        if self.tta is not None and self.tta not in TTA_CHOICES:
+            raise CalibrationError(f"calibration: 'tta' is {self.tta!r}; expected one of "
+                                   f"{', '.join(TTA_CHOICES)}.")
 
     @property
     def fusion_mode(self) -> str:
@@ -155,19 +174,23 @@ class Calibration:
                 f"{where}: format {data.get('format')} is not supported (this vesukit reads "
                 f"format {CALIBRATION_FORMAT}). Re-run `vesukit calibrate` with this version."
             )
-        threshold = dict(data["threshold"])
+        threshold = data["threshold"]
+        if not isinstance(threshold, Mapping):
+            raise CalibrationError(
+                f"{where}: 'threshold' is {threshold!r}; it is an object naming the rule and its "
+                'parameters, e.g. {"rule": "fixed", "threshold": 0.4}.')
+        threshold = dict(threshold)
         name = threshold.pop("rule", "fixed")
         if name not in THRESHOLD_RULES:
             raise CalibrationError(
                 f"{where}: unknown threshold rule '{name}'. Known rules: "
                 f"{', '.join(sorted(THRESHOLD_RULES))}."
             )
-        check_rule_params(name, threshold, where)
+        threshold = check_rule_params(name, threshold, where)
         chain = data.get("postprocess", ())
         if isinstance(chain, str):  # a preset's name: its published chain
             chain = preset_chain(chain, where)
-        steps = tuple(dict(step) for step in chain)
-        check_steps(steps, where)
+        steps = check_steps(chain, where)
         tta = data.get("tta")
         if tta is not None and tta not in TTA_CHOICES:
             raise CalibrationError(f"{where}: 'tta' is {tta!r}; expected one of "
@@ -176,23 +199,20 @@ class Calibration:
         return cls(ThresholdRule(name, threshold), steps, tta, fusion)
 
 
-def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> None:
-    """Raise :class:`CalibrationError` if ``params`` holds a name the rule does not take."""
+def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> dict:
+    """``params`` of threshold rule ``name`` checked against :mod:`vesukit.decide.parameters`
+    (type and range) and normalised; raises :class:`CalibrationError` naming the parameter."""
     import inspect
 
-    accepted = set(inspect.signature(THRESHOLD_RULES[name]).parameters) - {"maps"}
-    unknown = set(params) - accepted
-    if unknown:
-        raise CalibrationError(
-            f"{where}: threshold rule '{name}' has unknown parameter(s) {sorted(unknown)}; "
-            f"it accepts {sorted(accepted)}."
-        )
-    for key, value in params.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise CalibrationError(
-                f"{where}: threshold rule '{name}' parameter '{key}' is {value!r}; "
-                "expected a number."
-            )
+    from vesukit.decide.parameters import RULE_PARAMETERS, checked_params
+
+    defaults = {key: p.default for key, p in inspect.signature(THRESHOLD_RULES[name]).parameters.items()
+                if key != "maps"}
+    checked, problem = checked_params(name, RULE_PARAMETERS[name], params,
+                                      f"threshold rule '{name}'", defaults)
+    if checked is None:
+        raise CalibrationError(f"{where}: {problem}.")
+    return checked
 
 
 def load_calibration(path: str | Path | None) -> Calibration:

@@ -367,29 +367,37 @@ class PostprocessError(VesukitError):
     """A post-processing chain names an unknown step or bad parameters."""
 
 
-def check_steps(steps: Sequence[Mapping[str, Any]], where: str = "postprocess") -> None:
+def check_steps(steps: Sequence[Mapping[str, Any]], where: str = "postprocess") -> tuple[dict, ...]:
+    """The chain with each step's parameters checked against :mod:`vesukit.decide.parameters`
+    (type and range) and normalised (an integral 3.0 becomes 3); raises
+    :class:`PostprocessError` naming the step, the parameter and what is expected."""
     import inspect
 
+    from vesukit.decide.parameters import STEP_PARAMETERS, checked_params
+
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+        raise PostprocessError(f"{where}: 'postprocess' must be a list of steps like "
+                               '{"step": "remove_small", "min_voxels": 1000}, or a preset\'s name.')
+    checked = []
     for index, step in enumerate(steps):
+        if not isinstance(step, Mapping):
+            raise PostprocessError(f"{where}: postprocess step {index} is {step!r}; each step is an "
+                                   'object like {"step": "remove_small", "min_voxels": 1000}.')
         name = step.get("step")
         if name not in STEPS:
             raise PostprocessError(
                 f"{where}: postprocess step {index} is '{name}', which is unknown. Known steps: "
                 f"{', '.join(sorted(STEPS))}."
             )
-        accepted = set(inspect.signature(STEPS[name]).parameters) - {"mask", "maps"}
-        unknown = set(step) - {"step"} - accepted
-        if unknown:
-            raise PostprocessError(
-                f"{where}: postprocess step {index} ('{name}') has unknown parameter(s) "
-                f"{sorted(unknown)}; it accepts {sorted(accepted)}."
-            )
-        for key, value in step.items():
-            if key != "step" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-                raise PostprocessError(
-                    f"{where}: postprocess step {index} ('{name}') parameter '{key}' is "
-                    f"{value!r}; expected a number."
-                )
+        defaults = {key: p.default for key, p in inspect.signature(STEPS[name]).parameters.items()
+                    if key not in ("mask", "maps")}
+        params, problem = checked_params(name, STEP_PARAMETERS[name],
+                                         {k: v for k, v in step.items() if k != "step"},
+                                         f"postprocess step {index} ('{name}')", defaults)
+        if params is None:
+            raise PostprocessError(f"{where}: {problem}.")
+        checked.append({"step": name, **params})
+    return tuple(checked)
 
 
 def apply_postprocess(mask: np.ndarray, steps: Sequence[Mapping[str, Any]], maps=None) -> np.ndarray:
