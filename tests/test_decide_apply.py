@@ -147,3 +147,32 @@ def test_postprocess_rejects_a_wrong_shape_and_an_unknown_preset(root, tmp_path,
     assert main(["postprocess", str(maps), "--preset", "eleventh_place", "--data", str(root),
                  "--out", str(tmp_path / "s.zip")]) == 1
     assert "Known presets: fifth_place, first_place" in capsys.readouterr().err
+
+
+def test_postprocess_falls_back_to_the_unprocessed_mask_when_a_step_fails(root, predicted, tmp_path):
+    """A chain that raises costs only the chain, as in predict: on an image without numba the
+    5th place's tunnel filling cannot run, so every volume gets its thresholded mask, flagged,
+    exit 3 and a valid zip (before: a traceback and no zip)."""
+    import os
+    import subprocess
+    import sys
+
+    from vesukit.decide import binarize
+    from vesukit.submission import validate_zip
+
+    out = tmp_path / "fifth.zip"
+    env = {**os.environ, "VESUKIT_DISABLE": "numba"}
+    done = subprocess.run([sys.executable, "-m", "vesukit", "postprocess", str(predicted / "maps"),
+                           "--preset", "fifth_place", "--data", str(root), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "without post-processing (PostprocessError: postprocess step 'fill_tunnels' needs numba" \
+        in done.stderr
+    assert "DEGRADED: 2 volume(s) decided with a fallback stage" in done.stdout
+    report = validate_zip(out, root)
+    assert report.valid and sorted(report.files) == sorted(list_test_ids(root))
+    masks = masks_in(out)
+    for volume_id in list_test_ids(root):
+        probability = read_map(predicted / "maps" / f"{volume_id}.npy")
+        np.testing.assert_array_equal(masks[volume_id], binarize(probability, 0.3))

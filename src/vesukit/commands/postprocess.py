@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if result.fallbacks:
         print(f"DEGRADED: {len(result.fallbacks)} volume(s) got empty fallback masks: "
               + ", ".join(v.volume_id for v in result.fallbacks))
+    if result.degraded:
+        print(f"DEGRADED: {len(result.degraded)} volume(s) decided with a fallback stage: "
+              + ", ".join(v.volume_id for v in result.degraded))
     report = result.validation
     print(f"{result.zip_path}: " + ("VALID" if report.valid else "INVALID"))
     for issue in list(report.errors) + list(report.warnings):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vesukit.decide.calibration import Calibration, binarize
+from vesukit.decide.rules import DEFAULT_THRESHOLD
 from vesukit.decide.steps import apply_postprocess
 
 EXIT_DEGRADED = 3  # as predict: valid and complete, but some volumes got fallback masks
@@ -29,10 +30,29 @@ def decide(maps, calibration: Calibration) -> tuple[np.ndarray, float]:
     return apply_postprocess(mask, calibration.postprocess, maps), threshold
 
 
+def decide_or_fall_back(maps, calibration: Calibration) -> tuple[np.ndarray, float, list[str]]:
+    """:func:`decide` that costs at most the failing stage, as predict does: a rule that raises
+    gives the fixed :data:`DEFAULT_THRESHOLD`, a chain that raises the unprocessed mask. Returns
+    (mask, threshold, what was degraded and why)."""
+    degraded = []
+    try:
+        threshold = float(calibration.rule(maps))
+    except Exception as exc:  # noqa: BLE001 - a fixed threshold beats an empty mask
+        threshold = DEFAULT_THRESHOLD
+        degraded.append(f"fixed threshold {threshold:g}: the rule {calibration.rule.describe()} "
+                        f"failed ({type(exc).__name__}: {exc})")
+    mask = binarize(maps.mean, threshold)
+    try:
+        mask = apply_postprocess(mask, calibration.postprocess, maps)
+    except Exception as exc:  # noqa: BLE001 - the unprocessed mask beats an empty one
+        degraded.append(f"without post-processing ({type(exc).__name__}: {exc})")
+    return mask, threshold, degraded
+
+
 @dataclass
 class MapVolume:
     volume_id: str
-    status: str                      # "done" or "fallback"
+    status: str                      # "done", "degraded" (a fallback stage) or "fallback" (empty)
     threshold: float | None = None
     foreground: float = 0.0
     seconds: float = 0.0
@@ -49,13 +69,19 @@ class PostprocessResult:
 
     @property
     def fallbacks(self) -> list[MapVolume]:
-        return [v for v in self.volumes if v.status != "done"]
+        """Volumes that got an empty fallback mask."""
+        return [v for v in self.volumes if v.status == "fallback"]
+
+    @property
+    def degraded(self) -> list[MapVolume]:
+        """Volumes decided with less than the calibration: a fixed threshold or no chain."""
+        return [v for v in self.volumes if v.status == "degraded"]
 
     @property
     def exit_code(self) -> int:
         if not self.validation.valid:
             return 1
-        return EXIT_DEGRADED if self.fallbacks else 0
+        return EXIT_DEGRADED if self.fallbacks or self.degraded else 0
 
 
 def postprocess_maps(maps_dir, calibration: Calibration, out, data=None, input_base=None,
@@ -89,18 +115,24 @@ def postprocess_maps(maps_dir, calibration: Calibration, out, data=None, input_b
                         reason = (f"its map {found[volume_id].name} has shape "
                                   f"{'x'.join(map(str, probability.shape))}, the volume "
                                   f"{'x'.join(map(str, shapes[volume_id]))}")
+                    else:
+                        mask, threshold, degraded = decide_or_fall_back(
+                            maps_from_probability(probability), calibration)
                 except Exception as exc:  # noqa: BLE001 - one bad map must not end the zip
-                    reason = str(exc)
+                    reason = f"{type(exc).__name__}: {exc}"
             if reason:
                 warnings.append(f"volume '{volume_id}' gets an empty fallback mask: {reason}")
                 say(f"WARNING {warnings[-1]}")
                 writer.add(volume_id, np.zeros(shapes[volume_id], np.uint8))
                 volumes.append(MapVolume(volume_id, "fallback", reason=reason))
                 continue
-            mask, threshold = decide(maps_from_probability(probability), calibration)
+            for reason in degraded:
+                warnings.append(f"volume '{volume_id}': {reason}")
+                say(f"WARNING {warnings[-1]}")
             writer.add(volume_id, mask)
             seconds = time.perf_counter() - start
-            volumes.append(MapVolume(volume_id, "done", threshold, float(mask.mean()), seconds))
+            volumes.append(MapVolume(volume_id, "degraded" if degraded else "done", threshold,
+                                     float(mask.mean()), seconds, "; ".join(degraded)))
             say(f"{volume_id}: thr {threshold:.3f}, {100 * mask.mean():.2f} % surface, "
                 f"{seconds:.2f} s")
         unused = sorted(set(found) - set(ids))
