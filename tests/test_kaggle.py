@@ -117,3 +117,25 @@ def test_submit_applies_the_fusion_of_the_calibration_beside_the_teachers(kaggle
     record = json.loads((out.parent / "vesukit-work" / "run.json").read_text())
     assert record["fusion"]["mode"] == "logit" and record["fusion"]["weights"] == weights
     assert all(names[0] not in volume["teachers"] for volume in record["volumes"])
+
+
+@pytest.mark.parametrize("form", ["equals", "prefix"])
+def test_submit_uses_the_calibration_given_in_extra_args_in_any_form(kaggle_input, tmp_path,
+                                                                     monkeypatch, form):
+    """`extra_args=("--calibration=X",)` (or argparse's `--calib X`) is predict's own reading of
+    --calibration: the teachers' calibration.json must not be appended and win."""
+    import json
+    import shutil
+
+    monkeypatch.delenv("VESUKIT_TEACHERS", raising=False)
+    base = tmp_path / "input"
+    shutil.copytree(kaggle_input, base)
+    (base / "teachers" / "calibration.json").write_text(json.dumps(
+        {"threshold": {"rule": "fixed", "threshold": 0.4}, "postprocess": []}))
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"threshold": {"rule": "fixed", "threshold": 0.93}, "postprocess": []}))
+    extra = (f"--calibration={mine}",) if form == "equals" else ("--calib", str(mine))
+    out = tmp_path / "working" / "submission.zip"
+    assert kaggle.submit(out, input_base=base, device="cpu", extra_args=extra) == out
+    record = json.loads((out.parent / "vesukit-work" / "run.json").read_text())
+    assert {volume["threshold"] for volume in record["volumes"]} == {0.93}

@@ -84,13 +84,16 @@ def submit(
     print(f"vesukit: competition root {root}, teachers {teachers}, output {out}", flush=True)
     args = list(extra_args)
     calibration = teachers / CALIBRATION_NAME
-    if "--calibration" not in args and calibration.is_file():
+    requested = predict_option(args, "calibration")
+    if requested is not None:
+        print(f"vesukit: decision from {requested} (extra_args)", flush=True)
+    elif calibration.is_file():
         from vesukit.decide import load_calibration
 
         decision = load_calibration(calibration)
         print(f"vesukit: decision from {calibration}: {decision.describe()}", flush=True)
         args += ["--calibration", str(calibration)]
-    elif "--calibration" not in args:
+    else:
         print(f"vesukit: no {CALIBRATION_NAME} beside the teachers: fixed threshold, no "
               "post-processing, no TTA", flush=True)
     code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
@@ -116,15 +119,29 @@ def submit(
     return out
 
 
+def predict_option(args: list[str], dest: str):
+    """The value ``args`` give `vesukit predict`'s option ``dest`` as predict itself reads them
+    (``--calibration X``, ``--calibration=X``, an unambiguous prefix such as ``--calib X``; the
+    last one wins), else None (also when the arguments do not parse: predict reports that)."""
+    import argparse
+    import contextlib
+    import io
+
+    from vesukit.commands import predict
+
+    parser = argparse.ArgumentParser(prog="vesukit", add_help=False)
+    predict.register(parser.add_subparsers(dest="command"))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            known, _ = parser.parse_known_args(["predict", "--teachers", ".", "--out", ".", *args])
+    except SystemExit:
+        return None
+    return getattr(known, dest, None)
+
+
 def _run_record(out: Path, extra_args: tuple[str, ...]) -> dict:
     """predict's run.json (its --workdir, else the default beside the zip); {} if unreadable."""
-    args = list(extra_args)
-    workdir = out.parent / "vesukit-work"
-    for i, arg in enumerate(args):
-        if arg == "--workdir" and i + 1 < len(args):
-            workdir = Path(args[i + 1])
-        elif arg.startswith("--workdir="):
-            workdir = Path(arg.split("=", 1)[1])
+    workdir = predict_option(list(extra_args), "workdir") or out.parent / "vesukit-work"
     try:
         return json.loads((workdir / "run.json").read_text())
     except (OSError, ValueError):
