@@ -355,8 +355,11 @@ def make_fixture(folder: Path, n_test: int = 3, seed: int = 0) -> tuple[Path, Pa
     return root, teachers
 
 
-def run_plans(n: int, seed: int, folder: Path, log=print) -> tuple[int, list[str]]:
-    """``n`` seeded plans over one fixture, every other one a scenario; (plans run, problems)."""
+def run_plans(n: int, seed: int, folder: Path, log=print,
+              max_seconds: float | None = None) -> tuple[int, list[str]]:
+    """``n`` seeded plans over one fixture, every other one a scenario; (plans run, problems).
+
+    ``max_seconds``: start no plan after that long (the count returned says how many ran)."""
     from vesukit.data import list_test_ids
 
     root, teachers = make_fixture(folder / "fixture", n_test=4)
@@ -364,7 +367,10 @@ def run_plans(n: int, seed: int, folder: Path, log=print) -> tuple[int, list[str
     clean = clean_masks(root, teachers, folder / "fixture")
     rng = random.Random(seed)
     problems: list[str] = []
+    start = time.perf_counter()
     for index in range(n):
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            return index, problems
         run_folder = folder / f"plan{index:04d}"
         if index % 2:
             scenario = draw_scenario(rng, ids, SCENARIOS[(index // 2) % len(SCENARIOS)])
