@@ -12,10 +12,8 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vesukit.data import list_test_ids, read_volume_pillow, volume_path, write_volume  # noqa: E402
+from vesukit.data import list_test_ids, write_volume  # noqa: E402
 from vesukit.runtime import faults  # noqa: E402
-from vesukit.runtime.chaos import make_fixture  # noqa: E402
+from vesukit.runtime.chaos import make_fixture, predict_command, worker_processes  # noqa: E402
+from vesukit.runtime.chaos import zip_masks as masks  # noqa: E402
 from vesukit.runtime.compute import FAILURES_IN_A_ROW  # noqa: E402
 from vesukit.runtime.pipeline import PredictConfig, run_predict  # noqa: E402
 from vesukit.submission import validate_zip  # noqa: E402
@@ -39,7 +38,7 @@ def fixture(tmp_path_factory):
     folder = tmp_path_factory.mktemp("costs")
     root, teachers = make_fixture(folder, n_test=4)
     out = folder / "clean" / "s.zip"
-    completed = subprocess.run(predict_cmd(root, teachers, out, folder / "clean" / "work"),
+    completed = subprocess.run(predict_command(root, teachers, out, folder / "clean" / "work"),
                                capture_output=True, text=True, env=env(), timeout=600)
     assert completed.returncode == 0, completed.stderr
     return root, teachers, masks(out)
@@ -49,17 +48,6 @@ def env(**extra):
     # one thread each: float results (and so masks) are comparable across runs
     return {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
             **extra}
-
-
-def predict_cmd(root, teachers, out, workdir, *extra):
-    return [sys.executable, "-m", "vesukit", "predict", "--data", str(root), "--teachers",
-            str(teachers), "--out", str(out), "--workdir", str(workdir), "--device", "cpu",
-            *extra]
-
-
-def masks(zip_path) -> dict[str, np.ndarray]:
-    with zipfile.ZipFile(zip_path) as archive:
-        return {n[:-4]: read_volume_pillow(io.BytesIO(archive.read(n))) for n in archive.namelist()}
 
 
 def record_of(workdir) -> dict:
@@ -135,28 +123,12 @@ def test_a_teacher_failing_on_volumes_in_a_row_leaves_the_run(fixture, tmp_path)
 # --------------------------------------------------------------------------- item 2
 
 
-def worker_processes(pid: int) -> list[int]:
-    """The spawned worker processes of ``pid`` (not multiprocessing's resource tracker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid and "spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 def test_a_killed_worker_is_noticed_and_its_volume_recomputed(fixture, tmp_path):
     root, teachers, clean = fixture
     ids = list_test_ids(root)
     out, work = tmp_path / "s.zip", tmp_path / "work"
     # each forward pass takes a second: the workers are computing when one is killed
-    process = subprocess.Popen(predict_cmd(root, teachers, out, work, "--workers", "2"),
+    process = subprocess.Popen(predict_command(root, teachers, out, work, "--workers", "2"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env(VESUKIT_FAULTS="teacher:sleep1:*:0"))
     deadline = time.time() + 300
@@ -189,7 +161,7 @@ def test_a_hung_forward_pass_cannot_outlast_the_budget(fixture, tmp_path, worker
     budget = 20.0
     start = time.perf_counter()
     completed = subprocess.run(
-        predict_cmd(root, teachers, out, work, "--workers", workers, "--time-budget", str(budget)),
+        predict_command(root, teachers, out, work, "--workers", workers, "--time-budget", str(budget)),
         capture_output=True, text=True, timeout=600,
         env=env(VESUKIT_FAULTS=f"teacher:sleep120:{ids[1]}:1"))
     elapsed = time.perf_counter() - start
@@ -244,7 +216,7 @@ def test_odd_test_folders_still_give_a_valid_zip_from_submit(fixture, tmp_path, 
                             dtype="uint8")
     assert empty.shape == (0, 32, 32)
     rows = (root / "test.csv").read_text().splitlines()
-    header, first = rows[0], rows[1]
+    first = rows[1]
     (root / "test.csv").write_text("\n".join([*rows, first, first.replace(ids[0], "555")]) + "\n")
     torch.set_num_threads(1)
     path, degraded = submit(base, tmp_path / "s.zip")
