@@ -137,13 +137,14 @@ def test_a_killed_worker_is_noticed_and_its_volume_recomputed(fixture, tmp_path)
     workers = worker_processes(process.pid)
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGKILL)
-    _, stderr = process.communicate(timeout=600)
+    stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 3, stderr
     record = record_of(work)
     assert len(record["worker_deaths"]) == 1
     death = record["worker_deaths"][0]
     assert death["cause"] == "killed by SIGKILL" and len(death["volumes"]) <= 1
     assert f"worker {death['worker']} (cpu) died (killed by SIGKILL)" in stderr
+    assert f"DEGRADED: worker {death['worker']} (cpu) died (killed by SIGKILL)" in stdout
     assert record["fallbacks"] == []
     got = masks(out)
     for volume_id in ids:
