@@ -151,6 +151,30 @@ def test_a_killed_worker_is_noticed_and_its_volume_recomputed(fixture, tmp_path)
         np.testing.assert_array_equal(got[volume_id], clean[volume_id])
 
 
+def test_when_every_worker_is_dead_the_main_process_computes_the_rest(fixture, tmp_path):
+    root, teachers, clean = fixture
+    out, work = tmp_path / "s.zip", tmp_path / "work"
+    process = subprocess.Popen(predict_command(root, teachers, out, work, "--workers", "2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env(VESUKIT_FAULTS="teacher:sleep1:*:0"))
+    deadline = time.time() + 300
+    while not list((work / "state").glob("*.json")) and time.time() < deadline:
+        time.sleep(0.1)
+    workers = worker_processes(process.pid)
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 3, stderr
+    record = record_of(work)
+    assert sorted(d["worker"] for d in record["worker_deaths"]) == [0, 1]
+    assert "no worker is left: the main process computes" in stderr
+    assert record["fallbacks"] == []
+    got = masks(out)
+    for volume_id in list_test_ids(root):
+        np.testing.assert_array_equal(got[volume_id], clean[volume_id])
+
+
 # --------------------------------------------------------------------------- item 3
 
 
