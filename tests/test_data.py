@@ -18,8 +18,10 @@ from vesukit.data import (
     find_competition_root,
     list_ids,
     list_test_ids,
+    read_test_ids,
     read_volume,
     read_volume_pillow,
+    read_volume_shape,
     write_volume,
 )
 from vesukit.errors import CompetitionRootError, VolumeError
@@ -256,16 +258,35 @@ def test_ids_from_either_source_alone(tmp_path):
     assert list_test_ids(make_root(tmp_path / "b", image_ids=["7", "6"])) == ["6", "7"]
 
 
-def test_row_without_image(tmp_path):
+def test_a_test_row_without_image_stays_for_a_fallback_a_train_one_is_an_error(tmp_path):
     root = make_root(tmp_path / "r", ["1", "2", "3"], ["1"])
+    assert read_test_ids(root) == (["1", "2", "3"], [])  # predict gives 2 and 3 fallbacks
     with pytest.raises(CompetitionRootError, match=r"2 row\(s\) of .*test\.csv have no .*: 2, 3"):
-        list_test_ids(root)
+        list_ids(root, "test")  # the strict check calibrate's train split keeps
 
 
-def test_image_without_row(tmp_path):
+def test_a_test_image_without_row_is_ignored_with_a_warning(tmp_path):
     root = make_root(tmp_path / "r", ["1"], ["1", "8"])
-    with pytest.raises(CompetitionRootError, match=r"1 image\(s\) in .*test_images have no row.*: 8"):
-        list_test_ids(root)
+    ids, notes = read_test_ids(root)
+    assert ids == ["1"]
+    assert len(notes) == 1 and "1 volume(s) in" in notes[0] and "have no row in" in notes[0]
+    assert notes[0].endswith("are ignored (the scorer reads the csv): 8")
+
+
+def test_a_test_id_listed_twice_counts_once_with_a_warning(tmp_path):
+    root = make_root(tmp_path / "r", ["1", "2", "1"], ["1", "2"])
+    ids, notes = read_test_ids(root)
+    assert ids == ["1", "2"] and len(notes) == 1 and "ids listed twice, kept once: 1" in notes[0]
+
+
+def test_a_volume_with_a_zero_size_dimension_is_a_volume_error(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    path = tmp_path / "z.zarr"
+    zarr.open_array(str(path), mode="w", shape=(0, 32, 32), dtype="uint8")
+    with pytest.raises(VolumeError, match=r"z\.zarr: zarr array of shape \(0, 32, 32\) has a zero-size"):
+        read_volume_shape(path)
+    with pytest.raises(VolumeError, match="zero-size dimension"):
+        read_volume(path)
 
 
 def test_no_ids_at_all(tmp_path):

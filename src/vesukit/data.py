@@ -126,6 +126,11 @@ def _check_pages(path: Path, tif: tifffile.TiffFile) -> tuple[int, tuple[int, in
                 f"{path}: page {index} has shape {page.shape} but page 0 has {first.shape}; "
                 f"all Z slices must share one (Y, X) shape. Re-write the volume."
             )
+    if len(first.shape) == 2 and 0 in first.shape:
+        raise VolumeError(
+            f"{path}: pages of shape {first.shape} have a zero-size dimension; a volume needs "
+            f"at least one voxel along Z, Y and X. {_FIX_WRITE[0].upper()}{_FIX_WRITE[1:]}."
+        )
     if len(first.shape) != 2:
         raise VolumeError(
             f"{path}: pages have shape {first.shape}, expected (Y, X) grey planes. "
@@ -200,6 +205,9 @@ def _open_zarr_volume(path: Path):
     if len(array.shape) != 3 or str(array.dtype) != "uint8":
         raise VolumeError(f"{path}: zarr array of shape {tuple(array.shape)} and dtype {array.dtype}; "
                           "a test volume must be uint8 (Z, Y, X).")
+    if 0 in tuple(array.shape):
+        raise VolumeError(f"{path}: zarr array of shape {tuple(array.shape)} has a zero-size dimension; "
+                          "a test volume needs at least one voxel along Z, Y and X. Re-write it.")
     return array
 
 
@@ -375,8 +383,37 @@ def _looks_like_root(folder: Path) -> bool:
 
 
 def list_test_ids(root: str | os.PathLike) -> list[str]:
-    """Test volume ids from ``test.csv`` and ``test_images/``, which must agree."""
-    return list_ids(root, "test")
+    """The test ids a submission must hold: see :func:`read_test_ids`."""
+    return read_test_ids(root)[0]
+
+
+def read_test_ids(root: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(the test ids the scorer expects, a warning per oddity of the test folder).
+
+    The scorer reads ``test.csv``, so with one its ids are the submission's, in its order:
+    an id listed twice counts once (a warning), and a volume in ``test_images/`` without a
+    row is ignored (a warning). A row without a volume stays: predict gives it a flagged
+    fallback mask. Without ``test.csv``, the volumes of ``test_images/`` are the ids.
+    """
+    root = Path(root)
+    csv_path, image_dir = root / "test.csv", root / "test_images"
+    if not csv_path.is_file():
+        return list_ids(root, "test"), []
+    rows = read_csv_ids(csv_path, allow_duplicates=True)
+    ids = list(dict.fromkeys(rows))
+    notes = []
+    duplicates = sorted({i for i in rows if rows.count(i) > 1})
+    if duplicates:
+        notes.append(f"{csv_path}: ids listed twice, kept once: {_preview(duplicates)}")
+    if not ids:
+        raise CompetitionRootError(f"{csv_path}: lists no test volumes. Point --data at a root "
+                                   "with at least one.")
+    images = image_ids_in(image_dir) if image_dir.is_dir() else []
+    without_row = [i for i in images if i not in set(ids)]
+    if without_row:
+        notes.append(f"{len(without_row)} volume(s) in {image_dir} have no row in {csv_path} "
+                     f"and are ignored (the scorer reads the csv): {_preview(without_row)}")
+    return ids, notes
 
 
 def list_ids(root: str | os.PathLike, split: str = "test") -> list[str]:
@@ -425,7 +462,7 @@ def list_ids(root: str | os.PathLike, split: str = "test") -> list[str]:
     return list(ids)
 
 
-def read_csv_ids(csv_path: Path) -> list[str]:
+def read_csv_ids(csv_path: Path, allow_duplicates: bool = False) -> list[str]:
     """The ``id`` column of a competition csv, as strings, in file order."""
     with open(csv_path, newline="") as handle:
         reader = csv.DictReader(handle)
@@ -436,7 +473,7 @@ def read_csv_ids(csv_path: Path) -> list[str]:
             )
         ids = [row["id"].strip() for row in reader if row.get("id", "").strip()]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
+    if duplicates and not allow_duplicates:
         raise CompetitionRootError(f"{csv_path}: ids listed twice: {_preview(duplicates)}.")
     return ids
 

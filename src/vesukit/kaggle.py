@@ -154,4 +154,7 @@ def _degraded_volumes(record: dict) -> list[str]:
         why = volume.get("reason") or "; ".join(volume.get("degraded") or [])
         if volume.get("status") != "done" or volume.get("degraded"):
             found.append(f"{volume['volume_id']} ({volume.get('status')}: {why})")
+    found += [f"worker {d['worker']} died ({d['cause']}) while computing "
+              f"{', '.join(d['volumes']) or 'no volume'} (handed to another worker)"
+              for d in record.get("worker_deaths", [])]
     return found or ["see run.json"]

@@ -183,6 +183,26 @@ def test_chaos_a_dozen_seeded_plans(root, teachers, tmp_path):
     assert problems == []
 
 
+def test_chaos_one_scenario_of_each_kind(tmp_path):
+    """The scenarios of issue 24, as real predict processes: a worker SIGKILLed, a forward
+    pass hanging past the budget, one teacher failing on one volume, odd test folders. Each
+    ends in exit 3, a valid zip, the clean masks for every volume not faulted, the fault
+    named in run.json and a wall time within the budget."""
+    import random
+
+    from vesukit.runtime.chaos import SCENARIOS, clean_masks, draw_scenario, run_scenario
+
+    root, teachers = make_fixture(tmp_path / "fixture", n_test=4)
+    ids = list_test_ids(root)
+    clean = clean_masks(root, teachers, tmp_path / "fixture")
+    rng = random.Random(24)
+    problems = []
+    for kind in SCENARIOS:
+        problems += run_scenario(draw_scenario(rng, ids, kind), root, teachers, clean,
+                                 tmp_path / kind)
+    assert problems == []
+
+
 # --------------------------------------------------------------------------- hole 3
 
 

@@ -144,8 +144,10 @@ def test_nan_teacher_is_dropped_with_a_warning(root, teachers, tmp_path):
     result = run_predict(PredictConfig(copy, tmp_path / "s.zip", data=root, device="cpu",
                                        workdir=tmp_path / "work"), progress_stream=stream)
     log = stream.getvalue()
-    assert "teacher 'v1_segformer_mit_b2' dropped for the rest of the run: its output holds NaN" \
-        in log
+    # NaN on every volume: it fails on two in a row (FAILURES_IN_A_ROW), then leaves the run
+    ids = list_test_ids(root)
+    assert (f"teacher 'v1_segformer_mit_b2' dropped for the rest of the run: it failed on 2 "
+            f"volumes in a row ({ids[0]}, {ids[1]}); last: its output holds NaN or inf") in log
     assert log.count("dropped for the rest of the run") == 1
     assert result.validation.valid and result.exit_code == 3
     assert all(v.teachers == ["v1_default"] for v in result.volumes)
@@ -171,9 +173,10 @@ def test_teacher_raising_is_retried_then_dropped(root, teachers, tmp_path, monke
                                        workdir=tmp_path / "work", warm_up=False),
                          progress_stream=stream)
     log = stream.getvalue()
-    assert calls == [None, 1]  # as configured, then batch 1 (no GPU: no CPU retry)
+    # as configured, then batch 1 (no GPU: no CPU retry), on two volumes; then it is dropped
+    assert calls == [None, 1, None, 1]
     assert "teacher 'v1_default' failed with batch 1 (RuntimeError: injected fault)" in log
-    assert "teacher 'v1_default' dropped for the rest of the run: it raised on every retry" in log
+    assert "teacher 'v1_default' dropped for the rest of the run: it failed on 2 volumes in a row" in log
     assert result.validation.valid and result.exit_code == 3
     assert all(v.status == "done" and v.teachers == ["v1_segformer_mit_b2"]
                for v in result.volumes)

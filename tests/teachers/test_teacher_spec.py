@@ -119,6 +119,18 @@ def test_manifest_missing_checkpoint_names_teacher(tmp_path):
     with pytest.raises(TeacherError, match=r"teacher 'unet3d_resenc': field 'checkpoint': "
                                            r".*unet3d_resenc.safetensors does not exist"):
         load_manifest(tmp_path)
+    # predict checks the files by loading them (a missing one drops that teacher only)
+    assert load_manifest(tmp_path, require_files=False).teachers == specs
+
+
+def test_a_weight_zero_teachers_checkpoint_is_never_checked(tmp_path):
+    import dataclasses
+
+    specs = preset_specs("seed9", "tiny")[:2]
+    specs = (specs[0], dataclasses.replace(specs[1], weight=0))
+    _write_folder(tmp_path, specs)
+    (tmp_path / specs[1].checkpoint).unlink()
+    assert load_manifest(tmp_path).teachers == specs
 
 
 @pytest.mark.parametrize("mutate, words", [

@@ -88,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
     if result.fallbacks:
         print(f"DEGRADED: {len(result.fallbacks)} volume(s) got empty fallback masks: "
               + ", ".join(v.volume_id for v in result.fallbacks))
-    elif result.degraded:
+    elif any(v.degraded for v in result.volumes):
         print("DEGRADED: some volumes ran with fewer teachers or less TTA (see status)")
+    for death in result.worker_deaths:
+        print(f"DEGRADED: worker {death['worker']} ({death['device']}) died ({death['cause']}) while "
+              f"computing {', '.join(death['volumes']) or 'no volume'} (handed to another worker)")
     if result.audit_index is not None:
         print(f"audit: {result.audit_index}")
         for volume_id, messages in result.alarms.items():

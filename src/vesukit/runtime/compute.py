@@ -1,10 +1,13 @@
 """One device's share of the work: teachers over volumes, with faults isolated.
 
 A teacher that raises is retried (batch 1, then on the CPU); if it still fails, or if it
-returns NaN/inf, it is dropped for the rest of the run with a warning and the volume goes on
-with the others. After the teachers, each stage degrades instead of failing the volume: a
-threshold rule that raises gives the fixed default threshold, a post-processing chain that
-raises gives the unprocessed mask (both flagged), a failed audit only loses the audit. An
+returns NaN/inf, that volume goes on without it (the others' weighted mean, renormalised,
+flagged and logged for that volume). A teacher leaves the run only when it fails to load or
+fails on :data:`FAILURES_IN_A_ROW` volumes in a row with no success between: one volume too
+large for the GPU costs that teacher on that volume only. After the teachers, each stage
+degrades instead of failing the volume: a threshold rule that raises gives the fixed default
+threshold, a post-processing chain that raises gives the unprocessed mask (both flagged), a
+failed audit only loses the audit. An
 error while averaging raises :class:`StageError`; the worker retries the volume once with the
 ensemble on the CPU, then writes a flagged empty fallback mask: never a missing entry.
 """
@@ -25,9 +28,16 @@ from vesukit.runtime.faults import inject
 
 log = logging.getLogger("vesukit.predict")
 
+# A teacher failing on this many volumes in a row (no success between) leaves the run.
+FAILURES_IN_A_ROW = 2
+
 
 class NoTeacherLeft(VesukitError):
     """Every teacher has been dropped; nothing can predict the remaining volumes."""
+
+
+class NoTeacherForVolume(RuntimeError):
+    """Every active teacher failed on this volume (only this one: the run goes on)."""
 
 
 class StageError(RuntimeError):
@@ -82,15 +92,30 @@ class VolumeComputer:
         self.overlap = overlap
         self.warn = warn
         self.dropped: dict[str, str] = {}
+        self.failed_in_a_row: dict[str, list[str]] = {}  # name -> volume ids since its last success
 
     @property
     def active(self) -> list[str]:
         return [name for name in self.specs if name not in self.dropped]
 
-
     def drop(self, name: str, reason: str) -> None:
         self.dropped[name] = reason
         self.warn(f"teacher '{name}' dropped for the rest of the run: {reason}")
+
+    def failed_on(self, name: str, volume_id: str, reason: str) -> str:
+        """Count one volume's failure of a teacher; drop it after FAILURES_IN_A_ROW in a row.
+
+        Returns the volume's degradation. A retry of the same volume is not a second failure.
+        """
+        streak = self.failed_in_a_row.setdefault(name, [])
+        if volume_id not in streak:
+            streak.append(volume_id)
+        self.warn(f"volume '{volume_id}': teacher '{name}' failed on it ({reason}); this volume "
+                  "uses the other teachers' weighted mean, renormalised")
+        if len(streak) >= FAILURES_IN_A_ROW:
+            self.drop(name, f"it failed on {len(streak)} volumes in a row "
+                            f"({', '.join(streak)}); last: {reason}")
+        return f"without teacher '{name}' on this volume ({reason})"
 
     def run(self, volume: np.ndarray, teachers: list[str], tta: str, volume_id: str = "",
             audit_dir: Path | None = None, maps_dir: Path | None = None,
@@ -112,15 +137,17 @@ class VolumeComputer:
         accumulator = EnsembleAccumulator(volume.shape, target, mode=self.calibration.fusion_mode)
         seconds: dict[str, float] = {}
         used: list[str] = []
+        failed: list[str] = []  # this volume's degradations from teachers that failed on it
+        dropped_before = dict(self.dropped)
         for name in teachers:
             if name in self.dropped:
                 continue
             teacher_start = time.perf_counter()
-            probability = self._predict(name, volume, tta, volume_id)
+            probability, error = self._predict(name, volume, tta, volume_id)
+            if probability is not None and not bool(torch.isfinite(probability).all()):
+                probability, error = None, "its output holds NaN or inf"
             if probability is None:
-                continue
-            if not bool(torch.isfinite(probability).all()):
-                self.drop(name, "its output holds NaN or inf")
+                failed.append(self.failed_on(name, volume_id, error))
                 continue
             try:
                 inject("ensemble", volume_id)
@@ -129,15 +156,18 @@ class VolumeComputer:
                 raise StageError("ensemble", exc) from exc
             seconds[name] = time.perf_counter() - teacher_start
             used.append(name)
-        if not used:
+            self.failed_in_a_row.pop(name, None)  # a success ends its run of failures
+        if not used and not self.active:
             raise NoTeacherLeft(
                 "no teacher produced a usable prediction ("
                 + "; ".join(f"{n}: {r}" for n, r in self.dropped.items()) + ")")
+        if not used:
+            raise NoTeacherForVolume("every teacher failed on this volume: " + "; ".join(failed))
         try:
             maps = accumulator.result()
         except Exception as exc:  # noqa: BLE001
             raise StageError("ensemble", exc) from exc
-        degraded = [f"without teacher '{n}' ({r})" for n, r in self.dropped.items()]
+        degraded = [f"without teacher '{n}' ({r})" for n, r in dropped_before.items()] + failed
         if maps_dir is not None:
             try:
                 from vesukit.maps import save_map
@@ -218,7 +248,8 @@ class VolumeComputer:
         return audit
 
     def _predict(self, name: str, volume: np.ndarray, tta: str, volume_id: str = ""):
-        """The teacher's probability map, retrying with batch 1 and then on the CPU."""
+        """(the teacher's probability map, None), retrying with batch 1 and then on the CPU;
+        (None, every attempt's error) when all attempts raised."""
         import torch
 
         from vesukit.infer import predict_teacher
@@ -235,7 +266,7 @@ class VolumeComputer:
                 inject("teacher", volume_id)
                 probability = predict_teacher(volume, model, spec, device=device, tta=tta,
                                               overlap=self.overlap, batch_size=batch_size)
-                return probability.to(self.device)
+                return probability.to(self.device), None
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # a teacher must not take the run down with it
@@ -244,8 +275,7 @@ class VolumeComputer:
             finally:
                 if device != self.device:
                     self.models[name] = model.to(self.device)
-        self.drop(name, "it raised on every retry (" + " | ".join(errors) + ")")
-        return None
+        return None, "it raised on every retry (" + " | ".join(errors) + ")"
 
 
 def _warm_up_shape(spec, model) -> tuple[int, int, int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.data import find_competition_root, list_test_ids, read_volume_shape, volume_path
+from vesukit.data import find_competition_root, read_test_ids, read_volume_shape, volume_path
 from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
@@ -37,10 +37,12 @@ from vesukit.runtime.progress import Progress
 from vesukit.runtime.record import RunRecord
 from vesukit.runtime.state import DONE, StateStore, VolumeState, file_stamp, fingerprint
 from vesukit.runtime.worker import (
+    ClaimTable,
+    Watch,
     WorkerSetup,
     fallback_state,
-    process_volumes,
     run_worker_processes,
+    run_worker_thread,
     save_fallback,
 )
 
@@ -104,6 +106,7 @@ class RunResult:
     audit_index: Path | None = None   # --audit: the index.html showing every volume
     alarms: list = field(default_factory=list)
     error: str | None = None          # why nothing could be predicted (every volume a fallback)
+    worker_deaths: list[dict] = field(default_factory=list)  # worker processes that died
 
     @property
     def device_seconds(self) -> float:
@@ -120,7 +123,8 @@ class RunResult:
 
     @property
     def degraded(self) -> bool:
-        return bool(self.fallbacks) or any(v.degraded for v in self.volumes)
+        return (bool(self.fallbacks) or any(v.degraded for v in self.volumes)
+                or bool(self.worker_deaths))
 
     @property
     def exit_code(self) -> int:
@@ -178,41 +182,60 @@ class StopRequest:
         return self.requested
 
 
-def run_predict(config: PredictConfig, progress_stream=None,
-                on_volume: Callable[[VolumeState], None] | None = None) -> RunResult:
-    """Run the whole pipeline and return what was done and the validator's verdict.
+@dataclass
+class RunPlan:
+    """What a predict run will do, decided once before any compute: the inputs (root, ids,
+    shapes), the settings, the fingerprints a resume compares, and what a resume reuses."""
 
-    Once the zip is open, nothing but an interrupt outside the signal handler ends the run
-    without a complete zip: every exception in a volume's stages becomes a flagged fallback
-    for that volume, and an error outside them fills the volumes still open with fallbacks.
-    """
-    from vesukit.submission import SubmissionWriter, validate_zip
+    config: PredictConfig             # the settings (TTA resolved from the calibration)
+    calibration: object               # vesukit.decide.Calibration
+    tta_source: str                   # requested | calibration | default
+    root: Path
+    ids: list[str]                    # the scorer's ids, in test.csv order
+    shapes: dict[str, tuple[int, int, int]]
+    shape_guesses: dict[str, dict]    # id -> {"shape", "source"} where the shape was guessed
+    manifest: object                  # vesukit.teachers.Manifest, with the fitted weights
+    devices: list[str]
+    workdir: Path
+    parts: dict[str, str]             # fingerprint parts (what a saved mask depends on)
+    fingerprint: str
+    stamps: dict[str, str]            # id -> input size+mtime
+    resumed: dict[str, VolumeState]   # volumes a --resume reuses
+    deadline: float                   # time.time() of the hard wall (budget less finish margin)
+    finish_margin: float              # measured seconds to finish and validate the zip
+    notes: list[str] = field(default_factory=list)  # warnings found while planning
+
+    @property
+    def todo(self) -> tuple[str, ...]:
+        return tuple(i for i in self.ids if i not in self.resumed)
+
+
+def plan_run(config: PredictConfig, started: float) -> RunPlan:
+    """Read everything a run depends on once; errors here are bad input (exit 1, no zip)."""
     from vesukit.teachers import load_manifest
 
-    wall_start = time.perf_counter()
-    deadline = time.time() + config.time_budget
-    out = Path(config.out)
-    check_writable(out)
+    check_writable(Path(config.out))
     calibration = load_calibration(config.calibration)
     # an explicit --tta wins; otherwise the TTA the calibration was fitted with
     tta_source = "requested" if config.tta else "calibration" if calibration.tta else "default"
     config = replace(config, tta=config.tta or calibration.tta or "none")
     root = find_competition_root(config.data, base=config.input_base)
-    ids = list_test_ids(root)
+    ids, notes = read_test_ids(root)
     shapes, shape_problems, shape_guesses = scan_shapes(root, ids)
-    # a fitted fusion's weights replace the manifest's (the run record says which were used)
-    manifest, fusion_notes = apply_fusion_weights(load_manifest(config.teachers), calibration,
-                                                  str(config.calibration))
+    notes += shape_problems
+    # a fitted fusion's weights replace the manifest's (the run record says which were used);
+    # checkpoint files are checked by loading them: a missing one drops that teacher only
+    manifest, fusion_notes = apply_fusion_weights(
+        load_manifest(config.teachers, require_files=False), calibration, str(config.calibration))
+    notes += [f"{config.calibration}: {text}" for text in fusion_notes]
     devices = worker_devices(config.device, config.workers)
-
     workdir = config.resolved_workdir()
-    store = StateStore(workdir)
     parts = fingerprint_parts(manifest, config, calibration)
     run_fingerprint = fingerprint(parts)
     stamps = input_stamps(root, ids)
     resumed: dict[str, VolumeState] = {}
-    redo_reasons: dict[str, str] = {}
     if config.resume:
+        store = StateStore(workdir)
         for volume_id in ids:
             try:
                 state, why = store.reusable(volume_id, run_fingerprint, shapes[volume_id],
@@ -222,17 +245,62 @@ def run_predict(config: PredictConfig, progress_stream=None,
             if state is not None:
                 resumed[volume_id] = state
             elif why:
-                redo_reasons[volume_id] = why
-    todo = tuple(i for i in ids if i not in resumed)
+                notes.append(f"--resume: volume '{volume_id}' is recomputed: {why}")
+    margin = finish_margin(shapes)
+    return RunPlan(config, calibration, tta_source, root, ids, shapes, shape_guesses, manifest,
+                   devices, workdir, parts, run_fingerprint, stamps, resumed,
+                   started + config.time_budget - margin, margin, notes)
 
-    record = RunRecord.start(workdir / "run.json", config, devices, manifest, calibration,
-                             root, ids, list(resumed))
-    record.data["fingerprint"] = {"run": run_fingerprint, **parts}
-    record.data["shape_guesses"] = shape_guesses
+
+def finish_margin(shapes: dict[str, tuple[int, int, int]]) -> float:
+    """Seconds kept at the end of the budget to finish the zip: measured here, by encoding
+    and decoding one empty mask of the largest shape, times the volumes (each may need a
+    fallback and every one is validated), doubled, plus one second for the rest."""
+    from vesukit.data import encode_volume, read_volume_pillow
+
+    if not shapes:
+        return 1.0
+    largest = max(shapes.values(), key=lambda shape: int(np.prod(shape)))
+    start = time.perf_counter()
+    read_volume_pillow(encode_volume(np.zeros(largest, np.uint8)))
+    return 1.0 + 2 * (time.perf_counter() - start) * len(shapes)
+
+
+def run_predict(config: PredictConfig, progress_stream=None,
+                on_volume: Callable[[VolumeState], None] | None = None) -> RunResult:
+    """Run the whole pipeline and return what was done and the validator's verdict.
+
+    Once the zip is open, nothing but an interrupt outside the signal handler ends the run
+    without a complete zip: every exception in a volume's stages becomes a flagged fallback
+    for that volume, an error outside them fills the volumes still open with fallbacks, and
+    at the hard wall (the time budget less the measured time to finish the zip) the zip is
+    finished with what is done, whatever the workers are doing.
+    """
+    wall_start = time.perf_counter()
+    plan = plan_run(config, time.time())
+    return execute(plan, wall_start, progress_stream, on_volume)
+
+
+def execute(plan: RunPlan, wall_start: float, progress_stream=None,
+            on_volume: Callable[[VolumeState], None] | None = None) -> RunResult:
+    """Carry out ``plan``: compute the open volumes, assemble and validate the zip."""
+    from vesukit.submission import SubmissionWriter, validate_zip
+
+    config, calibration, manifest, ids = plan.config, plan.calibration, plan.manifest, plan.ids
+    out = Path(config.out)
+    store = StateStore(plan.workdir)
+    resumed = dict(plan.resumed)
+    todo = plan.todo
+    record = RunRecord.start(plan.workdir / "run.json", config, plan.devices, manifest,
+                             calibration, plan.root, ids, list(resumed))
+    record.data["fingerprint"] = {"run": plan.fingerprint, **plan.parts}
+    record.data["shape_guesses"] = plan.shape_guesses
+    record.data["finish_margin_seconds"] = round(plan.finish_margin, 3)
     progress = Progress(len(ids), stream=progress_stream)
     warnings: list[str] = []
     states: dict[str, VolumeState] = dict(resumed)
     lock = threading.RLock()
+    closed = threading.Event()  # set once the zip is being finished: late workers are ignored
 
     def warn(text: str) -> None:
         with lock:
@@ -245,27 +313,32 @@ def run_predict(config: PredictConfig, progress_stream=None,
             record.data.setdefault(key, []).append(value)
             record.save()
 
-    for problem in shape_problems:
-        warn(problem)
-    decision = f"decision: {calibration.describe()}; TTA applied: {config.tta} ({tta_source})"
+    for text in plan.notes:
+        warn(text)
+    decision = f"decision: {calibration.describe()}; TTA applied: {config.tta} ({plan.tta_source})"
     record.event(decision)
     progress.note(decision)
     fusion = fusion_line(manifest, calibration, config.calibration)
     record.event(fusion)
     progress.note(fusion)
-    for note_text in fusion_notes:
-        warn(f"{config.calibration}: {note_text}")
     weights_from = (f"the fusion of {config.calibration}" if calibration.overrides_weights
                     else str(manifest.root))
     for spec in manifest.teachers:
         if spec.weight == 0:
             warn(f"teacher '{spec.name}' has weight 0 in {weights_from}: skipped (not loaded)")
-    for volume_id, why in redo_reasons.items():
-        warn(f"--resume: volume '{volume_id}' is recomputed: {why}")
 
+    setup = WorkerSetup(Path(config.teachers), plan.root, plan.workdir, todo, plan.shapes,
+                        calibration.to_json(), config.tta, config.overlap,
+                        plan.fingerprint, plan.deadline, len(plan.devices),
+                        Path(config.audit) if config.audit is not None else None,
+                        Path(config.save_maps) if config.save_maps is not None else None,
+                        input_stamps=plan.stamps, warm_up=config.warm_up,
+                        fingerprint_parts=plan.parts)
     error: Exception | None = None
-    with SubmissionWriter(out, shapes) as writer, StopRequest() as stop:
-        assembler = OrderedAssembler(writer, ids, store, shapes)
+    watch = Watch()
+    claims = None
+    with SubmissionWriter(out, plan.shapes) as writer, StopRequest() as stop:
+        assembler = OrderedAssembler(writer, ids, store, plan.shapes)
 
         def on_state(state: VolumeState) -> None:
             with lock:
@@ -283,23 +356,16 @@ def run_predict(config: PredictConfig, progress_stream=None,
                 _guarded(warn, "the progress line", progress.advance,
                          f"{state.volume_id} {'x'.join(map(str, state.shape))} ({label})",
                          state.seconds)
-            if config.audit is not None:
-                _guarded(warn, "the audit record", _write_audit, Path(config.audit), state,
-                         config, calibration)
+                if config.audit is not None:
+                    _guarded(warn, "the audit record", _write_audit, Path(config.audit), state,
+                             config, calibration)
             if on_volume:
                 on_volume(state)
 
-        setup = WorkerSetup(Path(config.teachers), root, workdir, todo, shapes,
-                            calibration.to_json(), config.tta, config.overlap,
-                            run_fingerprint, deadline, len(devices),
-                            Path(config.audit) if config.audit is not None else None,
-                            Path(config.save_maps) if config.save_maps is not None else None,
-                            input_stamps=stamps, warm_up=config.warm_up,
-                            fingerprint_parts=parts)
         try:
             if resumed:
                 progress.skip(len(resumed), f"resumed: {len(resumed)} volume(s) already done "
-                                            f"in {workdir}")
+                                            f"in {plan.workdir}")
             for volume_id in list(resumed):
                 _guarded(warn, "the run record", record.add_volume, resumed[volume_id])
                 for other, problem in assembler.ready(resumed[volume_id]).items():
@@ -311,34 +377,42 @@ def run_predict(config: PredictConfig, progress_stream=None,
                     _guarded(warn, "the audit record", _write_audit, Path(config.audit),
                              resumed[volume_id], config, calibration)
             if todo:
-                if len(devices) == 1:
-                    counter = iter(range(len(todo)))
-                    process_volumes(0, devices[0], setup, lambda: next(counter, None),
-                                    on_state, stop, warn, note)
-                else:
-                    messages = run_worker_processes(devices, setup, on_state, warn, stop, note)
-                    if messages:
-                        error = VesukitError(messages[0])
+                claims, watch = compute_volumes(plan.devices, setup, _unless(closed, lock, on_state),
+                                                _unless(closed, lock, warn), stop,
+                                                _unless(closed, lock, note))
+                if watch.errors:
+                    error = VesukitError(watch.errors[0])
         except Exception as exc:  # noqa: BLE001 - the open volumes get fallbacks below
             error = exc
             if not isinstance(exc, VesukitError):
                 warn(f"predict failed outside a volume ({describe_error(exc)}); the volumes "
                      "still open get empty fallback masks")
         finally:
+            with lock:
+                closed.set()  # from here on, a worker still running is not heard
+            in_flight = _in_flight(claims, setup, states)
+            if watch.hit_wall:
+                warn(f"time budget: the hard wall ({config.time_budget:g}s less "
+                     f"{plan.finish_margin:.1f}s to finish the zip) was reached"
+                     + (f" while {', '.join(map(repr, in_flight))} was being computed"
+                        if in_flight else "") + "; the zip is finished with what is done")
             reason = ("interrupted (SIGTERM/SIGINT)" if stop() else
-                      "time budget exhausted" if time.time() >= deadline else
-                      f"not predicted ({error})" if error else "not predicted")
+                      "time budget exhausted" if watch.hit_wall or time.time() >= plan.deadline
+                      else f"not predicted ({error})" if error else "not predicted")
             for volume_id in ids:
                 if volume_id not in states:
-                    state = fallback_state(setup, volume_id, reason)
-                    warn(f"volume '{volume_id}' gets an empty fallback mask: {reason}")
+                    why = (f"{reason} (it was being computed at the hard wall)"
+                           if watch.hit_wall and volume_id in in_flight else reason)
+                    state = fallback_state(setup, volume_id, why)
+                    warn(f"volume '{volume_id}' gets an empty fallback mask: {why}")
                     save_fallback(store, state, warn)
                     on_state(state)
         zip_path = writer.finish()
 
-    report = validate_zip(zip_path, root)
+    report = validate_zip(zip_path, plan.root)
     result = RunResult(zip_path, [states[i] for i in ids], time.perf_counter() - wall_start,
-                       report, record.path, warnings, list(resumed))
+                       report, record.path, warnings, list(resumed),
+                       worker_deaths=list(watch.deaths))
     if config.audit is not None:
         from vesukit.report import read_audits, skill_lab_for, summarize, write_index_html
 
@@ -351,6 +425,50 @@ def run_predict(config: PredictConfig, progress_stream=None,
         result.error = f"no volume could be predicted: {error}"
     record.finish(result)
     return result
+
+
+def compute_volumes(devices: list[str], setup: WorkerSetup, on_state, warn, stop, note):
+    """(claims, watch): the open volumes computed on ``devices``, watched up to the hard wall.
+
+    One device runs in a thread of this process (no second process to start, and the
+    teachers' GPU memory stays in one place); several run in one process each. Volumes a dead
+    worker leaves when no worker is left are computed here, in a thread, up to the wall.
+    """
+    if len(devices) == 1:
+        claims = ClaimTable.for_threads(len(setup.ids))
+        return claims, run_worker_thread(0, devices[0], setup, claims, on_state, warn, stop, note)
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    claims = ClaimTable.for_processes(context, len(setup.ids))
+    watch = run_worker_processes(devices, setup, claims, on_state, warn, stop, note, context)
+    if watch.leftover and not watch.hit_wall:
+        left = [setup.ids[i] for i in claims.open_indices()]
+        warn(f"no worker is left: the main process computes {', '.join(map(repr, left))} "
+             f"on {devices[0]}")
+        rest = run_worker_thread(len(devices), devices[0], setup, claims, on_state, warn,
+                                 stop, note)
+        watch.hit_wall = rest.hit_wall
+    return claims, watch
+
+
+def _unless(closed: threading.Event, lock, callback):
+    """``callback`` for the workers: ignored once the main process is finishing the zip
+    (a worker thread left running past the hard wall must not touch the zip or the record)."""
+    def gated(*args) -> None:
+        with lock:
+            if not closed.is_set():
+                callback(*args)
+    return gated
+
+
+def _in_flight(claims, setup: WorkerSetup, states: dict) -> list[str]:
+    """Volumes claimed by a worker that has not delivered them (being computed now)."""
+    if claims is None:
+        return []
+    with claims.lock:
+        return [setup.ids[i] for i in range(claims.size)
+                if claims.slots[i] > 0 and setup.ids[i] not in states]
 
 
 def fusion_line(manifest, calibration, calibration_file) -> str:

@@ -1,9 +1,14 @@
-"""The per-device loop, run in-process (one device) or in one process per GPU.
+"""The per-device loop, run in a thread of the main process (one device) or in one process
+per device, and the main process's watch over it.
 
-A worker takes volume ids from a shared counter, reads the next volume in a background
-thread while the device computes the current one, and saves each mask + state to the
-workdir in another background thread; the main process assembles the zip from there. The
-same function runs in both modes, so one GPU, two GPUs and CPU workers share one code path.
+A worker claims a volume from a shared :class:`ClaimTable` only when it is about to compute
+it (reading the next open one ahead in a background thread, unclaimed), and saves each mask +
+state to the workdir in another background thread; the main process assembles the zip from
+there. The same function runs in both modes, so one GPU, two GPUs and CPU workers share one
+code path. The main process never waits on a worker past the hard wall
+(``WorkerSetup.deadline``): there it stops watching, whatever the worker is doing, and
+finishes the zip. A worker process that dies (killed, segfault) is noticed by its exit code;
+its claimed volumes go back to the table for a live worker, or to the main process.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +32,7 @@ from vesukit.devices import resolve_device
 from vesukit.errors import VesukitError
 from vesukit.runtime.budget import TimeBudget
 from vesukit.runtime.compute import (
+    NoTeacherForVolume,
     NoTeacherLeft,
     StageError,
     VolumeComputer,
@@ -48,13 +56,76 @@ class WorkerSetup:
     tta: str
     overlap: float
     fingerprint: str
-    deadline: float                          # time.time() by which every volume must be done
+    deadline: float                          # time.time() of the hard wall: the zip is finished then
     n_workers: int = 1
     audit_dir: Path | None = None            # --audit: previews are drawn by the workers
     maps_dir: Path | None = None             # --save-maps: <id>.npy ensemble means
     input_stamps: dict = field(default_factory=dict)  # id -> input size+mtime (resume check)
     fingerprint_parts: dict = field(default_factory=dict)  # part -> hash (resume: what changed)
     warm_up: bool = True                     # one tiny forward pass per teacher first
+
+
+OPEN = 0  # a ClaimTable slot nobody has claimed; worker w's claims hold w + 1
+
+
+class ClaimTable:
+    """Which worker computes which volume (by index into ``WorkerSetup.ids``).
+
+    ``slots`` is shared memory (a multiprocessing Array) for worker processes or a list for
+    a thread; ``lock`` guards it. A volume is claimed only when about to be computed, so a
+    worker that dies holds at most the volume it was computing, which :meth:`reopen` gives
+    back to the others.
+    """
+
+    def __init__(self, slots, lock, size: int):
+        self.slots = slots
+        self.lock = lock
+        self.size = size
+
+    @classmethod
+    def for_threads(cls, n: int) -> ClaimTable:
+        return cls([OPEN] * n, threading.Lock(), n)
+
+    @classmethod
+    def for_processes(cls, context, n: int) -> ClaimTable:
+        return cls(context.Array("i", max(n, 1), lock=False), context.Lock(), n)
+
+    def claim(self, worker: int) -> int | None:
+        with self.lock:
+            index = self._first_open()
+            if index is not None:
+                self.slots[index] = worker + 1
+            return index
+
+    def peek(self) -> int | None:
+        """The volume the next claim would get (read ahead, not claimed)."""
+        with self.lock:
+            return self._first_open()
+
+    def open_indices(self) -> list[int]:
+        with self.lock:
+            return [i for i in range(self.size) if self.slots[i] == OPEN]
+
+    def claimed_by(self, worker: int) -> list[int]:
+        with self.lock:
+            return [i for i in range(self.size) if self.slots[i] == worker + 1]
+
+    def reopen(self, indices) -> None:
+        with self.lock:
+            for index in indices:
+                self.slots[index] = OPEN
+
+    def close(self, indices) -> None:
+        """Mark volumes as nobody's to compute (the main process gave them a fallback)."""
+        with self.lock:
+            for index in indices:
+                self.slots[index] = -1
+
+    def _first_open(self) -> int | None:
+        for index in range(self.size):
+            if self.slots[index] == OPEN:
+                return index
+        return None
 
 
 def fallback_state(setup: WorkerSetup, volume_id: str, reason: str, worker: int = 0
@@ -88,7 +159,7 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None],
     """
     from vesukit.teachers import load_manifest, load_teacher
 
-    manifest = load_manifest(folder)
+    manifest = load_manifest(folder, require_files=False)  # a missing file fails its load below
     if calibration is not None:
         manifest, _ = apply_fusion_weights(manifest, calibration)  # the pipeline warned once
     specs, models, failures = [], [], {}
@@ -111,11 +182,11 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None],
     return specs, models, failures
 
 
-def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
-                    next_index: Callable[[], int | None], emit: Callable[[VolumeState], None],
+def process_volumes(worker: int, device_name: str, setup: WorkerSetup, claims: ClaimTable,
+                    emit: Callable[[VolumeState], None],
                     should_stop: Callable[[], bool], warn: Callable[[str], None],
                     note: Callable[[str, object], None] = lambda key, value: None) -> None:
-    """Predict volumes until the ids run out, a stop is requested, or the deadline passes.
+    """Predict volumes until none is open, a stop is requested, or the deadline passes.
 
     Any exception in a volume's stages becomes a flagged fallback for that volume; only
     :class:`NoTeacherLeft` (nothing can predict any volume) ends the loop. ``note`` receives
@@ -166,11 +237,17 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
     with ThreadPoolExecutor(1, thread_name_prefix=f"read{worker}") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix=f"save{worker}") as saver:
         pending = []
-        index = next_index()
-        upcoming = reader.submit(read, index)
-        while index is not None:
+        ahead = claims.peek()  # read ahead, unclaimed: another worker may take it first
+        upcoming = reader.submit(read, ahead)
+        while True:
             if should_stop() or budget.expired():
                 break  # the main process writes fallbacks for what is left
+            index = claims.claim(worker)
+            if index is None:
+                break
+            if index != ahead:  # the volume read ahead went to another worker
+                upcoming.cancel()
+                upcoming = reader.submit(read, index)
             volume_id = setup.ids[index]
             start = time.perf_counter()
             try:
@@ -178,13 +255,13 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
                 failure = None
             except Exception as exc:  # noqa: BLE001 - any read error: this volume only
                 volume, failure = None, f"unreadable: {_read_error(exc)}"
-            index = next_index()
-            upcoming = reader.submit(read, index)
+            ahead = claims.peek()
+            upcoming = reader.submit(read, ahead)
             if failure is not None:
                 pending.append(saver.submit(fall_back, volume_id, failure))
                 continue
 
-            left = _remaining(setup, index)
+            left = _remaining(setup, claims)
             for decision in budget.replan(left[1], left[0] + 1):
                 warn(f"time budget: {decision}")
             plan = budget.plan
@@ -216,6 +293,7 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
             for done in [p for p in pending if p.done()]:
                 done.result()
                 pending.remove(done)
+        upcoming.cancel()
         for future in pending:
             future.result()
 
@@ -224,8 +302,8 @@ def _compute(computer: VolumeComputer, volume, teachers, tta, volume_id, setup, 
     """``computer.run``, once more with the ensemble on the CPU if it fails (memory)."""
     try:
         return computer.run(volume, teachers, tta, volume_id, setup.audit_dir, setup.maps_dir)
-    except NoTeacherLeft:
-        raise
+    except (NoTeacherLeft, NoTeacherForVolume):
+        raise  # the teachers themselves failed: an ensemble retry would not help
     except Exception as exc:  # noqa: BLE001 - retried once, then the caller falls back
         first = describe_error(exc) if not isinstance(exc, StageError) else str(exc)
     warn(f"volume '{volume_id}': {first}; retrying with the ensemble on the CPU")
@@ -253,11 +331,9 @@ def _read_error(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, VesukitError) else describe_error(exc)
 
 
-def _remaining(setup: WorkerSetup, next_index: int | None) -> tuple[int, int]:
-    """(volumes, voxels) still to do after the current one, this worker's share."""
-    if next_index is None:
-        return 0, 0
-    rest = setup.ids[next_index:]
+def _remaining(setup: WorkerSetup, claims: ClaimTable) -> tuple[int, int]:
+    """(volumes, voxels) still open after the current one, this worker's share."""
+    rest = [setup.ids[i] for i in claims.open_indices()]
     voxels = sum(int(np.prod(setup.shapes[i])) for i in rest)
     share = max(setup.n_workers, 1)
     return -(-len(rest) // share), voxels // share
@@ -283,25 +359,68 @@ def _views_counter(specs) -> Callable[[str, str], int]:
 # --------------------------------------------------------------------------- processes
 
 
-def _worker_process(worker: int, device_name: str, setup: WorkerSetup, counter, lock,
-                    messages, stop_event) -> None:
-    import signal
+@dataclass
+class Watch:
+    """What the main process saw while its workers ran."""
 
+    errors: list[str] = field(default_factory=list)   # the workers' own error reports
+    deaths: list[dict] = field(default_factory=list)  # worker processes that died
+    hit_wall: bool = False                            # stopped watching at the hard wall
+    leftover: bool = False                            # volumes still open, no worker left
+
+
+def _death_reason(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exit code {exit_code}"
+
+
+def run_worker_thread(worker: int, device_name: str, setup: WorkerSetup, claims: ClaimTable,
+                      on_state: Callable[[VolumeState], None], warn: Callable[[str], None],
+                      should_stop: Callable[[], bool],
+                      note: Callable[[str, object], None] = lambda key, value: None) -> Watch:
+    """One device in a thread of this process, watched from the calling thread.
+
+    The caller returns at the hard wall even if the thread is stuck in a forward pass: the
+    thread is a daemon, told to stop, and whatever it emits later is the caller's to ignore.
+    Raises what the worker raised (every teacher failed to load, ...).
+    """
+    told_to_stop = threading.Event()
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            process_volumes(worker, device_name, setup, claims, on_state,
+                            lambda: told_to_stop.is_set() or should_stop(), warn, note)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the watching thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, name=f"vesukit-worker{worker}", daemon=True)
+    thread.start()
+    watch = Watch()
+    while thread.is_alive():
+        thread.join(timeout=max(min(setup.deadline - time.time(), 0.2), 0.01))
+        if thread.is_alive() and time.time() >= setup.deadline:
+            told_to_stop.set()
+            watch.hit_wall = True
+            break
+    if raised:
+        raise raised[0]
+    return watch
+
+
+def _worker_process(worker: int, device_name: str, setup: WorkerSetup, claims: ClaimTable,
+                    messages, stop_event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     if device_name == "cpu":
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // setup.n_workers))
-
-    def next_index() -> int | None:
-        with lock:
-            if counter.value >= len(setup.ids):
-                return None
-            counter.value += 1
-            return counter.value - 1
-
     try:
-        process_volumes(worker, device_name, setup, next_index,
+        process_volumes(worker, device_name, setup, claims,
                         lambda state: messages.put(("state", state.to_json())),
                         stop_event.is_set, lambda text: messages.put(("warn", text)),
                         lambda key, value: messages.put(("note", (key, value))))
@@ -311,46 +430,110 @@ def _worker_process(worker: int, device_name: str, setup: WorkerSetup, counter, 
         messages.put(("exit", worker))
 
 
-def run_worker_processes(devices: list[str], setup: WorkerSetup,
+# a volume in flight when this many workers died is not handed out again: it gets a fallback
+DEATHS_PER_VOLUME = 2
+
+
+def run_worker_processes(devices: list[str], setup: WorkerSetup, claims: ClaimTable,
                          on_state: Callable[[VolumeState], None],
                          warn: Callable[[str], None], should_stop: Callable[[], bool],
-                         note: Callable[[str, object], None] = lambda key, value: None
-                         ) -> list[str]:
-    """One process per device, sharing the id counter; returns the workers' errors."""
-    context = multiprocessing.get_context("spawn")
-    counter = context.Value("i", 0)
-    lock = context.Lock()
+                         note: Callable[[str, object], None] = lambda key, value: None,
+                         context=None) -> Watch:
+    """One process per device, sharing ``claims``, watched until done or the hard wall.
+
+    A process that exits without saying so (killed, segfault) is a death: it is logged, its
+    claimed volumes go back to ``claims`` for the live workers (a volume in flight at
+    :data:`DEATHS_PER_VOLUME` deaths gets a flagged fallback instead), and ``Watch.leftover``
+    tells the caller to compute what is still open itself when no worker is left.
+    """
+    context = context or multiprocessing.get_context("spawn")
     messages = context.Queue()
     stop_event = context.Event()
     processes = [context.Process(target=_worker_process, name=f"vesukit-worker{i}",
-                                 args=(i, device, setup, counter, lock, messages, stop_event))
+                                 args=(i, device, setup, claims, messages, stop_event))
                  for i, device in enumerate(devices)]
     for process in processes:
         process.start()
-    errors: list[str] = []
-    running = len(processes)
-    while running:
-        if should_stop():
-            stop_event.set()
-        try:
-            kind, payload = messages.get(timeout=0.5)
-        except queue.Empty:
-            if not any(p.is_alive() for p in processes):
-                break  # a worker died without saying so (killed, segfault)
-            continue
+    watch = Watch()
+    received: set[str] = set()
+    ended: set[int] = set()               # workers that said "exit" or were found dead
+    deaths_of: dict[str, int] = {}        # volume id -> deaths while it was in flight
+
+    def handle(kind: str, payload) -> None:
         if kind == "state":
-            on_state(VolumeState.from_json(payload))
+            state = VolumeState.from_json(payload)
+            received.add(state.volume_id)
+            on_state(state)
         elif kind == "warn":
             warn(payload)
         elif kind == "note":
             note(*payload)
         elif kind == "error":
-            errors.append(payload)
+            watch.errors.append(payload)
             warn(payload)
         elif kind == "exit":
-            running -= 1
+            ended.add(payload)
+
+    def drain() -> None:
+        while True:
+            try:
+                handle(*messages.get_nowait())
+            except queue.Empty:
+                return
+
+    def bury(worker: int) -> None:
+        process = processes[worker]
+        ended.add(worker)
+        lost = [i for i in claims.claimed_by(worker) if setup.ids[i] not in received]
+        lost_ids = [setup.ids[i] for i in lost]
+        death = {"worker": worker, "device": devices[worker], "exit_code": process.exitcode,
+                 "cause": _death_reason(process.exitcode), "volumes": lost_ids}
+        watch.deaths.append(death)
+        note("worker_deaths", death)
+        warn(f"worker {worker} ({devices[worker]}) died ({death['cause']}) while computing "
+             f"{', '.join(map(repr, lost_ids)) or 'no volume'}; "
+             + ("its volumes go back to the live workers" if lost_ids else "nothing was lost"))
+        for index in lost:
+            volume_id = setup.ids[index]
+            deaths_of[volume_id] = deaths_of.get(volume_id, 0) + 1
+            if deaths_of[volume_id] >= DEATHS_PER_VOLUME:
+                claims.close([index])
+                reason = (f"{deaths_of[volume_id]} workers died while computing it "
+                          f"(last: {death['cause']})")
+                warn(f"volume '{volume_id}' gets an empty fallback mask: {reason}")
+                state = fallback_state(setup, volume_id, reason, worker)
+                save_fallback(StateStore(setup.workdir), state, warn)
+                received.add(volume_id)
+                on_state(state)
+            else:
+                claims.reopen([index])
+
+    while len(ended) < len(processes):
+        if should_stop():
+            stop_event.set()
+        if time.time() >= setup.deadline:
+            watch.hit_wall = True
+            break
+        try:
+            handle(*messages.get(timeout=max(min(setup.deadline - time.time(), 0.5), 0.01)))
+            continue
+        except queue.Empty:
+            pass
+        for worker, process in enumerate(processes):
+            if worker not in ended and not process.is_alive():
+                drain()  # what it said before dying comes first
+                if worker not in ended:
+                    bury(worker)
+    if watch.hit_wall:
+        stop_event.set()
+        for process in processes:
+            if process.is_alive():
+                process.kill()  # the zip is finished now, whatever the workers are doing
+    else:
+        drain()
+        watch.leftover = bool(watch.deaths) and bool(claims.open_indices()) and not should_stop()
     for process in processes:
         process.join(timeout=10)
         if process.is_alive():
-            process.terminate()
-    return errors
+            process.kill()
+    return watch

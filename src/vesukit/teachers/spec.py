@@ -320,9 +320,13 @@ def manifest_to_json(teachers) -> dict[str, Any]:
     return {"format": MANIFEST_FORMAT, "teachers": [spec.to_json() for spec in teachers]}
 
 
-def load_manifest(folder: str | Path) -> Manifest:
-    """Read and validate ``folder/teachers.json``: every field and that every checkpoint
-    exists. Raises :class:`TeacherError` naming the teacher and the field."""
+def load_manifest(folder: str | Path, require_files: bool = True) -> Manifest:
+    """Read and validate ``folder/teachers.json``: every field and that every checkpoint of a
+    teacher with a weight > 0 exists (weight 0 switches a teacher off: its file may be
+    absent). Raises :class:`TeacherError` naming the teacher and the field.
+
+    ``require_files=False`` (predict) skips the existence check: a missing checkpoint then
+    fails that teacher's load, which drops it with a warning, as a corrupt one."""
     given = Path(folder)
     path = given if given.is_file() else given / MANIFEST_NAME
     folder = path.parent
@@ -336,6 +340,8 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise TeacherError(f"{path}: cannot read the manifest as JSON ({exc})") from None
     manifest = manifest_from_json(data, folder, where=str(path))
     for i, spec in enumerate(manifest.teachers):
+        if not require_files or spec.weight == 0:
+            continue
         ckpt = manifest.checkpoint_path(spec)
         field_name = "model" if isinstance(spec, NnUNetSpec) else "checkpoint"
         if not ckpt.exists():
