@@ -21,6 +21,7 @@ import numpy as np
 from vesukit.decide import DEFAULT_THRESHOLD, Calibration, CalibrationError, binarize
 from vesukit.decide.steps import apply_postprocess
 from vesukit.errors import VesukitError
+from vesukit.run_settings import capped_tta, fitted_precision
 from vesukit.runtime.faults import inject
 
 log = logging.getLogger("vesukit.predict")
@@ -74,13 +75,15 @@ class VolumeComputer:
     """The loaded ensemble on one device."""
 
     def __init__(self, specs, models, device, calibration: Calibration, overlap: float,
-                 warn=log.warning):
+                 warn=log.warning, teacher_tta: dict | None = None):
         self.specs = {spec.name: spec for spec in specs}
         self.models = {spec.name: model for spec, model in zip(specs, models)}
         self.device = device
         self.calibration = calibration
         self.overlap = overlap
         self.warn = warn
+        self.teacher_tta = dict(teacher_tta or {})  # teacher -> resolved TTA (run_settings)
+        self.precision = fitted_precision(calibration)  # decide on the numbers it was fitted on
         self.dropped: dict[str, str] = {}
 
     @property
@@ -122,6 +125,8 @@ class VolumeComputer:
             if not bool(torch.isfinite(probability).all()):
                 self.drop(name, "its output holds NaN or inf")
                 continue
+            if self.precision.get("teacher_maps", "float32") != "float32":
+                probability = probability.to(getattr(torch, self.precision["teacher_maps"])).float()
             try:
                 inject("ensemble", volume_id)
                 accumulator.add(probability.to(target), self.specs[name].weight)
@@ -138,6 +143,8 @@ class VolumeComputer:
         except Exception as exc:  # noqa: BLE001
             raise StageError("ensemble", exc) from exc
         degraded = [f"without teacher '{n}' ({r})" for n, r in self.dropped.items()]
+        if "mean" in self.precision:
+            maps = maps.rounded_mean(self.precision["mean"])
         if maps_dir is not None:
             try:
                 from vesukit.maps import save_map
@@ -224,6 +231,7 @@ class VolumeComputer:
         from vesukit.infer import predict_teacher
 
         spec, model = self.specs[name], self.models[name]
+        tta = capped_tta(self.teacher_tta.get(name, tta), tta)  # the budget may lower the run's
         attempts = [("as configured", self.device, None), ("with batch 1", self.device, 1)]
         if getattr(self.device, "type", "cpu") != "cpu":
             attempts.append(("on the CPU", torch.device("cpu"), 1))

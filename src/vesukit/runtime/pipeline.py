@@ -28,8 +28,8 @@ from vesukit.data import find_competition_root, list_test_ids, read_volume_shape
 from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import PRESETS
+from vesukit.run_settings import fit_mismatches, mismatch_line, resolve_run_settings, write_maps_provenance
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
 from vesukit.runtime.compute import apply_fusion_weights, describe_error
 from vesukit.runtime.faults import inject
@@ -59,11 +59,11 @@ class PredictConfig:
     input_base: Path | None = None
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     workers: int | None = None        # None: one per visible GPU (1 on CPU)
-    tta: str | None = None            # None: the calibration's TTA, else "none"
+    tta: str | None = None            # None: resolved (vesukit.run_settings)
     calibration: Path | None = None
     workdir: Path | None = None       # run.json, masks/, state/; default: beside the zip
     audit: Path | None = None
-    overlap: float = DEFAULT_OVERLAP
+    overlap: float | None = None      # None: resolved (the calibration's, else DEFAULT_OVERLAP)
     time_budget: float = DEFAULT_TIME_BUDGET
     resume: bool = False
     save_maps: Path | None = None     # each volume's ensemble mean as <id>.npy (float16) here
@@ -78,8 +78,8 @@ class PredictConfig:
             raise UsageError(f"--tta {self.tta}: choose one of {', '.join(PRESETS)}.")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise UsageError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N.")
-        if (not isinstance(self.overlap, (int, float)) or isinstance(self.overlap, bool)
-                or not 0 <= self.overlap < 1):
+        if self.overlap is not None and (not isinstance(self.overlap, (int, float))
+                                         or isinstance(self.overlap, bool) or not 0 <= self.overlap < 1):
             raise UsageError(f"--overlap {self.overlap}: must be in [0, 1).")
         if self.workers is not None and (not isinstance(self.workers, int)
                                          or isinstance(self.workers, bool) or self.workers < 1):
@@ -194,9 +194,12 @@ def run_predict(config: PredictConfig, progress_stream=None,
     out = Path(config.out)
     check_writable(out)
     calibration = load_calibration(config.calibration)
-    # an explicit --tta wins; otherwise the TTA the calibration was fitted with
-    tta_source = "requested" if config.tta else "calibration" if calibration.tta else "default"
-    config = replace(config, tta=config.tta or calibration.tta or "none")
+    # one resolver decides TTA per teacher, overlap and the active teachers (vesukit.run_settings)
+    declared = load_manifest(config.teachers)
+    settings = resolve_run_settings(declared, calibration if config.calibration else None,
+                                    tta=config.tta, overlap=config.overlap)
+    fit_problems = fit_mismatches(calibration, settings, declared)
+    config = replace(config, tta=settings.run_tta, overlap=settings.overlap)
     root = find_competition_root(config.data, base=config.input_base)
     ids = list_test_ids(root)
     shapes, shape_problems, shape_guesses = scan_shapes(root, ids)
@@ -229,6 +232,10 @@ def run_predict(config: PredictConfig, progress_stream=None,
                              root, ids, list(resumed))
     record.data["fingerprint"] = {"run": run_fingerprint, **parts}
     record.data["shape_guesses"] = shape_guesses
+    record.data["settings"] = settings.to_json()
+    record.data["calibration_mismatch"] = fit_problems
+    if config.save_maps is not None:
+        write_maps_provenance(config.save_maps, settings, declared)
     progress = Progress(len(ids), stream=progress_stream)
     warnings: list[str] = []
     states: dict[str, VolumeState] = dict(resumed)
@@ -247,9 +254,11 @@ def run_predict(config: PredictConfig, progress_stream=None,
 
     for problem in shape_problems:
         warn(problem)
-    decision = f"decision: {calibration.describe()}; TTA applied: {config.tta} ({tta_source})"
-    record.event(decision)
-    progress.note(decision)
+    for line in [f"decision: {calibration.describe()}", *settings.lines()]:
+        record.event(line)
+        progress.note(line)
+    if fit_problems:
+        warn(mismatch_line(config.calibration, fit_problems))
     fusion = fusion_line(manifest, calibration, config.calibration)
     record.event(fusion)
     progress.note(fusion)
@@ -295,7 +304,7 @@ def run_predict(config: PredictConfig, progress_stream=None,
                             Path(config.audit) if config.audit is not None else None,
                             Path(config.save_maps) if config.save_maps is not None else None,
                             input_stamps=stamps, warm_up=config.warm_up,
-                            fingerprint_parts=parts)
+                            fingerprint_parts=parts, teacher_tta=dict(settings.tta))
         try:
             if resumed:
                 progress.skip(len(resumed), f"resumed: {len(resumed)} volume(s) already done "

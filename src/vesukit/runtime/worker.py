@@ -55,6 +55,7 @@ class WorkerSetup:
     input_stamps: dict = field(default_factory=dict)  # id -> input size+mtime (resume check)
     fingerprint_parts: dict = field(default_factory=dict)  # part -> hash (resume: what changed)
     warm_up: bool = True                     # one tiny forward pass per teacher first
+    teacher_tta: dict = field(default_factory=dict)  # teacher -> its resolved TTA (run_settings)
 
 
 def fallback_state(setup: WorkerSetup, volume_id: str, reason: str, worker: int = 0
@@ -124,7 +125,8 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup,
     device = resolve_device(device_name)
     calibration = Calibration.from_json(setup.calibration)
     specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn, calibration)
-    computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn)
+    computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn,
+                              teacher_tta=setup.teacher_tta)
     computer.dropped.update(failures)  # every volume's state says it ran without them
     if setup.warm_up:
         warm = computer.warm_up()
