@@ -133,3 +133,35 @@ def test_explicit_flags_win_and_a_mismatch_is_one_warning_recorded(root, teacher
     assert record["settings"]["sources"]["tta:unet_1"] == "cli"
     assert record["settings"]["sources"]["overlap"] == "cli"
     assert len(record["calibration_mismatch"]) == 2
+
+
+def test_pack_refuses_a_calibration_fitted_on_other_teachers(teachers, from_teachers, tmp_path,
+                                                            monkeypatch, capsys):
+    pytest.importorskip("safetensors")
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    calibration, _ = from_teachers
+    others = tmp_path / "others"
+    unet3d_ensemble(others, seeds=(0, 2))
+    assert main(["teachers", "pack", str(others), "--out", str(tmp_path / "d1"),
+                 "--calibration", str(calibration)]) == 1
+    err = capsys.readouterr().err
+    assert "fitted on other teachers" in err and "vesukit calibrate --teachers" in err
+    retrained = tmp_path / "retrained"
+    shutil.copytree(teachers, retrained)
+    unet3d_ensemble(tmp_path / "fresh", seeds=(5, 1))  # unet_0's file replaced by other weights
+    shutil.copy(tmp_path / "fresh" / "seed5" / "unet3d_resenc.safetensors",
+                retrained / "seed0" / "unet3d_resenc.safetensors")
+    assert main(["teachers", "pack", str(retrained), "--out", str(tmp_path / "d2"),
+                 "--calibration", str(calibration)]) == 1
+    assert "checkpoint(s) of unet_0 changed" in capsys.readouterr().err
+    # the teachers it was fitted on pack, and the shipped file matches the slim copies
+    dataset = tmp_path / "d3"
+    assert main(["teachers", "pack", str(teachers), "--out", str(dataset),
+                 "--calibration", str(calibration)]) == 0
+    from vesukit.decide import load_calibration
+    from vesukit.run_settings import fit_mismatches, resolve_run_settings
+    from vesukit.teachers import load_manifest
+
+    shipped = load_calibration(dataset / "calibration.json")
+    packed = load_manifest(dataset)
+    assert fit_mismatches(shipped, resolve_run_settings(packed, shipped), packed) == []

@@ -113,9 +113,14 @@ def active_teachers(manifest, calibration: Calibration | None = None,
     active = [dataclasses.replace(spec, weight=weights[spec.name]) for spec in manifest.teachers
               if weights[spec.name] > 0]
     skipped = [spec.name for spec in manifest.teachers if weights[spec.name] <= 0]
+    if not active and calibration is not None and calibration.overrides_weights:
+        raise CalibrationError(
+            f"{where}: its fusion weighs teachers {', '.join(calibration.fusion.weights)}, but none "
+            f"of them is in {manifest.root} (it holds {', '.join(weights)}); use the teachers the "
+            "calibration was fitted on, or re-run `vesukit calibrate --fusion` with these.")
     if not active:
-        raise VesukitError(f"{manifest.root}: no teacher has a weight > 0 (with the weights of "
-                           f"{where}); give at least one a weight > 0.")
+        raise VesukitError(f"{manifest.root}: no teacher has a weight > 0; give at least one a "
+                           "weight > 0.")
     return active, skipped, notes
 
 
@@ -126,12 +131,13 @@ def active_manifest(manifest, calibration: Calibration | None = None):
 
 
 def resolve_run_settings(manifest, calibration: Calibration | None = None, *,
-                         tta: str | None = None, overlap: float | None = None) -> RunSettings:
+                         tta: str | None = None, overlap: float | None = None,
+                         where: str = "calibration") -> RunSettings:
     """The run's settings from the command line (``tta``, ``overlap``: None when not given),
     the calibration and the teachers' manifest (see the module docstring for the order)."""
     given = calibration is not None
     calibration = calibration if given else Calibration()
-    active, skipped, _ = active_teachers(manifest, calibration)
+    active, skipped, _ = active_teachers(manifest, calibration, where)
     fitted = dict(calibration.fitted_on or {})
     sources: dict[str, str] = {}
     levels: dict[str, str] = {}

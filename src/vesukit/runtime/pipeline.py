@@ -197,7 +197,8 @@ def run_predict(config: PredictConfig, progress_stream=None,
     # one resolver decides TTA per teacher, overlap and the active teachers (vesukit.run_settings)
     declared = load_manifest(config.teachers)
     settings = resolve_run_settings(declared, calibration if config.calibration else None,
-                                    tta=config.tta, overlap=config.overlap)
+                                    tta=config.tta, overlap=config.overlap,
+                                    where=str(config.calibration))
     fit_problems = fit_mismatches(calibration, settings, declared)
     config = replace(config, tta=settings.run_tta, overlap=settings.overlap)
     root = find_competition_root(config.data, base=config.input_base)

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -186,11 +186,10 @@ def segment_chunk(index: tuple[int, ...], job: ChunkJob) -> dict:
 
 # --------------------------------------------------------------------------- client side
 
-def _fingerprint(config: SegmentConfig, source: Source, decision: ChunkDecision | None) -> dict:
+def _fingerprint(config: SegmentConfig, settings, source: Source, decision: ChunkDecision | None) -> dict:
     manifest = (Path(config.teachers) / "teachers.json").read_bytes()
-    tta = config.tta if isinstance(config.tta, str) else dict(config.tta)
-    return {"input": str(Path(source.path).resolve()), "array": source.array, "tta": tta,
-            "overlap": config.overlap, "chunk": list(config.chunk), "dtype": config.dtype,
+    return {"input": str(Path(source.path).resolve()), "array": source.array, "tta": dict(settings.tta),
+            "overlap": settings.overlap, "chunk": list(config.chunk), "dtype": config.dtype,
             "teachers": hashlib.sha256(manifest).hexdigest(),
             "decision": None if decision is None else {"threshold": decision.threshold,
                                                        "steps": [dict(s) for s in decision.steps]}}
@@ -252,10 +251,9 @@ def run_segment(config: SegmentConfig, progress=sys.stderr) -> SegmentResult:
     shape = tuple(int(n) for n in source.open().shape)
     decision = load_decision(config.calibration)
     settings = resolve_settings(config, progress)
-    config = replace(config, tta=dict(settings.tta), overlap=settings.overlap)
-    _check_teachers(config.teachers, shape, config.overlap)
+    _check_teachers(config.teachers, shape, settings.overlap)
     store = OutputStore(Path(config.out), shape, tuple(config.chunk), config.dtype, decision is not None)
-    store.create(_fingerprint(config, source, decision), config.resume)
+    store.create(_fingerprint(config, settings, source, decision), config.resume)
     chunks = chunk_grid(shape, store.chunk)
     finished = store.finished() if config.resume else {}
     todo = [c for c in chunks if c not in finished]
@@ -264,8 +262,8 @@ def run_segment(config: SegmentConfig, progress=sys.stderr) -> SegmentResult:
     # Local workers share the cores (OMP_NUM_THREADS, when set, wins); remote ones keep torch's default.
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // n_workers)) \
         if config.scheduler == "local" else 0
-    job = ChunkJob(source, store, Path(config.teachers), config.device, config.tta, config.overlap, decision,
-                   threads)
+    job = ChunkJob(source, store, Path(config.teachers), config.device, dict(settings.tta), settings.overlap,
+                   decision, threads)
     start = time.perf_counter()
     if todo:
         client, cluster = _client(config, n_workers)

@@ -1,0 +1,95 @@
+"""One resolver of a run's settings, as every command uses it: weight-0 teachers are never run
+(segment, calibrate), segment applies the calibration's TTA, postprocess refuses a decision that
+reads disagreement its maps do not carry, and `teachers pack` refuses a calibration fitted on
+other teachers. Each through the command a user runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.fixtures import unet3d_ensemble  # noqa: E402
+from vesukit.cli import main  # noqa: E402
+from vesukit.data import list_test_ids, read_volume  # noqa: E402
+from vesukit.infer import predict_teacher  # noqa: E402
+from vesukit.maps import save_map  # noqa: E402
+from vesukit.synth import make_competition_root  # noqa: E402
+from vesukit.teachers import load_manifest, load_teacher  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_competition_root(tmp_path_factory.mktemp("root"), n_test=1, n_train=2,
+                                 shapes=((16, 24, 24), (16, 20, 20)), seed=5)
+
+
+@pytest.fixture(scope="module")
+def half_silent(tmp_path_factory):
+    """Two teachers, the second of weight 0 (kept in the manifest, switched off)."""
+    folder = tmp_path_factory.mktemp("teachers")
+    unet3d_ensemble(folder, seeds=(0, 1), weights=(1.0, 0.0))
+    return folder
+
+
+def train_ids(root):
+    with open(root / "train.csv") as handle:
+        return [row[0] for row in list(csv.reader(handle))[1:]]
+
+
+def test_calibrate_leaves_out_a_weight_0_teacher(root, half_silent, tmp_path):
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(half_silent), "--out", str(out),
+                 "--device", "cpu", "--holdout", "0", "--steps", "basic", "--rules", "fixed",
+                 "--top-k", "1"]) == 0
+    fitted = json.loads(out.read_text())["fitted_on"]
+    assert set(fitted["teachers"]) == {"unet_0"} and fitted["fusion"]["weights"] == {"unet_0": 1.0}
+    cache = json.loads((tmp_path / "calibration-cache" / "cache.json").read_text())
+    assert [t["name"] for t in cache["teachers"]] == ["unet_0"]
+
+
+def test_segment_skips_a_weight_0_teacher_and_applies_the_calibrations_tta(root, half_silent,
+                                                                            tmp_path, capsys):
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"threshold": {"rule": "fixed", "threshold": 0.5},
+                                       "tta": "flip"}))
+    volume_path = root / "train_images" / f"{train_ids(root)[0]}.tif"
+    out = tmp_path / "out.zarr"
+    code = main(["segment", str(volume_path), "--teachers", str(half_silent), "--out", str(out),
+                 "--calibration", str(calibration), "--device", "cpu", "--workers", "1",
+                 "--dtype", "float16", "--chunk", "16", "32", "32"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "unet_0=flip (calibration)" in err and "skipped (never loaded): unet_1" in err
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(out), mode="r")
+    probability = np.asarray(group["0"][...], dtype=np.float32)
+    manifest = load_manifest(half_silent)
+    spec = manifest["unet_0"]
+    with torch.inference_mode():
+        expected = predict_teacher(read_volume(volume_path), load_teacher(spec, manifest.root, "cpu"),
+                                   spec, device="cpu", tta="flip").numpy()
+    assert np.abs(probability - expected).max() < 1e-3   # float16 output, flip TTA applied
+
+
+@pytest.mark.parametrize("decision, named", [
+    ({"threshold": {"rule": "uncertainty", "base": 0.4}}, "threshold rule uncertainty"),
+    ({"threshold": {"rule": "fixed"}, "postprocess": [{"step": "drop_uncertain"}]},
+     "step drop_uncertain"),
+])
+def test_postprocess_refuses_a_decision_reading_disagreement_saved_maps_lack(root, tmp_path, capsys,
+                                                                             decision, named):
+    maps = tmp_path / "maps"
+    for volume_id in list_test_ids(root):
+        save_map(maps, volume_id, np.full((16, 24, 24), 0.5, np.float32))
+    calibration = tmp_path / "c.json"
+    calibration.write_text(json.dumps(decision))
+    code = main(["postprocess", str(maps), "--calibration", str(calibration), "--data", str(root),
+                 "--out", str(tmp_path / "s.zip")])
+    err = capsys.readouterr().err
+    assert code == 1 and named in err and "do not carry" in err
+    assert not (tmp_path / "s.zip").exists()
