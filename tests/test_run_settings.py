@@ -93,3 +93,31 @@ def test_postprocess_refuses_a_decision_reading_disagreement_saved_maps_lack(roo
     err = capsys.readouterr().err
     assert code == 1 and named in err and "do not carry" in err
     assert not (tmp_path / "s.zip").exists()
+
+
+def test_precedence_cli_then_calibration_then_teacher_default_then_built_in(slim_nnunet):
+    from vesukit.decide import Calibration
+    from vesukit.run_settings import resolve_run_settings
+
+    manifest = slim_nnunet
+    nn, plain = (s.name for s in manifest.teachers)
+    own = resolve_run_settings(manifest)
+    assert own.tta == {nn: "flip", plain: "none"} and own.overlap == 0.5
+    assert own.sources[f"tta:{nn}"] == "teacher default" and own.sources[f"tta:{plain}"] == "built-in default"
+    fitted = Calibration(tta="full", fitted_on={"tta": {nn: "none"}, "overlap": 0.25})
+    from_file = resolve_run_settings(manifest, fitted)
+    assert from_file.tta == {nn: "none", plain: "full"} and from_file.overlap == 0.25
+    assert {from_file.sources[f"tta:{n}"] for n in (nn, plain)} == {"calibration"}
+    cli = resolve_run_settings(manifest, fitted, tta="flip", overlap=0.75)
+    assert cli.tta == {nn: "flip", plain: "flip"} and cli.overlap == 0.75
+    assert cli.sources["overlap"] == "cli" and cli.run_tta == "flip"
+
+
+@pytest.fixture
+def slim_nnunet(tmp_path):
+    """A manifest of an nnU-Net teacher (mirroring) and a plain one (no default of its own)."""
+    from vesukit.teachers.nnunet import NnUNetSpec
+    from vesukit.teachers.spec import Manifest
+
+    plain = unet3d_ensemble(tmp_path, seeds=(0,))[0]
+    return Manifest(tmp_path, (NnUNetSpec(name="nn", model="m", folds=("all",)), plain))

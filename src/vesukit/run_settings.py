@@ -92,9 +92,10 @@ def teacher_default_tta(spec) -> str | None:
     An imported nnU-Net teacher mirrors as nnUNetPredictor does (``mirroring`` true): "flip"
     (nnU-Net's mirroring views are what any level above "none" gives it).
     """
-    mirroring = getattr(spec, "mirroring", None)
-    if getattr(spec, "kind", None) == "nnunet" and isinstance(mirroring, bool):
-        return "flip" if mirroring else "none"
+    from vesukit.teachers.nnunet import NnUNetSpec
+
+    if isinstance(spec, NnUNetSpec):
+        return "flip" if spec.mirroring else "none"
     return None
 
 
