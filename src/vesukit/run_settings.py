@@ -211,7 +211,7 @@ def compare_fitted(fitted: Mapping, now: Mapping) -> list[str]:
             problems.append(f"teachers {', '.join(sorted(stamps))} (fitted) vs "
                             f"{', '.join(sorted(current))} (now)")
         else:
-            changed = sorted(n for n in stamps if _stamp_core(stamps[n]) != _stamp_core(current[n]))
+            changed = sorted(n for n in stamps if not same_checkpoint(stamps[n], current[n]))
             if changed:
                 problems.append("checkpoint(s) of " + ", ".join(changed) + " changed since the fit")
     fitted_tta, tta = dict(fitted.get("tta") or {}), dict(now.get("tta") or {})
@@ -234,10 +234,14 @@ def _fusion_text(fusion: Mapping) -> str:
     return f"{fusion.get('mode')} mean of {weights}"
 
 
-def _stamp_core(stamp: str) -> str:
-    """A stamp without its mtime: a copied (packed) checkpoint keeps size and content."""
-    parts = str(stamp).split(":")
-    return ":".join([parts[0], *parts[2:]]) if len(parts) >= 3 else str(stamp)
+def same_checkpoint(stamp: str, other: str) -> bool:
+    """Whether two :func:`checkpoint_stamps` entries are one checkpoint: size and content
+    hash agree (the mtime may differ: a copied checkpoint is the same one)."""
+    def core(text: str) -> str:
+        parts = str(text).split(":")
+        return ":".join([parts[0], *parts[2:]]) if len(parts) >= 3 else str(text)
+
+    return core(stamp) == core(other)
 
 
 def mismatch_line(calibration_file, problems: Sequence[str]) -> str:
