@@ -121,3 +121,21 @@ def slim_nnunet(tmp_path):
 
     plain = unet3d_ensemble(tmp_path, seeds=(0,))[0]
     return Manifest(tmp_path, (NnUNetSpec(name="nn", model="m", folds=("all",)), plain))
+
+
+def test_calibrate_never_searches_disagreement_on_one_teacher(root, half_silent, tmp_path, capsys):
+    """One active teacher: its maps carry no disagreement, so an uncertainty rule would be its
+    base threshold in disguise; asked for alone, calibrate refuses and says why."""
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(half_silent), "--out", str(out),
+                 "--device", "cpu", "--holdout", "0", "--rules", "uncertainty"]) == 2
+    assert "reads the teachers' disagreement" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["calibrate", "--data", str(root), "--teachers", str(half_silent), "--out", str(out),
+                 "--device", "cpu", "--holdout", "0", "--rules", "fixed,uncertainty", "--steps",
+                 "winners", "--top-k", "1"]) == 0
+    data = json.loads(out.read_text())
+    assert data["threshold"]["rule"] == "fixed"
+    assert all(step["step"] != "drop_uncertain" for step in data["postprocess"])
+    searched = json.dumps(data["evidence"])
+    assert "uncertainty(" not in searched and "drop_uncertain" not in searched

@@ -73,7 +73,11 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                progress)
     labels = prepared_labels(run.root, run.ids, progress)
     prepared = [LabelledVolume(i, run.cache.ensemble(i), labels[i]) for i in run.ids]
-    options = postprocess_options(_median_voxels(prepared), winners=winners)
+    # one teacher has no disagreement: a rule or step reading it would silently do nothing
+    disagreement = len(run.settings.teachers) > 1
+    options = postprocess_options(_median_voxels(prepared), winners=winners,
+                                  disagreement=disagreement)
+    grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
 
     def searched(volumes):
         return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
@@ -152,6 +156,21 @@ def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
     return result
 
 
+def without_disagreement(grid, progress=None):
+    """The rule grid minus the rules that read the teachers' disagreement (maps that carry
+    none: saved maps, or one teacher); says so when one was asked for."""
+    from vesukit.errors import UsageError
+
+    kept = {name: params for name, params in grid.items() if name != "uncertainty"}
+    if "uncertainty" in grid and progress:
+        progress("rule 'uncertainty' not searched: these maps carry no disagreement between "
+                 "teachers (saved maps, or a single teacher)")
+    if not kept:
+        raise UsageError("--rules uncertainty: it reads the teachers' disagreement, which these "
+                         "maps do not carry (saved maps, or a single teacher); choose another rule.")
+    return kept
+
+
 def maps_settings(made: dict | None, maps_dir) -> dict:
     """What a calibration fitted on saved maps carries so predict makes the same maps: the
     TTA, overlap and fusion of the run that saved them (its maps.json), and ``fitted_on``.
@@ -202,7 +221,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     prepared = map_volumes(maps_dir, root, volumes, progress)
     options = postprocess_options(_median_voxels(prepared), winners=winners, disagreement=False)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
-    grid = {k: v for k, v in (grid or RULE_GRID).items() if k != "uncertainty"} or RULE_GRID
+    grid = without_disagreement(grid or RULE_GRID, progress)
     budget = None
     if budget_hours is not None:
         longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
