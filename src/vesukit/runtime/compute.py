@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.decide import DEFAULT_THRESHOLD, Calibration, CalibrationError, binarize
+from vesukit.decide import DEFAULT_THRESHOLD, Calibration, binarize
 from vesukit.decide.steps import apply_postprocess
 from vesukit.errors import VesukitError
-from vesukit.run_settings import capped_tta, fitted_precision
+from vesukit.run_settings import active_teachers, capped_tta, fitted_precision
 from vesukit.runtime.faults import inject
 
 log = logging.getLogger("vesukit.predict")
@@ -44,19 +44,15 @@ def describe_error(error: BaseException) -> str:
 
 
 def apply_fusion_weights(manifest, calibration: Calibration, where: str = "the calibration"):
-    """(manifest, notes): the manifest with the calibration's fitted fusion weights in place of
-    its own (unchanged without a fusion or without weights); notes say which teachers that
-    leaves out or cannot find. Raises CalibrationError if no teacher keeps a weight > 0."""
+    """(manifest, notes): the manifest with the weights in force (the calibration's fitted
+    fusion weights in place of its own, as :func:`vesukit.run_settings.active_teachers`
+    decides); notes say which teachers that leaves out or cannot find. Raises
+    CalibrationError if no teacher keeps a weight > 0."""
     if not calibration.overrides_weights:
         return manifest, []
-    fusion = calibration.fusion
-    weights, notes = fusion.teacher_weights({s.name: s.weight for s in manifest.teachers})
-    if not any(w > 0 for w in weights.values()):
-        raise CalibrationError(
-            f"{where}: its fusion weighs teachers {', '.join(fusion.weights)}, but none of them "
-            f"is in {manifest.root} (it holds {', '.join(weights)}); use the teachers the "
-            "calibration was fitted on, or re-run `vesukit calibrate --fusion` with these.")
-    specs = tuple(replace(spec, weight=weights[spec.name]) for spec in manifest.teachers)
+    active, _, notes = active_teachers(manifest, calibration, where)
+    weights = {spec.name: spec.weight for spec in active}
+    specs = tuple(replace(spec, weight=weights.get(spec.name, 0.0)) for spec in manifest.teachers)
     return replace(manifest, teachers=specs), notes
 
 

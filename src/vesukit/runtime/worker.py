@@ -28,7 +28,6 @@ from vesukit.runtime.compute import (
     NoTeacherLeft,
     StageError,
     VolumeComputer,
-    apply_fusion_weights,
     describe_error,
 )
 from vesukit.runtime.faults import inject
@@ -87,15 +86,15 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None],
     weigh 0 is not loaded). Returns the loaded specs and models, and name -> reason for the
     dropped ones.
     """
+    from vesukit.run_settings import active_teachers
     from vesukit.teachers import load_manifest, load_teacher
 
     manifest = load_manifest(folder)
-    if calibration is not None:
-        manifest, _ = apply_fusion_weights(manifest, calibration)  # the pipeline warned once
+    # the one decision of which teachers run (weight > 0 after the fusion's weights); the
+    # pipeline logged the left-out ones once
+    active, _, _ = active_teachers(manifest, calibration)
     specs, models, failures = [], [], {}
-    for spec in manifest.teachers:
-        if spec.weight == 0:
-            continue  # switched off in the manifest; the pipeline logs it once
+    for spec in active:
         try:
             inject("load")
             models.append(load_teacher(spec, manifest.root, device=device))
