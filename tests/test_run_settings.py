@@ -139,3 +139,18 @@ def test_calibrate_never_searches_disagreement_on_one_teacher(root, half_silent,
     assert all(step["step"] != "drop_uncertain" for step in data["postprocess"])
     searched = json.dumps(data["evidence"])
     assert "uncertainty(" not in searched and "drop_uncertain" not in searched
+
+
+def test_ablate_runs_the_active_teachers_with_the_calibrations_tta(root, tmp_path):
+    teachers = tmp_path / "teachers"
+    unet3d_ensemble(teachers, seeds=(0, 1, 2), weights=(1.0, 0.0, 1.0))
+    calibration = tmp_path / "c.json"
+    calibration.write_text(json.dumps({"threshold": {"rule": "fixed", "threshold": 0.5},
+                                       "tta": "flip"}))
+    json_out = tmp_path / "ablation.json"
+    assert main(["ablate", "--data", str(root), "--teachers", str(teachers), "--device", "cpu",
+                 "--calibration", str(calibration), "--json", str(json_out)]) == 0
+    cache = json.loads((tmp_path / "calibration-cache" / "cache.json").read_text())
+    assert [t["name"] for t in cache["teachers"]] == ["unet_0", "unet_2"]
+    assert [t["tta"] for t in cache["fingerprint"]["teachers"]] == ["flip", "flip"]
+    assert "unet_1" not in json_out.read_text()

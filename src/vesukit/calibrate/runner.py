@@ -26,9 +26,10 @@ class EnsemblePass:
 
 def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device: str,
                          tta: str | None, overlap: float | None, dtype: str,
-                         progress: Callable[[str], None] | None = None) -> EnsemblePass:
+                         progress: Callable[[str], None] | None = None,
+                         calibration=None) -> EnsemblePass:
     """The active teachers' maps of the labelled volumes (``tta``/``overlap`` None: resolved
-    from the teachers' defaults, as predict does without a calibration)."""
+    as predict resolves them, from ``calibration`` if given, else the teachers' defaults)."""
     from vesukit.calibrate.cache import build_cache
     from vesukit.data import find_competition_root
     from vesukit.devices import resolve_device
@@ -38,11 +39,11 @@ def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device:
     root = find_competition_root(data)
     ids = labelled_ids(root, volumes)
     manifest = load_manifest(teachers)
-    settings = resolve_run_settings(manifest, None, tta=tta, overlap=overlap)
+    settings = resolve_run_settings(manifest, calibration, tta=tta, overlap=overlap)
     if progress:
         for line in settings.lines():
             progress(line)
-    cache = build_cache(cache_dir, root, active_manifest(manifest), ids,
+    cache = build_cache(cache_dir, root, active_manifest(manifest, calibration), ids,
                         device=str(resolve_device(device)), tta=dict(settings.tta),
                         overlap=settings.overlap, dtype=dtype, progress=progress)
     return EnsemblePass(root, ids, cache, settings, manifest)
@@ -145,10 +146,11 @@ def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
 
     base = Path(json_out).parent if json_out is not None else Path(".")
     cache_dir = Path(cache_dir) if cache_dir else base / "calibration-cache"
+    decision = load_calibration(calibration)
     run = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta, overlap, dtype,
-                               progress)
+                               progress, decision if calibration is not None else None)
     labels = prepared_labels(run.root, run.ids, progress)
-    result = ablate(run.cache, labels, load_calibration(calibration), progress=progress)
+    result = ablate(run.cache, labels, decision, progress=progress)
     if json_out is not None:
         json_out = Path(json_out)
         json_out.parent.mkdir(parents=True, exist_ok=True)
