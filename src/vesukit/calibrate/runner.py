@@ -95,8 +95,13 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
         weights = fuse_weights(run.cache, block)
         if progress:
             progress(f"rule and chain searched again on the fused maps ({block['mode']} mean)")
+        first = outcome.search.winner
         outcome = searched([LabelledVolume(i, _fused(run.cache, i, weights, block["mode"]),
                                            labels[i]) for i in run.ids])
+        # the first search only chose the rule the fusion was fitted with; the file's decision
+        # is the second search's, on the fused maps
+        block["evidence"]["rule_and_chain_before_fusion"] = {
+            "decision": first.candidate.describe(), "mean_on_fit_volumes": first.mean}
         settings = replace(settings, fusion_mode=block["mode"],
                            weights={n: w for n, w in block["weights"].items() if w > 0})
     data_out = outcome.to_json()
