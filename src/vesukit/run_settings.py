@@ -64,16 +64,18 @@ class RunSettings:
                 "rule": self.rule.describe(), "chain": [dict(s) for s in self.chain],
                 "sources": dict(self.sources), "skipped": list(self.skipped)}
 
-    def lines(self) -> list[str]:
-        """Log lines: each setting with its value and origin."""
+    def lines(self, decision: bool = True) -> list[str]:
+        """Log lines: each setting with its value and origin (``decision`` False: without the
+        rule and chain, for calibrate, which is about to fit them)."""
         s = self.sources
         tta = ", ".join(f"{n}={self.tta[n]} ({s[f'tta:{n}']})" for n in self.teachers)
         weights = ", ".join(f"{n}={self.weights[n]:g}" for n in self.teachers)
         chain = " > ".join(step["step"] for step in self.chain) or "none"
         out = [f"settings: teachers {weights} ({s['weights']}); TTA {tta}",
                f"settings: overlap {self.overlap:g} ({s['overlap']}); fusion {self.fusion_mode} "
-               f"mean ({s['fusion']}); rule {self.rule.describe()} ({s['rule']}); "
-               f"post-processing {chain} ({s['chain']})"]
+               f"mean ({s['fusion']})"
+               + (f"; rule {self.rule.describe()} ({s['rule']}); post-processing {chain} "
+                  f"({s['chain']})" if decision else "")]
         if self.skipped:
             out.append("settings: weight 0, skipped (never loaded): " + ", ".join(self.skipped))
         return out

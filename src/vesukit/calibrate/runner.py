@@ -41,7 +41,7 @@ def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device:
     manifest = load_manifest(teachers)
     settings = resolve_run_settings(manifest, calibration, tta=tta, overlap=overlap)
     if progress:
-        for line in settings.lines():
+        for line in settings.lines(decision=calibration is not None):
             progress(line)
     cache = build_cache(cache_dir, root, active_manifest(manifest, calibration), ids,
                         device=str(resolve_device(device)), tta=dict(settings.tta),
@@ -54,11 +54,11 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                     holdout: float = 0.25, dtype: str = "float16", top_k: int = 3,
                     grid=None, winners: bool = False, fusion: bool = False,
                     progress: Callable[[str], None] | None = None):
-    """Build (or reuse) the cache, search, write ``out``; returns the CalibrationOutcome.
+    """Build (or reuse) the cache, search, write ``out``; returns what was chosen (Calibrated).
 
     With ``fusion``, the teachers' weights and mode are fitted (with the first search's rule),
     then the rule and chain are searched again on the fused maps, so the file holds a rule,
-    chain and fusion scored together, as predict applies them; ``outcome.fusion`` is the block.
+    chain and fusion scored together, as predict applies them.
     """
     from vesukit.calibrate.search import (
         RULE_GRID,
