@@ -330,14 +330,14 @@ def test_predict_runs_an_imported_nnunet_teacher_as_nnunet_does_by_default(tmp_p
     assert main(["predict", "--teachers", str(teachers), "--out", str(tmp_path / "s.zip"),
                  "--data", str(data), "--device", "cpu", "--no-warm-up", "--save-maps", str(maps),
                  "--workdir", str(tmp_path / "work")]) == 0
-    settings = json.loads((tmp_path / "work" / "run.json").read_text())["settings"]
-    assert settings["tta"] == {"ct-plain-fold_all": "flip"}
-    assert settings["sources"]["tta:ct-plain-fold_all"] == "teacher default"
     (volume_id,) = list_test_ids(data)
     spec = load_manifest(teachers).teachers[0]
     mirrored = _vesukit(spec, teachers, read_volume(volume_path(data, volume_id)), tta="flip")
     saved = np.load(maps / f"{volume_id}.npy").astype(np.float32)
     assert np.abs(saved - mirrored).max() < 1e-3        # float16 map of the mirrored prediction
+    settings = json.loads((tmp_path / "work" / "run.json").read_text())["settings"]
+    assert settings["tta"] == {"ct-plain-fold_all": "flip"}
+    assert settings["sources"]["tta:ct-plain-fold_all"] == "teacher default"
 
 
 @pytest.mark.gpu
