@@ -134,7 +134,16 @@ def main(argv: list[str] | None = None) -> int:
         vesukit("distill", "--data", str(root), "--teachers", str(ensemble_dir), "--out",
                 str(student_dir), "--cache", str(out / "calibration-cache"), "--tta", "flip",
                 "--size", cfg["student_size"], *common, log=log)
+    # the student as predict runs it: its own calibration, fitted on its own (flip TTA) maps;
+    # one network has no disagreement, so calibrate never picks a rule or step that reads one
+    student_calibration = out / "calibration-student.json"
+    if not student_calibration.is_file():
+        vesukit("calibrate", "--data", str(root), "--teachers", str(student_dir), "--out",
+                str(student_calibration), "--device", args.device, "--tta", "flip", "--top-k", "1",
+                "--rules", "fixed,foreground_fraction", "--cache", str(out / "student-cache"),
+                log=log)
     calibration = load_calibration(calibration_path)
+    own_calibration = load_calibration(student_calibration)
 
     # 3. every row on the held-back root
     manifest = load_manifest(ensemble_dir)
@@ -229,14 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     t = per_teacher[("student", "none")]
     row(f"student ({student_spec.arch}, {cfg['student_size']})", decide(t["maps"], default),
         t["flops"], t["seconds"])
-    row("student + calibration + post-processing", decide(t["maps"], calibration), t["flops"],
-        t["seconds"], "the ensemble's calibration")
+    # as predict runs the student with its calibration: its TTA (flip), its rule and chain
+    t = per_teacher[("student", own_calibration.tta or "none")]
+    row(f"student + {own_calibration.tta or 'no'} TTA + its own calibration + post-processing",
+        decide(t["maps"], own_calibration), t["flops"], t["seconds"],
+        "fitted on the student's own maps: " + own_calibration.describe())
+    row(f"student + {own_calibration.tta or 'no'} TTA + the ensemble's calibration + post-processing",
+        decide(t["maps"], Calibration(calibration.rule, calibration.postprocess)), t["flops"],
+        t["seconds"], "for comparison: the rule and chain fitted on the ensemble's maps")
 
     best_member = max(rows[k]["score"] for k in rows if k.startswith("teacher ") and "TTA" not in k)
     best_flip_member = max(rows[k]["score"] for k in rows if k.startswith("teacher ") and "flip TTA" in k)
     full = rows.get("ensemble + flip TTA + fitted fusion + calibration + post-processing",
                     rows["ensemble + flip TTA + calibration + post-processing"])
-    student_row = rows["student + calibration + post-processing"]
+    student_row = next(rows[k] for k in rows if "its own calibration" in k)
     goals = {
         "trained_above_untrained": best_member - rows[f"untrained {untrained_spec.arch}"]["score"],
         "ensemble_minus_best_member": rows["ensemble (3 teachers)"]["score"] - best_member,
@@ -251,16 +266,15 @@ def main(argv: list[str] | None = None) -> int:
               "calibration": calibration.to_json(), "seconds": time.perf_counter() - started,
               "command": "make skill-lab" + ("" if args.size == "cpu" else f" DEVICE={args.size}")}
     from vesukit.report import SKILL_LAB
+    from vesukit.run_settings import checkpoint_stamps
 
-    # beside the results, and in the teachers' and the student's folders: the audit page of a
-    # predict run with either shows the table
-    for folder in (out, ensemble_dir, student_dir):
-        (folder / SKILL_LAB).write_text(json.dumps(result, indent=1))
-    # the student is one network: the calibration without the teachers' fusion block
-    student_calibration = out / "calibration-student.json"
-    fitted = json.loads(calibration_path.read_text())
-    fitted.pop("fusion", None)
-    student_calibration.write_text(json.dumps(fitted, indent=1))
+    # beside the results, and in the teachers' and the student's folders, stamped with their
+    # checkpoints: the audit page of a predict run with those very weights shows the table
+    (out / SKILL_LAB).write_text(json.dumps(result, indent=1))
+    for folder in (ensemble_dir, student_dir):
+        folder_manifest = load_manifest(folder)
+        stamps = checkpoint_stamps(folder_manifest, [s.name for s in folder_manifest.teachers])
+        (folder / SKILL_LAB).write_text(json.dumps({**result, "checkpoints": stamps}, indent=1))
     vesukit("predict", "--data", str(held_root), "--teachers", str(student_dir), "--out",
             str(out / "audit-run" / "submission.zip"), "--workdir", str(out / "audit-run"),
             "--calibration", str(student_calibration), "--device", args.device, "--audit",

@@ -61,7 +61,10 @@ def test_predict_saves_maps_and_applies_the_calibrations_tta_and_chain(root, pre
     record = json.loads((predicted / "work" / "run.json").read_text())
     assert record["tta"] == "flip"                        # from the calibration, not a flag
     decision = [e["message"] for e in record["events"] if e["message"].startswith("decision:")]
-    assert decision and "sheet_close(radius=2)" in decision[0] and "TTA applied: flip" in decision[0]
+    assert decision and "sheet_close(radius=2)" in decision[0]
+    settings = record["settings"]                         # each teacher's TTA and its origin
+    assert set(settings["tta"].values()) == {"flip"}
+    assert {settings["sources"][f"tta:{n}"] for n in settings["teachers"]} == {"calibration"}
     for volume_id, shape in zip(list_test_ids(root), SHAPES):
         saved = np.load(predicted / "maps" / f"{volume_id}.npy")
         assert saved.dtype == np.float16 and saved.shape == shape

@@ -38,7 +38,11 @@ def test_predict_audit_shows_the_table_measured_for_its_teachers(tmp_path, capsy
                                  shapes=((16, 16, 16),), seed=2)
     teachers = tmp_path / "student"
     unet3d_ensemble(teachers, seeds=(0,))
-    (teachers / SKILL_LAB).write_text(json.dumps(LAB))
+    from vesukit.run_settings import checkpoint_stamps
+    from vesukit.teachers import load_manifest
+
+    stamps = checkpoint_stamps(load_manifest(teachers), ["unet_0"])
+    (teachers / SKILL_LAB).write_text(json.dumps({**LAB, "checkpoints": stamps}))
     audit = tmp_path / "audit"
     assert main(["predict", "--data", str(root), "--teachers", str(teachers), "--out",
                  str(tmp_path / "sub.zip"), "--device", "cpu", "--workdir", str(tmp_path / "w"),
@@ -48,9 +52,26 @@ def test_predict_audit_shows_the_table_measured_for_its_teachers(tmp_path, capsy
     for name, row in ROWS.items():
         assert f"<td>{name.replace('<', '&lt;')}</td><td>{row['score']:.4f}</td>" in page
     assert str(teachers / SKILL_LAB) in page
-    # without one, the page has no table
-    (teachers / SKILL_LAB).unlink()
-    assert main(["predict", "--data", str(root), "--teachers", str(teachers), "--out",
-                 str(tmp_path / "sub2.zip"), "--device", "cpu", "--workdir",
-                 str(tmp_path / "w2"), "--audit", str(tmp_path / "audit2"), "--no-warm-up"]) == 0
-    assert "Skill lab" not in (tmp_path / "audit2" / "index.html").read_text()
+    # a table measured on other weights (retrained under the same name), one without stamps,
+    # and no file at all: no table
+    unet3d_ensemble(tmp_path / "other", seeds=(0,))
+    other = checkpoint_stamps(load_manifest(tmp_path / "other"), ["unet_0"])
+    torch = pytest.importorskip("torch")
+    from vesukit.teachers import load_teacher, save_checkpoint
+
+    spec = load_manifest(teachers)["unet_0"]
+    model = load_teacher(spec, teachers)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    save_checkpoint(model, teachers / spec.checkpoint)
+    for index, lab in enumerate([{**LAB, "checkpoints": stamps}, {**LAB, "checkpoints": other},
+                                 LAB, None]):
+        if lab is None:
+            (teachers / SKILL_LAB).unlink()
+        else:
+            (teachers / SKILL_LAB).write_text(json.dumps(lab))
+        assert main(["predict", "--data", str(root), "--teachers", str(teachers), "--out",
+                     str(tmp_path / f"sub{index}.zip"), "--device", "cpu", "--workdir",
+                     str(tmp_path / f"w{index}"), "--audit", str(tmp_path / f"audit{index}"),
+                     "--no-warm-up"]) == 0
+        assert "Skill lab" not in (tmp_path / f"audit{index}" / "index.html").read_text()

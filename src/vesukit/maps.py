@@ -41,6 +41,18 @@ class EnsembleMaps:
         return replace(self, mean=_to_numpy(self.mean), variance=_to_numpy(self.variance),
                        disagreement=_to_numpy(self.disagreement))
 
+    def rounded_mean(self, dtype: str) -> EnsembleMaps:
+        """The maps with the mean rounded through ``dtype`` (the precision a calibration was
+        fitted on), kept float32."""
+        if dtype == "float32":
+            return self
+        mean = self.mean
+        if hasattr(mean, "detach"):
+            import torch
+
+            return replace(self, mean=mean.to(getattr(torch, dtype)).float())
+        return replace(self, mean=np.asarray(mean).astype(dtype).astype(np.float32))
+
     def half(self) -> EnsembleMaps:
         """fp16 copies of the maps, for audit files (half the bytes)."""
 
@@ -61,7 +73,7 @@ def save_map(folder, volume_id: str, probability) -> None:
     """``<folder>/<id>.npy``, float16, the volume's shape; written atomically (temp + rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    array = _to_numpy(probability).astype(np.float16)
+    array = _to_numpy(probability).astype(np.float16)  # run_settings.SAVED_MAP_DTYPE
     temporary = folder / f".{volume_id}.tmp.npy"
     np.save(temporary, array)
     os.replace(temporary, folder / f"{volume_id}.npy")

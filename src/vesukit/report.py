@@ -25,6 +25,7 @@ import numpy as np
 
 from vesukit._arrays import as_numpy, map_array
 from vesukit.data import atomic_write_bytes
+from vesukit.errors import VesukitError
 
 AUDIT_FORMAT = 1
 TILE = 192  # pixels per preview tile (the longer side of a mid-slice)
@@ -255,9 +256,25 @@ SKILL_LAB = "skill_lab.json"
 
 def skill_lab_for(teachers_folder: str | Path) -> Path | None:
     """The skill-lab table measured for these teachers (``make skill-lab`` writes
-    ``skill_lab.json`` into the teachers' and the student's folders), if there is one."""
+    ``skill_lab.json`` into the teachers' and the student's folders), if there is one and it
+    was measured on these checkpoints: its ``checkpoints`` stamps match every teacher's file
+    (a table of earlier weights, or without stamps, would claim a score they never had)."""
+    from vesukit.run_settings import checkpoint_stamps, same_checkpoint
+    from vesukit.teachers import load_manifest
+
     path = Path(teachers_folder) / SKILL_LAB
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        measured = json.loads(path.read_text())["checkpoints"]
+        manifest = load_manifest(teachers_folder)
+    except (OSError, ValueError, KeyError, TypeError, VesukitError):
+        return None
+    now = checkpoint_stamps(manifest, [s.name for s in manifest.teachers])
+    if not isinstance(measured, dict) or set(measured) != set(now) \
+            or not all(same_checkpoint(measured[n], now[n]) for n in now):
+        return None
+    return path
 
 
 def _skill_lab_section(path: Path | None) -> list[str]:

@@ -316,6 +316,30 @@ def test_predict_runs_an_imported_nnunet_teacher_beside_a_2_5d_one(tmp_path, sli
     assert validate.returncode == 0, validate.stdout + validate.stderr
 
 
+def test_predict_runs_an_imported_nnunet_teacher_as_nnunet_does_by_default(tmp_path, slim):
+    """Without --tta, the teacher's own default holds: `"mirroring": true` from import-nnunet
+    means nnUNetPredictor's mirroring, and run.json says where that came from."""
+    from vesukit.cli import main
+    from vesukit.data import list_test_ids, read_volume, volume_path
+    from vesukit.synth import make_competition_root
+
+    teachers = slim / "ct-plain-fold_all"
+    data = make_competition_root(tmp_path / "data", n_test=1, n_train=0, shapes=((20, 34, 28),),
+                                 seed=4)
+    maps = tmp_path / "maps"
+    assert main(["predict", "--teachers", str(teachers), "--out", str(tmp_path / "s.zip"),
+                 "--data", str(data), "--device", "cpu", "--no-warm-up", "--save-maps", str(maps),
+                 "--workdir", str(tmp_path / "work")]) == 0
+    (volume_id,) = list_test_ids(data)
+    spec = load_manifest(teachers).teachers[0]
+    mirrored = _vesukit(spec, teachers, read_volume(volume_path(data, volume_id)), tta="flip")
+    saved = np.load(maps / f"{volume_id}.npy").astype(np.float32)
+    assert np.abs(saved - mirrored).max() < 1e-3        # float16 map of the mirrored prediction
+    settings = json.loads((tmp_path / "work" / "run.json").read_text())["settings"]
+    assert settings["tta"] == {"ct-plain-fold_all": "flip"}
+    assert settings["sources"]["tta:ct-plain-fold_all"] == "teacher default"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fp16_is_close_to_cpu_fp32(volumes):

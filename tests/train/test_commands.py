@@ -103,3 +103,29 @@ def test_train_killed_with_sigkill_resumes_from_its_last_checkpoint(root, tmp_pa
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
     load_teacher(load_manifest(out).teachers[0], out)
+
+
+def test_the_held_back_score_during_training_is_the_score_predict_settings_give(root, tmp_path):
+    """training.json's best held-back score is the student run as predict runs it by default
+    (overlap 0.5, no TTA), thresholded at 0.5: not an easier setting of its own."""
+    import numpy as np
+
+    from vesukit.data import read_volume, volume_path
+    from vesukit.infer import predict_teacher
+    from vesukit.infer.settings import DEFAULT_OVERLAP
+    from vesukit.metric import PreparedLabel
+
+    out = tmp_path / "student"
+    # 8^3 windows on 24x32x32: overlap 0.25 and 0.5 place different windows (other scores)
+    assert main(["train", "--data", str(root), "--out", str(out), *FAST, "--arch",
+                 "resenc_unet3d", "--patch", "8"]) == 0
+    training = json.loads((out / "training.json").read_text())
+    (held,) = training["provenance"]["held_back"]
+    spec = load_manifest(out).teachers[0]
+    with torch.inference_mode():
+        probability = predict_teacher(read_volume(volume_path(root, held, "train_images")),
+                                      load_teacher(spec, out), spec, device="cpu",
+                                      overlap=DEFAULT_OVERLAP, tta="none").numpy()
+    label = PreparedLabel(read_volume(volume_path(root, held, "train_labels")))
+    expected = label.score((probability >= 0.5).astype(np.uint8)).score
+    assert training["best_score"] == pytest.approx(expected, abs=1e-9)

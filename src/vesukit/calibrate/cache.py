@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +49,7 @@ class OldCacheError(CacheError):
     """The folder holds a map cache of another format (it is rebuilt, not read)."""
 
 
-def teachers_fingerprint(manifest, tta: str, overlap: float, dtype: str) -> dict:
+def teachers_fingerprint(manifest, tta: str | Mapping[str, str], overlap: float, dtype: str) -> dict:
     """What the cached maps depend on: specs, checkpoint files (size, mtime), settings."""
     teachers = []
     for spec in manifest.teachers:
@@ -60,8 +60,12 @@ def teachers_fingerprint(manifest, tta: str, overlap: float, dtype: str) -> dict
         else:
             stat = path.stat()
             stats = [(path.name, stat.st_size, stat.st_mtime_ns)]
-        teachers.append({"spec": spec.to_json(), "checkpoint": stats})
-    fingerprint = {"teachers": teachers, "tta": tta, "overlap": float(overlap), "dtype": dtype}
+        entry = {"spec": spec.to_json(), "checkpoint": stats}
+        if isinstance(tta, Mapping):  # per teacher: a teacher whose TTA changed loses only its maps
+            entry["tta"] = tta[spec.name]
+        teachers.append(entry)
+    fingerprint = {"teachers": teachers, "tta": "per teacher" if isinstance(tta, Mapping) else tta,
+                   "overlap": float(overlap), "dtype": dtype}
     return json.loads(json.dumps(fingerprint))  # as it reads back from cache.json
 
 
@@ -218,11 +222,13 @@ class MapCache:
 
 
 def build_cache(folder: str | Path, root: str | Path, manifest, volume_ids: Sequence[str], *,
-                device: str = "cpu", tta: str = "none", overlap: float = DEFAULT_OVERLAP,
+                device: str = "cpu", tta: str | Mapping[str, str] = "none",
+                overlap: float = DEFAULT_OVERLAP,
                 dtype: str = "float16",
                 progress: Callable[[str], None] | None = None) -> MapCache:
     """Run every teacher once on each labelled volume (``train_images/<id>.tif``) and store
-    the maps; volumes already cached by the same teachers and settings are kept."""
+    the maps; volumes already cached by the same teachers and settings are kept. ``tta``: one
+    level for all, or teacher -> level (vesukit.run_settings resolves it per teacher)."""
     import torch
 
     from vesukit.data import read_volume, volume_path
@@ -270,8 +276,9 @@ def build_cache(folder: str | Path, root: str | Path, manifest, volume_ids: Sequ
             if progress:
                 progress(f"{volume_id}: teacher {spec.name}")
             with torch.inference_mode():
+                level = tta[spec.name] if isinstance(tta, Mapping) else tta
                 probability = predict_teacher(volume, models[spec.name], spec, device=device,
-                                              tta=tta, overlap=overlap)
+                                              tta=level, overlap=overlap)
             cache.store(volume_id, spec.name, probability.float())
         cache.meta.setdefault("sources", {})[volume_id] = sources[volume_id]
         cache.complete(volume_id)

@@ -11,8 +11,10 @@ volumes, so the evidence says whether fitting helped at all.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -125,7 +127,9 @@ def fit_fusion(cache, labels: Mapping[str, object], volume_ids: Sequence[str], r
                                    "equal_probability": float(np.mean(equal)), "folds": folds}
     else:
         evidence["out_of_fold"] = None  # one volume: nothing to hold out
-    return {**chosen.to_json(names), "evidence": evidence}
+    # predict --calibration (and the notebook) apply mode and weights from this block
+    return {**chosen.to_json(names), "evidence": evidence,
+            "applied_by_predict": "mode and weights, from this file (they override the manifest's)"}
 
 
 def fused_manifest(manifest, fusion: Mapping) -> dict:
@@ -147,41 +151,16 @@ def fused_manifest(manifest, fusion: Mapping) -> dict:
 FUSED_MANIFEST = "teachers.fused.json"
 
 
-def run_fusion(data, teachers, calibration_path, *, volumes: int | None = None, cache_dir=None,
-               device: str = "auto", tta: str = "none", overlap: float = 0.5,
-               dtype: str = "float16", progress: Callable[[str], None] | None = None) -> dict:
-    """Fit fusion on the calibration's fit volumes with its winning rule (from the same cache);
-    add the block to ``calibration_path`` (predict applies it) and write the weighted manifest
-    beside it."""
-    import json
-    from pathlib import Path
+def fuse_weights(cache, block: Mapping) -> tuple[float, ...]:
+    """The fitted block's weights in the cache's teacher order (0 for a teacher left out)."""
+    return tuple(float(block["weights"].get(name, 0.0)) for name in cache.teacher_names)
 
-    from vesukit.calibrate.runner import cached_ensemble_pass, prepared_labels
+
+def write_fused_manifest(manifest, block: dict, calibration_path) -> Path:
+    """``teachers.fused.json`` beside the calibration, for tools that read only a manifest
+    (predict itself applies the fusion from the calibration); the block records its path."""
     from vesukit.data import atomic_write_bytes
-    from vesukit.decide import load_calibration
-    from vesukit.teachers import load_manifest
 
-    calibration_path = Path(calibration_path)
-    data_out = json.loads(calibration_path.read_text())
-    fit_ids = data_out["evidence"]["fit_volumes"]
-    cache_dir = Path(cache_dir) if cache_dir else calibration_path.parent / "calibration-cache"
-    _, _, cache = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta, overlap,
-                                       dtype, progress)
-    labels = prepared_labels(_root(data), fit_ids, progress)
-    fusion = fit_fusion(cache, labels, fit_ids, load_calibration(calibration_path).rule, progress)
-    manifest_path = calibration_path.parent / FUSED_MANIFEST
-    fusion["manifest"] = str(manifest_path)
-    # predict --calibration (and the notebook) apply mode and weights from this block; the
-    # weighted manifest is for tools that read only a teachers.json
-    fusion["applied_by_predict"] = "mode and weights, from this file (they override the manifest's)"
-    data_out["fusion"] = fusion
-    atomic_write_bytes(calibration_path, json.dumps(data_out, indent=1).encode())
-    text = json.dumps(fused_manifest(load_manifest(teachers), fusion), indent=2) + "\n"
-    atomic_write_bytes(manifest_path, text.encode())
-    return fusion
-
-
-def _root(data):
-    from vesukit.data import find_competition_root
-
-    return find_competition_root(data)
+    path = Path(calibration_path).parent / FUSED_MANIFEST
+    atomic_write_bytes(path, (json.dumps(fused_manifest(manifest, block), indent=2) + "\n").encode())
+    return path

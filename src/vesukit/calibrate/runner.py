@@ -5,64 +5,141 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vesukit.calibrate.labels import labelled_ids, prepared_labels
 from vesukit.data import atomic_write_bytes
-from vesukit.infer.settings import DEFAULT_OVERLAP
+
+
+@dataclass
+class EnsemblePass:
+    """The labelled volumes, their cached maps of the active teachers, and the run settings
+    (resolved as predict resolves them) the maps were made with."""
+
+    root: Path
+    ids: list[str]
+    cache: object              # vesukit.calibrate.cache.MapCache
+    settings: object           # vesukit.run_settings.RunSettings
+    manifest: object           # the teachers' manifest as declared
 
 
 def cached_ensemble_pass(data, teachers, cache_dir, volumes: int | None, device: str,
-                         tta: str, overlap: float, dtype: str,
-                         progress: Callable[[str], None] | None = None):
-    """(root, ids, cache): the labelled volumes and their cached teacher maps."""
+                         tta: str | None, overlap: float | None, dtype: str,
+                         progress: Callable[[str], None] | None = None,
+                         calibration=None) -> EnsemblePass:
+    """The active teachers' maps of the labelled volumes (``tta``/``overlap`` None: resolved
+    as predict resolves them, from ``calibration`` if given, else the teachers' defaults)."""
     from vesukit.calibrate.cache import build_cache
     from vesukit.data import find_competition_root
     from vesukit.devices import resolve_device
+    from vesukit.run_settings import active_manifest, resolve_run_settings
     from vesukit.teachers import load_manifest
 
     root = find_competition_root(data)
     ids = labelled_ids(root, volumes)
     manifest = load_manifest(teachers)
-    cache = build_cache(cache_dir, root, manifest, ids, device=str(resolve_device(device)),
-                        tta=tta, overlap=overlap, dtype=dtype, progress=progress)
-    return root, ids, cache
+    settings = resolve_run_settings(manifest, calibration, tta=tta, overlap=overlap)
+    if progress:
+        for line in settings.lines(decision=calibration is not None):
+            progress(line)
+    cache = build_cache(cache_dir, root, active_manifest(manifest, calibration), ids,
+                        device=str(resolve_device(device)), tta=dict(settings.tta),
+                        overlap=settings.overlap, dtype=dtype, progress=progress)
+    return EnsemblePass(root, ids, cache, settings, manifest)
 
 
 def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_dir=None,
-                    device: str = "auto", tta: str = "none", overlap: float = DEFAULT_OVERLAP,
+                    device: str = "auto", tta: str | None = None, overlap: float | None = None,
                     holdout: float = 0.25, dtype: str = "float16", top_k: int = 3,
-                    grid=None, winners: bool = False,
+                    grid=None, winners: bool = False, fusion: bool = False,
                     progress: Callable[[str], None] | None = None):
-    """Build (or reuse) the cache, search, write ``out``; returns the CalibrationOutcome."""
+    """Build (or reuse) the cache, search, write ``out``; returns what was chosen (Calibrated).
+
+    With ``fusion``, the teachers' weights and mode are fitted (with the first search's rule),
+    then the rule and chain are searched again on the fused maps, so the file holds a rule,
+    chain and fusion scored together, as predict applies them.
+    """
     from vesukit.calibrate.search import (
         RULE_GRID,
         LabelledVolume,
         calibrate_volumes,
         postprocess_options,
     )
+    from vesukit.run_settings import fitted_on
 
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / "calibration-cache"
-    root, ids, cache = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta,
-                                            overlap, dtype, progress)
-    labels = prepared_labels(root, ids, progress)
-    prepared = [LabelledVolume(i, cache.ensemble(i), labels[i]) for i in ids]
-    options = postprocess_options(_median_voxels(prepared), winners=winners)
-    outcome = calibrate_volumes(prepared, holdout=holdout, grid=grid or RULE_GRID,
-                                options=options, top_k=top_k, progress=progress)
+    run = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta, overlap, dtype,
+                               progress)
+    labels = prepared_labels(run.root, run.ids, progress)
+    prepared = [LabelledVolume(i, run.cache.ensemble(i), labels[i]) for i in run.ids]
+    # one teacher has no disagreement: a rule or step reading it would silently do nothing
+    disagreement = len(run.settings.teachers) > 1
+    options = postprocess_options(_median_voxels(prepared), winners=winners,
+                                  disagreement=disagreement)
+    grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
+
+    def searched(volumes):
+        return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
+                                 options=options, top_k=top_k, progress=progress)
+
+    outcome = searched(prepared)
+    settings = run.settings
+    block = None
+    if fusion:
+        from vesukit.calibrate.fusion import fit_fusion, fuse_weights
+
+        block = fit_fusion(run.cache, labels, outcome.fit_ids,
+                           outcome.search.winner.candidate.rule, progress)
+        weights = fuse_weights(run.cache, block)
+        if progress:
+            progress(f"rule and chain searched again on the fused maps ({block['mode']} mean)")
+        first = outcome.search.winner
+        outcome = searched([LabelledVolume(i, _fused(run.cache, i, weights, block["mode"]),
+                                           labels[i]) for i in run.ids])
+        # the first search only chose the rule the fusion was fitted with; the file's decision
+        # is the second search's, on the fused maps
+        block["evidence"]["rule_and_chain_before_fusion"] = {
+            "decision": first.candidate.describe(), "mean_on_fit_volumes": first.mean}
+        settings = replace(settings, fusion_mode=block["mode"],
+                           weights={n: w for n, w in block["weights"].items() if w > 0})
     data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
-    data_out["evidence"]["tta"] = tta
-    data_out["tta"] = tta  # predict and the notebook run the TTA the decision was fitted with
+    data_out["evidence"]["tta"] = dict(settings.tta)
+    # predict and the notebook run the TTA, overlap and fusion the decision was fitted with
+    data_out["tta"] = settings.run_tta
+    # predict rounds each teacher's map as the cache stored it, so it decides on these numbers
+    data_out["fitted_on"] = {**fitted_on(settings, run.manifest), "precision": {"teacher_maps": dtype}}
     out.parent.mkdir(parents=True, exist_ok=True)
+    if block is not None:
+        from vesukit.calibrate.fusion import write_fused_manifest
+
+        block["manifest"] = str(write_fused_manifest(run.manifest, block, out))
+        data_out["fusion"] = block
     atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
-    return outcome
+    return Calibrated(outcome, block, settings)
+
+
+@dataclass
+class Calibrated:
+    """What `calibrate` chose: the final search (on the fused maps when a fusion was fitted),
+    the fusion block (or None) and the run settings the maps were made with."""
+
+    outcome: object            # vesukit.calibrate.search.CalibrationOutcome
+    fusion: dict | None
+    settings: object           # vesukit.run_settings.RunSettings
+
+
+def _fused(cache, volume_id, weights, mode):
+    from vesukit.calibrate.fusion import fuse
+
+    return fuse(cache, volume_id, weights, mode)
 
 
 def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
-                 calibration=None, device: str = "auto", tta: str = "none",
-                 overlap: float = DEFAULT_OVERLAP, dtype: str = "float16", json_out="ablation.json",
+                 calibration=None, device: str = "auto", tta: str | None = None,
+                 overlap: float | None = None, dtype: str = "float16", json_out="ablation.json",
                  progress: Callable[[str], None] | None = None):
     """Per-teacher and leave-one-out scores from the cache; writes ``json_out`` if given.
 
@@ -74,15 +151,50 @@ def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
 
     base = Path(json_out).parent if json_out is not None else Path(".")
     cache_dir = Path(cache_dir) if cache_dir else base / "calibration-cache"
-    root, ids, cache = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta,
-                                            overlap, dtype, progress)
-    labels = prepared_labels(root, ids, progress)
-    result = ablate(cache, labels, load_calibration(calibration), progress=progress)
+    decision = load_calibration(calibration)
+    run = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta, overlap, dtype,
+                               progress, decision if calibration is not None else None)
+    labels = prepared_labels(run.root, run.ids, progress)
+    result = ablate(run.cache, labels, decision, progress=progress)
     if json_out is not None:
         json_out = Path(json_out)
         json_out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(json_out, json.dumps(result.to_json(), indent=1).encode())
     return result
+
+
+def without_disagreement(grid, progress=None):
+    """The rule grid minus the rules that read the teachers' disagreement (maps that carry
+    none: saved maps, or one teacher); says so when one was asked for."""
+    from vesukit.errors import UsageError
+
+    kept = {name: params for name, params in grid.items() if name != "uncertainty"}
+    if "uncertainty" in grid and progress:
+        progress("rule 'uncertainty' not searched: these maps carry no disagreement between "
+                 "teachers (saved maps, or a single teacher)")
+    if not kept:
+        raise UsageError("--rules uncertainty: it reads the teachers' disagreement, which these "
+                         "maps do not carry (saved maps, or a single teacher); choose another rule.")
+    return kept
+
+
+def maps_settings(made: dict | None, maps_dir) -> dict:
+    """What a calibration fitted on saved maps carries so predict makes the same maps: the
+    TTA, overlap and fusion of the run that saved them (its maps.json), and ``fitted_on``.
+    Maps from elsewhere (nnU-Net, a TIFF) carry no such record: only their source is noted."""
+    from vesukit.decide.calibration import TTA_CHOICES
+
+    if made is None:
+        return {"fitted_on": {"maps": str(maps_dir)}}
+    tta = dict(made.get("tta") or {})
+    fusion = dict(made.get("fusion") or {})
+    out = {"fitted_on": {**made, "maps": str(maps_dir)}}
+    if tta:
+        out["tta"] = max(tta.values(), key=TTA_CHOICES.index)
+    if fusion.get("weights"):
+        out["fusion"] = {"mode": fusion.get("mode", "probability"), "weights": fusion["weights"],
+                         "applied_by_predict": "the fusion the saved maps were made with"}
+    return out
 
 
 def _median_voxels(volumes) -> int:
@@ -108,13 +220,15 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     from vesukit.calibrate.search import RULE_GRID, Candidate, Evaluator, postprocess_options
     from vesukit.data import find_competition_root
     from vesukit.decide import ThresholdRule
+    from vesukit.run_settings import read_maps_provenance
 
     out = Path(out)
     root = find_competition_root(data)
+    made = read_maps_provenance(maps_dir)
     prepared = map_volumes(maps_dir, root, volumes, progress)
     options = postprocess_options(_median_voxels(prepared), winners=winners, disagreement=False)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
-    grid = {k: v for k, v in (grid or RULE_GRID).items() if k != "uncertainty"} or RULE_GRID
+    grid = without_disagreement(grid or RULE_GRID, progress)
     budget = None
     if budget_hours is not None:
         longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
@@ -135,6 +249,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     oof = out_of_fold(prepared, folds, grid, options, top_k, progress)
     oof.budget = budget
     data_out = oof.final.calibration().to_json()
+    data_out.update(maps_settings(made, maps_dir))
     data_out["evidence"] = {"maps": str(maps_dir), "volumes": [v.volume_id for v in prepared],
                             "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json()}
     out.parent.mkdir(parents=True, exist_ok=True)

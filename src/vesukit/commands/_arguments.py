@@ -25,8 +25,10 @@ def add_tta_argument(parser, default: str | None = "none", help_text: str | None
 
 
 def add_overlap_argument(parser) -> None:
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                        help=f"sliding-window overlap in [0, 1) ({DEFAULT_OVERLAP})")
+    """Default None: vesukit.run_settings resolves it (the calibration's, else the built-in)."""
+    parser.add_argument("--overlap", type=float, default=None,
+                        help=f"sliding-window overlap in [0, 1) (default: the calibration's, "
+                        f"else {DEFAULT_OVERLAP})")
 
 
 def add_map_cache_arguments(parser, cache_help: str) -> None:
@@ -34,7 +36,8 @@ def add_map_cache_arguments(parser, cache_help: str) -> None:
     (calibrate, ablate and distill share one cache; an entry is reused while these match)."""
     parser.add_argument("--cache", type=Path, default=None, metavar="DIR", help=cache_help)
     parser.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
-    add_tta_argument(parser)
+    add_tta_argument(parser, default=None, help_text="test-time augmentation (default: each "
+                     "teacher's own, e.g. an nnU-Net teacher's mirroring, else none)")
     add_overlap_argument(parser)
 
 
@@ -53,8 +56,8 @@ def add_root_arguments(parser) -> None:
                         "/kaggle/input)")
 
 
-def check_overlap(overlap: float) -> None:
-    if not 0 <= overlap < 1:
+def check_overlap(overlap: float | None) -> None:
+    if overlap is not None and not 0 <= overlap < 1:
         raise UsageError(f"--overlap {overlap}: must be in [0, 1).")
 
 

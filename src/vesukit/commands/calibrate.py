@@ -74,12 +74,16 @@ def run(args: argparse.Namespace) -> int:
                          "and --maps DIR (saved probability maps).")
     if args.fusion and args.maps is not None:
         raise UsageError("--fusion fits teacher weights from the teachers' cached maps; use it "
-                         "with --teachers, not --maps.")
+                         "with --teachers, not --maps (saved maps carry the fusion they were "
+                         "made with, and the calibration records it).")
     if args.folds < 1:
         raise UsageError(f"--folds {args.folds}: must be >= 1.")
     if args.budget_hours is not None and args.budget_hours <= 0:
         raise UsageError(f"--budget-hours {args.budget_hours}: must be > 0.")
     check_overlap(args.overlap)
+    if args.maps is not None and (args.tta is not None or args.overlap is not None):
+        raise UsageError("--tta and --overlap set how teachers run; with --maps the maps are "
+                         "already made (their maps.json says with which settings).")
     if not 0 <= args.holdout < 1:
         raise UsageError(f"--holdout {args.holdout}: must be in [0, 1).")
     if args.top_k < 1:
@@ -96,11 +100,22 @@ def run(args: argparse.Namespace) -> int:
         grid = {n: RULE_GRID[n] for n in names}
     if args.maps is not None:
         return _run_from_maps(args, grid)
-    outcome = run_calibration(args.data, args.teachers, args.out, volumes=args.volumes,
-                              cache_dir=args.cache, device=args.device, tta=args.tta,
-                              overlap=args.overlap, holdout=args.holdout,
-                              dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
-                              winners=args.steps == "winners", progress=progress_line)
+    calibrated = run_calibration(args.data, args.teachers, args.out, volumes=args.volumes,
+                                 cache_dir=args.cache, device=args.device, tta=args.tta,
+                                 overlap=args.overlap, holdout=args.holdout,
+                                 dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
+                                 winners=args.steps == "winners", fusion=args.fusion,
+                                 progress=progress_line)
+    outcome, fusion = calibrated.outcome, calibrated.fusion
+    if fusion is not None:
+        oof = fusion["evidence"]["out_of_fold"]
+        weights = ", ".join(f"{n}={w:g}" for n, w in fusion["weights"].items())
+        print(f"fusion: {fusion['mode']} mean, weights {weights} ({fusion['label']}); the rule "
+              "and chain below were searched on the fused maps")
+        if oof:
+            print(f"  out-of-fold: fitted {oof['score']:.4f} vs equal-weight probability "
+                  f"{oof['equal_probability']:.4f}")
+        print(f"wrote {fusion['manifest']} (use it with predict --teachers)")
     result = outcome.search
     ranked = sorted(result.evaluated, key=lambda c: -c.mean)
     print(f"{len(result.evaluated)} candidates on {len(outcome.fit_ids)} volume(s) "
@@ -119,20 +134,8 @@ def run(args: argparse.Namespace) -> int:
         if not held["winner_holds_up"]:
             print("WARNING: the winner scores below the best fixed threshold on the held-back "
                   "volumes; consider more volumes or the fixed threshold.")
-    print(f"wrote {args.out}: {result.winner.candidate.describe()}")
-    if args.fusion:
-        from vesukit.calibrate.fusion import run_fusion
-
-        fusion = run_fusion(args.data, args.teachers, args.out, volumes=args.volumes,
-                            cache_dir=args.cache, device=args.device, tta=args.tta,
-                            overlap=args.overlap, dtype=args.cache_dtype, progress=progress_line)
-        oof = fusion["evidence"]["out_of_fold"]
-        weights = ", ".join(f"{n}={w:g}" for n, w in fusion["weights"].items())
-        print(f"fusion: {fusion['mode']} mean, weights {weights} ({fusion['label']})")
-        if oof:
-            print(f"  out-of-fold: fitted {oof['score']:.4f} vs equal-weight probability "
-                  f"{oof['equal_probability']:.4f}")
-        print(f"wrote {fusion['manifest']} (use it with predict --teachers)")
+    print(f"wrote {args.out}: {result.winner.candidate.describe()}; score on the "
+          f"{len(outcome.fit_ids)} fit volume(s) {result.winner.mean:.6f}")
     return 0
 
 
@@ -162,5 +165,6 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
         for row in sorted(oof.ablation, key=lambda r: -r["delta"]):
             print(f"  {row['step']:28s} {row['with']:7.4f} {row['without']:8.4f} "
                   f"{row['delta']:+8.4f}  {row['folds']}")
-    print(f"wrote {args.out}: {oof.final.winner.candidate.describe()}")
+    print(f"wrote {args.out}: {oof.final.winner.candidate.describe()}; score on the "
+          f"{sum(map(len, oof.folds))} volume(s) {oof.final.winner.mean:.6f}")
     return 0

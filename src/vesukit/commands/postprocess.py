@@ -37,9 +37,17 @@ def run(args: argparse.Namespace) -> int:
     from vesukit.decide import load_calibration
     from vesukit.decide.apply import postprocess_maps
     from vesukit.decide.calibration import preset_calibration
+    from vesukit.run_settings import check_disagreement, compare_fitted, mismatch_line, read_maps_provenance
 
     calibration = (preset_calibration(args.preset) if args.preset
                    else load_calibration(args.calibration))
+    where = f"preset {args.preset}" if args.preset else str(args.calibration or "the default decision")
+    # saved maps hold the mean only: a rule or step reading disagreement would silently do nothing
+    check_disagreement(calibration, where, args.maps)
+    made = read_maps_provenance(args.maps)
+    problems = compare_fitted(calibration.fitted_on, made) if made and calibration.fitted_on else []
+    if problems:
+        print(f"WARNING {mismatch_line(where, problems)}", file=sys.stderr)
     result = postprocess_maps(args.maps, calibration, args.out, data=args.data,
                               input_base=args.input_base, progress=progress_line)
     print(f"decision: {result.decision}")

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output OME-Zarr folder (OUT.zarr)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="calibration.json: also write the mask (fixed threshold; zero_border, close)")
-    add_tta_argument(parser)
+    add_tta_argument(parser, default=None, help_text="test-time augmentation (default: the "
+                     "calibration's, else each teacher's own, else none)")
     parser.add_argument("--chunk", type=int, nargs=3, default=[256, 256, 256], metavar=("Z", "Y", "X"),
                         help="output chunk = one task (256 256 256)")
     parser.add_argument("--scheduler", default="local",

@@ -123,6 +123,9 @@ class Calibration:
     postprocess: tuple[Mapping[str, Any], ...] = ()
     tta: str | None = None          # the TTA the calibration was fitted with; None: predict's own
     fusion: Fusion | None = None    # fitted fusion; None: probability mean, manifest weights
+    # what it was fitted on (teachers + checkpoint stamps, TTA per teacher, overlap, fusion,
+    # maps' source): vesukit.run_settings writes it and compares each run against it
+    fitted_on: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         from vesukit.decide.steps import check_steps
@@ -152,6 +155,8 @@ class Calibration:
             out["tta"] = self.tta
         if self.fusion is not None:
             out["fusion"] = self.fusion.to_json()
+        if self.fitted_on is not None:
+            out["fitted_on"] = dict(self.fitted_on)
         return out
 
     def describe(self) -> str:
@@ -196,7 +201,11 @@ class Calibration:
             raise CalibrationError(f"{where}: 'tta' is {tta!r}; expected one of "
                                    f"{', '.join(TTA_CHOICES)}.")
         fusion = Fusion.from_json(data["fusion"], where) if data.get("fusion") is not None else None
-        return cls(ThresholdRule(name, threshold), steps, tta, fusion)
+        fitted_on = data.get("fitted_on")
+        if fitted_on is not None and not isinstance(fitted_on, Mapping):
+            raise CalibrationError(f"{where}: 'fitted_on' must be an object (what `vesukit "
+                                   "calibrate` fitted on); remove it from a hand-written file.")
+        return cls(ThresholdRule(name, threshold), steps, tta, fusion, fitted_on)
 
 
 def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> dict:

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vesukit.decide import DEFAULT_THRESHOLD, Calibration, CalibrationError, binarize
+from vesukit.decide import DEFAULT_THRESHOLD, Calibration, binarize
 from vesukit.decide.steps import apply_postprocess
 from vesukit.errors import VesukitError
+from vesukit.run_settings import active_teachers, capped_tta, fitted_precision
 from vesukit.runtime.faults import inject
 
 log = logging.getLogger("vesukit.predict")
@@ -53,19 +54,15 @@ def describe_error(error: BaseException) -> str:
 
 
 def apply_fusion_weights(manifest, calibration: Calibration, where: str = "the calibration"):
-    """(manifest, notes): the manifest with the calibration's fitted fusion weights in place of
-    its own (unchanged without a fusion or without weights); notes say which teachers that
-    leaves out or cannot find. Raises CalibrationError if no teacher keeps a weight > 0."""
+    """(manifest, notes): the manifest with the weights in force (the calibration's fitted
+    fusion weights in place of its own, as :func:`vesukit.run_settings.active_teachers`
+    decides); notes say which teachers that leaves out or cannot find. Raises
+    CalibrationError if no teacher keeps a weight > 0."""
     if not calibration.overrides_weights:
         return manifest, []
-    fusion = calibration.fusion
-    weights, notes = fusion.teacher_weights({s.name: s.weight for s in manifest.teachers})
-    if not any(w > 0 for w in weights.values()):
-        raise CalibrationError(
-            f"{where}: its fusion weighs teachers {', '.join(fusion.weights)}, but none of them "
-            f"is in {manifest.root} (it holds {', '.join(weights)}); use the teachers the "
-            "calibration was fitted on, or re-run `vesukit calibrate --fusion` with these.")
-    specs = tuple(replace(spec, weight=weights[spec.name]) for spec in manifest.teachers)
+    active, _, notes = active_teachers(manifest, calibration, where)
+    weights = {spec.name: spec.weight for spec in active}
+    specs = tuple(replace(spec, weight=weights.get(spec.name, 0.0)) for spec in manifest.teachers)
     return replace(manifest, teachers=specs), notes
 
 
@@ -84,13 +81,15 @@ class VolumeComputer:
     """The loaded ensemble on one device."""
 
     def __init__(self, specs, models, device, calibration: Calibration, overlap: float,
-                 warn=log.warning):
+                 warn=log.warning, teacher_tta: dict | None = None):
         self.specs = {spec.name: spec for spec in specs}
         self.models = {spec.name: model for spec, model in zip(specs, models)}
         self.device = device
         self.calibration = calibration
         self.overlap = overlap
         self.warn = warn
+        self.teacher_tta = dict(teacher_tta or {})  # teacher -> resolved TTA (run_settings)
+        self.precision = fitted_precision(calibration)  # decide on the numbers it was fitted on
         self.dropped: dict[str, str] = {}
         self.failed_in_a_row: dict[str, list[str]] = {}  # name -> volume ids since its last success
 
@@ -149,6 +148,8 @@ class VolumeComputer:
             if probability is None:
                 failed.append(self.failed_on(name, volume_id, error))
                 continue
+            if self.precision.get("teacher_maps", "float32") != "float32":
+                probability = probability.to(getattr(torch, self.precision["teacher_maps"])).float()
             try:
                 inject("ensemble", volume_id)
                 accumulator.add(probability.to(target), self.specs[name].weight)
@@ -168,6 +169,8 @@ class VolumeComputer:
         except Exception as exc:  # noqa: BLE001
             raise StageError("ensemble", exc) from exc
         degraded = [f"without teacher '{n}' ({r})" for n, r in dropped_before.items()] + failed
+        if "mean" in self.precision:
+            maps = maps.rounded_mean(self.precision["mean"])
         if maps_dir is not None:
             try:
                 from vesukit.maps import save_map
@@ -255,6 +258,7 @@ class VolumeComputer:
         from vesukit.infer import predict_teacher
 
         spec, model = self.specs[name], self.models[name]
+        tta = capped_tta(self.teacher_tta.get(name, tta), tta)  # the budget may lower the run's
         attempts = [("as configured", self.device, None), ("with batch 1", self.device, 1)]
         if getattr(self.device, "type", "cpu") != "cpu":
             attempts.append(("on the CPU", torch.device("cpu"), 1))

@@ -28,8 +28,8 @@ from vesukit.data import find_competition_root, read_test_ids, read_volume_shape
 from vesukit.decide import load_calibration
 from vesukit.devices import resolve_device
 from vesukit.errors import UsageError, VesukitError
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.infer.tta import PRESETS
+from vesukit.run_settings import fit_mismatches, mismatch_line, resolve_run_settings, write_maps_provenance
 from vesukit.runtime.budget import DEFAULT_TIME_BUDGET
 from vesukit.runtime.compute import apply_fusion_weights, describe_error
 from vesukit.runtime.faults import inject
@@ -61,11 +61,11 @@ class PredictConfig:
     input_base: Path | None = None
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     workers: int | None = None        # None: one per visible GPU (1 on CPU)
-    tta: str | None = None            # None: the calibration's TTA, else "none"
+    tta: str | None = None            # None: resolved (vesukit.run_settings)
     calibration: Path | None = None
     workdir: Path | None = None       # run.json, masks/, state/; default: beside the zip
     audit: Path | None = None
-    overlap: float = DEFAULT_OVERLAP
+    overlap: float | None = None      # None: resolved (the calibration's, else DEFAULT_OVERLAP)
     time_budget: float = DEFAULT_TIME_BUDGET
     resume: bool = False
     save_maps: Path | None = None     # each volume's ensemble mean as <id>.npy (float16) here
@@ -80,8 +80,8 @@ class PredictConfig:
             raise UsageError(f"--tta {self.tta}: choose one of {', '.join(PRESETS)}.")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise UsageError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N.")
-        if (not isinstance(self.overlap, (int, float)) or isinstance(self.overlap, bool)
-                or not 0 <= self.overlap < 1):
+        if self.overlap is not None and (not isinstance(self.overlap, (int, float))
+                                         or isinstance(self.overlap, bool) or not 0 <= self.overlap < 1):
             raise UsageError(f"--overlap {self.overlap}: must be in [0, 1).")
         if self.workers is not None and (not isinstance(self.workers, int)
                                          or isinstance(self.workers, bool) or self.workers < 1):
@@ -187,9 +187,10 @@ class RunPlan:
     """What a predict run will do, decided once before any compute: the inputs (root, ids,
     shapes), the settings, the fingerprints a resume compares, and what a resume reuses."""
 
-    config: PredictConfig             # the settings (TTA resolved from the calibration)
+    config: PredictConfig             # the command's settings, TTA and overlap resolved
     calibration: object               # vesukit.decide.Calibration
-    tta_source: str                   # requested | calibration | default
+    settings: object                  # vesukit.run_settings.RunSettings: each setting and its origin
+    fit_problems: list[str]           # how this run differs from what the calibration was fitted on
     root: Path
     ids: list[str]                    # the scorer's ids, in test.csv order
     shapes: dict[str, tuple[int, int, int]]
@@ -216,17 +217,20 @@ def plan_run(config: PredictConfig, started: float) -> RunPlan:
 
     check_writable(Path(config.out))
     calibration = load_calibration(config.calibration)
-    # an explicit --tta wins; otherwise the TTA the calibration was fitted with
-    tta_source = "requested" if config.tta else "calibration" if calibration.tta else "default"
-    config = replace(config, tta=config.tta or calibration.tta or "none")
+    # one resolver decides TTA per teacher, overlap and the active teachers (vesukit.run_settings)
+    # checkpoint files are checked by loading them: a missing one drops that teacher only
+    declared = load_manifest(config.teachers, require_files=False)
+    settings = resolve_run_settings(declared, calibration if config.calibration else None,
+                                    tta=config.tta, overlap=config.overlap,
+                                    where=str(config.calibration))
+    fit_problems = fit_mismatches(calibration, settings, declared)
+    config = replace(config, tta=settings.run_tta, overlap=settings.overlap)
     root = find_competition_root(config.data, base=config.input_base)
     ids, notes = read_test_ids(root)
     shapes, shape_problems, shape_guesses = scan_shapes(root, ids)
     notes += shape_problems
-    # a fitted fusion's weights replace the manifest's (the run record says which were used);
-    # checkpoint files are checked by loading them: a missing one drops that teacher only
-    manifest, fusion_notes = apply_fusion_weights(
-        load_manifest(config.teachers, require_files=False), calibration, str(config.calibration))
+    # a fitted fusion's weights replace the manifest's (the run record says which were used)
+    manifest, fusion_notes = apply_fusion_weights(declared, calibration, str(config.calibration))
     notes += [f"{config.calibration}: {text}" for text in fusion_notes]
     devices = worker_devices(config.device, config.workers)
     workdir = config.resolved_workdir()
@@ -247,7 +251,7 @@ def plan_run(config: PredictConfig, started: float) -> RunPlan:
             elif why:
                 notes.append(f"--resume: volume '{volume_id}' is recomputed: {why}")
     margin = finish_margin(shapes)
-    return RunPlan(config, calibration, tta_source, root, ids, shapes, shape_guesses, manifest,
+    return RunPlan(config, calibration, settings, fit_problems, root, ids, shapes, shape_guesses, manifest,
                    devices, workdir, parts, run_fingerprint, stamps, resumed,
                    started + config.time_budget - margin, margin, notes)
 
@@ -296,6 +300,10 @@ def execute(plan: RunPlan, wall_start: float, progress_stream=None,
     record.data["fingerprint"] = {"run": plan.fingerprint, **plan.parts}
     record.data["shape_guesses"] = plan.shape_guesses
     record.data["finish_margin_seconds"] = round(plan.finish_margin, 3)
+    record.data["settings"] = plan.settings.to_json()
+    record.data["calibration_mismatch"] = plan.fit_problems
+    if config.save_maps is not None:
+        write_maps_provenance(config.save_maps, plan.settings, manifest)
     progress = Progress(len(ids), stream=progress_stream)
     warnings: list[str] = []
     states: dict[str, VolumeState] = dict(resumed)
@@ -315,9 +323,15 @@ def execute(plan: RunPlan, wall_start: float, progress_stream=None,
 
     for text in plan.notes:
         warn(text)
-    decision = f"decision: {calibration.describe()}; TTA applied: {config.tta} ({plan.tta_source})"
-    record.event(decision)
-    progress.note(decision)
+    # the TTA summary line is what the notebook's log and the Kaggle simulation look for
+    sources = sorted({plan.settings.sources[f"tta:{n}"] for n in plan.settings.teachers})
+    decision = (f"decision: {calibration.describe()}; TTA applied: {config.tta} "
+                f"({sources[0] if len(sources) == 1 else 'per teacher'})")
+    for line in [decision, *plan.settings.lines()]:
+        record.event(line)
+        progress.note(line)
+    if plan.fit_problems:
+        warn(mismatch_line(config.calibration, plan.fit_problems))
     fusion = fusion_line(manifest, calibration, config.calibration)
     record.event(fusion)
     progress.note(fusion)
@@ -333,7 +347,7 @@ def execute(plan: RunPlan, wall_start: float, progress_stream=None,
                         Path(config.audit) if config.audit is not None else None,
                         Path(config.save_maps) if config.save_maps is not None else None,
                         input_stamps=plan.stamps, warm_up=config.warm_up,
-                        fingerprint_parts=plan.parts)
+                        fingerprint_parts=plan.parts, teacher_tta=dict(plan.settings.tta))
     error: Exception | None = None
     watch = Watch()
     claims = None

@@ -36,7 +36,6 @@ from vesukit.runtime.compute import (
     NoTeacherLeft,
     StageError,
     VolumeComputer,
-    apply_fusion_weights,
     describe_error,
 )
 from vesukit.runtime.faults import inject
@@ -63,6 +62,7 @@ class WorkerSetup:
     input_stamps: dict = field(default_factory=dict)  # id -> input size+mtime (resume check)
     fingerprint_parts: dict = field(default_factory=dict)  # part -> hash (resume: what changed)
     warm_up: bool = True                     # one tiny forward pass per teacher first
+    teacher_tta: dict = field(default_factory=dict)  # teacher -> its resolved TTA (run_settings)
 
 
 OPEN = 0  # a ClaimTable slot nobody has claimed; worker w's claims hold w + 1
@@ -157,15 +157,15 @@ def load_teachers_tolerant(folder: Path, device, warn: Callable[[str], None],
     weigh 0 is not loaded). Returns the loaded specs and models, and name -> reason for the
     dropped ones.
     """
+    from vesukit.run_settings import active_teachers
     from vesukit.teachers import load_manifest, load_teacher
 
     manifest = load_manifest(folder, require_files=False)  # a missing file fails its load below
-    if calibration is not None:
-        manifest, _ = apply_fusion_weights(manifest, calibration)  # the pipeline warned once
+    # the one decision of which teachers run (weight > 0 after the fusion's weights); the
+    # pipeline logged the left-out ones once
+    active, _, _ = active_teachers(manifest, calibration)
     specs, models, failures = [], [], {}
-    for spec in manifest.teachers:
-        if spec.weight == 0:
-            continue  # switched off in the manifest; the pipeline logs it once
+    for spec in active:
         try:
             inject("load")
             models.append(load_teacher(spec, manifest.root, device=device))
@@ -195,7 +195,8 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup, claims: C
     device = resolve_device(device_name)
     calibration = Calibration.from_json(setup.calibration)
     specs, models, failures = load_teachers_tolerant(setup.teachers, device, warn, calibration)
-    computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn)
+    computer = VolumeComputer(specs, models, device, calibration, setup.overlap, warn=warn,
+                              teacher_tta=setup.teacher_tta)
     computer.dropped.update(failures)  # every volume's state says it ran without them
     if setup.warm_up:
         warm = computer.warm_up()

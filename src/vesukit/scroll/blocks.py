@@ -8,6 +8,8 @@ maps are combined by the same :class:`EnsembleAccumulator` predict uses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -39,7 +41,8 @@ def _run_pass(block: torch.Tensor, offset: tuple[int, ...], step: Pass, predicto
 
 
 def region_maps(volume, shape: tuple[int, int, int], region: tuple[slice, ...], specs, models, *,
-                device, tta: str = "none", overlap: float = DEFAULT_OVERLAP, batch_size: int | None = None):
+                device, tta: str | Mapping[str, str] = "none", overlap: float = DEFAULT_OVERLAP,
+                batch_size: int | None = None):
     """Ensemble maps over ``region`` of a ``shape`` volume that ``volume[box]`` reads from.
 
     Returns ``(maps, box_max)``; ``maps`` is None when every voxel the region depends on is 0
@@ -59,7 +62,8 @@ def region_maps(volume, shape: tuple[int, int, int], region: tuple[slice, ...], 
             passes = plans[spec.name]
             total = None
             for step in passes:
-                out = _run_pass(block, offset, step, predictor, spec, tta, batch_size)
+                level = tta[spec.name] if isinstance(tta, Mapping) else tta  # per teacher, resolved
+                out = _run_pass(block, offset, step, predictor, spec, level, batch_size)
                 total = out if total is None else total + out
             accumulator.add(total / len(passes) if len(passes) > 1 else total, spec.weight, spec.name)
             del block

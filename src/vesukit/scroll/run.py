@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from vesukit.errors import VesukitError
-from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.scroll.decision import ChunkDecision, load_decision
 from vesukit.scroll.plan import chunk_grid, chunk_region
 from vesukit.scroll.source import Source, find_source
@@ -37,14 +36,14 @@ class SegmentConfig:
     teachers: Path
     out: Path
     calibration: Path | None = None
-    tta: str = "none"
+    tta: str | None = None              # None: resolved (vesukit.run_settings), as predict does
     chunk: tuple[int, int, int] = (256, 256, 256)
     scheduler: str = "local"
     workers: int | None = None
     device: str = "auto"
     resume: bool = False
     level: int = 0
-    overlap: float = DEFAULT_OVERLAP
+    overlap: float | None = None        # None: resolved (the calibration's, else the default)
     dtype: str = "uint8"
     retries: int = 2
 
@@ -52,7 +51,7 @@ class SegmentConfig:
         from vesukit.errors import UsageError
         from vesukit.infer.tta import PRESETS
 
-        if not 0 <= self.overlap < 1:
+        if self.overlap is not None and not 0 <= self.overlap < 1:
             raise UsageError(f"--overlap {self.overlap}: must be in [0, 1).")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers {self.workers}: must be >= 1.")
@@ -64,7 +63,7 @@ class SegmentConfig:
             raise UsageError(f"--chunk {' '.join(map(str, self.chunk))}: three sizes, each >= 1.")
         if self.retries < 0:
             raise UsageError(f"--retries {self.retries}: must be >= 0.")
-        if self.tta not in PRESETS:
+        if self.tta is not None and self.tta not in PRESETS:
             raise UsageError(f"--tta {self.tta}: choose one of {', '.join(PRESETS)}.")
         if self.dtype not in ("uint8", "float16"):
             raise UsageError(f"--dtype {self.dtype}: choose uint8 or float16.")
@@ -78,7 +77,7 @@ class ChunkJob:
     store: OutputStore
     teachers: Path
     device: str
-    tta: str
+    tta: dict                           # active teacher -> TTA level (vesukit.run_settings)
     overlap: float
     decision: ChunkDecision | None
     threads: int = 0
@@ -137,12 +136,13 @@ def teachers_for(folder: Path, device: str, threads: int = 0):
         import torch
 
         from vesukit.devices import resolve_device
+        from vesukit.run_settings import active_manifest
         from vesukit.teachers import load_manifest, load_teacher
 
         if threads:
             torch.set_num_threads(threads)
         resolved = resolve_device(_worker_device(device))
-        manifest = load_manifest(folder)
+        manifest = active_manifest(load_manifest(folder))  # weight-0 teachers are never loaded
         models = [load_teacher(spec, manifest.root, device=resolved).eval() for spec in manifest.teachers]
         _LOADED[key] = (list(manifest.teachers), models, resolved)
     return _LOADED[key]
@@ -186,10 +186,10 @@ def segment_chunk(index: tuple[int, ...], job: ChunkJob) -> dict:
 
 # --------------------------------------------------------------------------- client side
 
-def _fingerprint(config: SegmentConfig, source: Source, decision: ChunkDecision | None) -> dict:
+def _fingerprint(config: SegmentConfig, settings, source: Source, decision: ChunkDecision | None) -> dict:
     manifest = (Path(config.teachers) / "teachers.json").read_bytes()
-    return {"input": str(Path(source.path).resolve()), "array": source.array, "tta": config.tta,
-            "overlap": config.overlap, "chunk": list(config.chunk), "dtype": config.dtype,
+    return {"input": str(Path(source.path).resolve()), "array": source.array, "tta": dict(settings.tta),
+            "overlap": settings.overlap, "chunk": list(config.chunk), "dtype": config.dtype,
             "teachers": hashlib.sha256(manifest).hexdigest(),
             "decision": None if decision is None else {"threshold": decision.threshold,
                                                        "steps": [dict(s) for s in decision.steps]}}
@@ -197,11 +197,12 @@ def _fingerprint(config: SegmentConfig, source: Source, decision: ChunkDecision 
 
 def _check_teachers(folder: Path, shape, overlap: float) -> None:
     """Fail before any cluster starts if a teacher cannot run chunk by chunk."""
+    from vesukit.run_settings import active_manifest
     from vesukit.scroll.plan import teacher_passes
     from vesukit.teachers import load_manifest
 
     region = tuple(slice(0, min(n, 1)) for n in shape)
-    for spec in load_manifest(folder).teachers:
+    for spec in active_manifest(load_manifest(folder)).teachers:
         teacher_passes(spec, shape, region, overlap)
 
 
@@ -227,13 +228,32 @@ def local_workers(config: SegmentConfig) -> int:
     return 1
 
 
+def resolve_settings(config: SegmentConfig, progress=sys.stderr):
+    """TTA per teacher and overlap as predict resolves them (the calibration's TTA included);
+    printed with their origins, and one warning line if the calibration was fitted otherwise."""
+    from vesukit.decide import load_calibration
+    from vesukit.run_settings import fit_mismatches, mismatch_line, resolve_run_settings
+    from vesukit.teachers import load_manifest
+
+    manifest = load_manifest(config.teachers)
+    calibration = load_calibration(config.calibration) if config.calibration else None
+    settings = resolve_run_settings(manifest, calibration, tta=config.tta, overlap=config.overlap)
+    for line in settings.lines():
+        print(line, file=progress, flush=True)
+    problems = fit_mismatches(calibration, settings, manifest) if calibration else []
+    if problems:
+        print(f"WARNING {mismatch_line(config.calibration, problems)}", file=progress, flush=True)
+    return settings
+
+
 def run_segment(config: SegmentConfig, progress=sys.stderr) -> SegmentResult:
     source = find_source(config.input, config.level)
     shape = tuple(int(n) for n in source.open().shape)
     decision = load_decision(config.calibration)
-    _check_teachers(config.teachers, shape, config.overlap)
+    settings = resolve_settings(config, progress)
+    _check_teachers(config.teachers, shape, settings.overlap)
     store = OutputStore(Path(config.out), shape, tuple(config.chunk), config.dtype, decision is not None)
-    store.create(_fingerprint(config, source, decision), config.resume)
+    store.create(_fingerprint(config, settings, source, decision), config.resume)
     chunks = chunk_grid(shape, store.chunk)
     finished = store.finished() if config.resume else {}
     todo = [c for c in chunks if c not in finished]
@@ -242,8 +262,8 @@ def run_segment(config: SegmentConfig, progress=sys.stderr) -> SegmentResult:
     # Local workers share the cores (OMP_NUM_THREADS, when set, wins); remote ones keep torch's default.
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // n_workers)) \
         if config.scheduler == "local" else 0
-    job = ChunkJob(source, store, Path(config.teachers), config.device, config.tta, config.overlap, decision,
-                   threads)
+    job = ChunkJob(source, store, Path(config.teachers), config.device, dict(settings.tta), settings.overlap,
+                   decision, threads)
     start = time.perf_counter()
     if todo:
         client, cluster = _client(config, n_workers)

@@ -35,6 +35,11 @@ def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
     out = Path(out)
     if out.resolve() == manifest.root.resolve():
         raise UsageError(f"--out {out}: must differ from the teachers folder it packs.")
+    calibration_path = Path(calibration) if calibration else manifest.root / CALIBRATION_NAME
+    decision = None
+    if calibration or calibration_path.is_file():
+        decision = load_calibration(calibration_path)   # validated before it ships
+        check_fitted_on_these(decision, manifest, calibration_path)
     out.mkdir(parents=True, exist_ok=True)
     specs, rows = [], []
     for spec in manifest.teachers:
@@ -71,10 +76,15 @@ def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
         rows.append({"teacher": spec.name, "from": str(path), "to": target.name,
                      "bytes_before": before, "bytes_after": _size(target)})
     save_manifest(out, specs)
-    calibration_path = Path(calibration) if calibration else manifest.root / CALIBRATION_NAME
-    decision = None
-    if calibration or calibration_path.is_file():
-        decision = load_calibration(calibration_path)   # validated before it ships
+    if decision is not None:
+        if decision.fitted_on and decision.fitted_on.get("teachers"):
+            # the slim copies are other files: record theirs, so predict on Kaggle sees a match
+            from vesukit.run_settings import checkpoint_stamps
+
+            packed = load_manifest(out)
+            stamps = checkpoint_stamps(packed, list(decision.fitted_on["teachers"]))
+            decision = dataclasses.replace(decision, fitted_on={
+                **decision.fitted_on, "teachers": stamps, "packed_from": str(manifest.root)})
         atomic_write_bytes(out / CALIBRATION_NAME,
                            json.dumps(decision.to_json(), indent=1).encode())
     config = KernelConfig.from_env()
@@ -91,6 +101,24 @@ def pack_teachers(source, out, calibration=None, half: bool = False) -> dict:
                        (json.dumps(metadata, indent=2) + "\n").encode())
     return {"teachers": rows, "calibration": decision.describe() if decision else None,
             "dataset_id": metadata["id"], "out": str(out)}
+
+
+def check_fitted_on_these(decision, manifest, where) -> None:
+    """Refuse to ship a calibration fitted on other teachers (other names or checkpoints):
+    its score would not hold for the teachers it travels with."""
+    from vesukit.errors import VesukitError
+    from vesukit.run_settings import active_teachers, checkpoint_stamps, compare_fitted
+
+    if not decision.fitted_on or not decision.fitted_on.get("teachers"):
+        return
+    active, _, _ = active_teachers(manifest, decision, str(where))
+    now = {"teachers": checkpoint_stamps(manifest, [s.name for s in active])}
+    problems = compare_fitted({"teachers": decision.fitted_on["teachers"]}, now)
+    if problems:
+        raise VesukitError(
+            f"{where}: fitted on other teachers than {manifest.root} ({'; '.join(problems)}). "
+            f"Re-run `vesukit calibrate --teachers {manifest.root}` and pack that file, or pack "
+            "the teachers it was fitted on.")
 
 
 def _size(path: Path) -> int:

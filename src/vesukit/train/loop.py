@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vesukit.infer.settings import DEFAULT_OVERLAP
 from vesukit.train import TrainError
 from vesukit.train.checkpoint import STATE, load_training_state, restore_optimizer, save_training_state
 from vesukit.train.monitor import Limits, Monitor
@@ -63,7 +64,9 @@ class TrainConfig:
     decline: int = 2
     min_delta: float = 1e-4
     eval_threshold: float = 0.5
-    eval_overlap: float = 0.25
+    # the held-back score runs the student as predict runs it by default (its overlap, its TTA)
+    eval_overlap: float = DEFAULT_OVERLAP
+    eval_tta: str = "none"
     amp: bool = True
     limits: Limits = field(default_factory=Limits)
 
@@ -158,14 +161,16 @@ def _autocast(device: torch.device, enabled: bool):
 
 def evaluate(model, spec, held_back: Sequence[HeldBack], config: TrainConfig, device,
              monitor: Monitor, stage: str, step: int | None = None) -> dict:
-    """Exact local score of each held-back volume, thresholded at ``eval_threshold``."""
+    """Exact local score of each held-back volume, thresholded at ``eval_threshold``, the
+    student run with predict's overlap and ``eval_tta``."""
     from vesukit.infer import predict_teacher
 
     scores, components, warned = {}, {}, []
     with torch.inference_mode():
         for item in held_back:
             prob = predict_teacher(item.image, model, spec, device=device,
-                                   overlap=config.eval_overlap).float().cpu().numpy()
+                                   overlap=config.eval_overlap,
+                                   tta=config.eval_tta).float().cpu().numpy()
             mask = (prob >= config.eval_threshold).astype(np.uint8)
             scores[item.volume_id] = item.prepared.score(mask).score
             message, values = monitor.components(mask, item.label, item.volume_id, stage, step)

@@ -86,10 +86,14 @@ def write_student(out: str | Path, spec, model, result: TrainResult, config: Tra
 
 def run_training(data, out, spec, config: TrainConfig, *, teachers=None, volumes: int | None = None,
                  holdout: float = 0.25, device: str = "auto", resume: bool = False,
-                 initial_weights=None, cache_dir=None, tta: str = "none", overlap: float = 0.5,
+                 initial_weights=None, cache_dir=None, tta: str | None = None,
+                 overlap: float | None = None,
                  dtype: str = "float16", label_weight: float = 0.5, gamma: float = 1.0,
                  progress: Callable[[str], None] | None = None, on_epoch=None):
-    """Train from labels (``teachers=None``) or distil from ``teachers``; write ``out``."""
+    """Train from labels (``teachers=None``) or distil from ``teachers``; write ``out``.
+
+    The teachers run as predict runs them (vesukit.run_settings: active teachers, TTA per
+    teacher, overlap; ``tta``/``overlap`` None: resolved)."""
     from vesukit.data import find_competition_root
     from vesukit.devices import resolve_device
 
@@ -104,16 +108,21 @@ def run_training(data, out, spec, config: TrainConfig, *, teachers=None, volumes
         provenance["targets"] = "labels"
     else:
         from vesukit.calibrate.cache import build_cache
+        from vesukit.run_settings import active_manifest, resolve_run_settings
         from vesukit.teachers import load_manifest
 
-        manifest = load_manifest(teachers)
+        declared = load_manifest(teachers)
+        settings = resolve_run_settings(declared, None, tta=tta, overlap=overlap)
+        manifest = active_manifest(declared)
         cache_dir = Path(cache_dir) if cache_dir else out / "distill-cache"
-        cache = build_cache(cache_dir, root, manifest, train_ids, device=str(device), tta=tta,
-                            overlap=overlap, dtype=dtype, progress=progress)
+        cache = build_cache(cache_dir, root, manifest, train_ids, device=str(device),
+                            tta=dict(settings.tta), overlap=settings.overlap, dtype=dtype,
+                            progress=progress)
         train_volumes = distill_volumes(root, train_ids, cache, label_weight=label_weight,
                                         gamma=gamma)
         provenance.update(targets="ensemble", teachers=str(Path(teachers).resolve()),
-                          teacher_names=[s.name for s in manifest.teachers], tta=tta,
+                          teacher_names=[s.name for s in manifest.teachers], tta=dict(settings.tta),
+                          overlap=settings.overlap,
                           label_weight=label_weight, confidence_gamma=gamma, cache=str(cache_dir))
     held = held_back_volumes(root, held_ids, progress)
     result, model = train_student(spec, train_volumes, out, config, held_back=held, device=device,

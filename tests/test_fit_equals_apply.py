@@ -1,0 +1,167 @@
+"""What calibrate fits is what predict applies: the score `calibrate` reports for its chosen
+decision on volumes V is the score `predict --calibration` then `score` give on V (to 1e-6),
+for a calibration fitted from the teachers (flip TTA, a fitted fusion, rule and chain searched
+on the fused maps) and for one fitted from the maps that predict saved with it.
+
+V are labelled train volumes that the root also lists as its test set, so the same commands a
+user runs (calibrate on train, predict on test, score against the labels) meet on one set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+import shutil
+
+import pytest
+
+pytest.importorskip("torch")
+
+from tests.fixtures import unet3d_ensemble  # noqa: E402
+from vesukit.cli import main  # noqa: E402
+from vesukit.synth import make_competition_root  # noqa: E402
+
+SHAPES = ((16, 24, 24), (20, 20, 24), (16, 20, 28))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Three labelled volumes that are also the test set."""
+    root = make_competition_root(tmp_path_factory.mktemp("root"), n_test=0, n_train=3,
+                                 shapes=SHAPES, seed=11)
+    with open(root / "train.csv") as handle:
+        rows = list(csv.reader(handle))
+    for volume_id, _ in rows[1:]:
+        shutil.copy(root / "train_images" / f"{volume_id}.tif", root / "test_images")
+    with open(root / "test.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teachers")
+    unet3d_ensemble(folder, seeds=(0, 1), weights=(1.0, 1.0))
+    return folder
+
+
+def reported_score(printed: str) -> float:
+    """The score calibrate prints for the decision it wrote."""
+    found = re.findall(r"^wrote \S+: .*score on the \d+ (?:fit )?volume\(s\) ([0-9.]+)$",
+                       printed, re.MULTILINE)
+    assert found, printed
+    return float(found[-1])
+
+
+def predicted_score(root, teachers, calibration, folder, capsys, *extra) -> float:
+    out = folder / "submission.zip"
+    code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
+                 "--device", "cpu", "--calibration", str(calibration), "--no-warm-up",
+                 "--workdir", str(folder / "work"), *extra])
+    assert code == 0
+    capsys.readouterr()
+    assert main(["score", str(out), "--labels", str(root / "train_labels"), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["mean"]
+
+
+@pytest.fixture(scope="module")
+def from_teachers(root, teachers, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fit")
+    out = folder / "calibration.json"
+    printed = io.StringIO()  # a module fixture cannot take capsys
+    with contextlib.redirect_stdout(printed):
+        code = main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
+                     "--device", "cpu", "--tta", "flip", "--fusion", "--holdout", "0",
+                     "--steps", "basic", "--rules", "fixed,otsu", "--top-k", "1"])
+    assert code == 0
+    return out, reported_score(printed.getvalue())
+
+
+def test_calibration_from_teachers_scores_the_same_under_predict(root, teachers, from_teachers,
+                                                                 tmp_path, capsys):
+    calibration, reported = from_teachers
+    data = json.loads(calibration.read_text())
+    assert data["tta"] == "flip" and data["fusion"]["weights"]          # fitted, carried
+    assert data["fitted_on"]["tta"] == {"unet_0": "flip", "unet_1": "flip"}
+    assert set(data["fitted_on"]["teachers"]) == {"unet_0", "unet_1"}
+    assert reported > 0.05                                                # a real decision
+    got = predicted_score(root, teachers, calibration, tmp_path, capsys, "--save-maps",
+                          str(tmp_path / "maps"))
+    assert got == pytest.approx(reported, abs=1e-6)
+    record = json.loads((tmp_path / "work" / "run.json").read_text())
+    assert record["calibration_mismatch"] == []
+    assert record["settings"]["sources"]["tta:unet_0"] == "calibration"
+    assert record["settings"]["sources"]["fusion"] == "calibration"
+
+
+def test_calibration_from_saved_maps_scores_the_same_under_predict(root, teachers, from_teachers,
+                                                                   tmp_path, capsys):
+    calibration, _ = from_teachers
+    maps = tmp_path / "maps"
+    predicted_score(root, teachers, calibration, tmp_path / "first", capsys, "--save-maps", str(maps))
+    made = json.loads((maps / "maps.json").read_text())
+    assert made["tta"] == {"unet_0": "flip", "unet_1": "flip"}
+    out = tmp_path / "from-maps.json"
+    assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
+                 "--folds", "2", "--steps", "basic", "--rules", "fixed,otsu", "--top-k", "1"]) == 0
+    reported = reported_score(capsys.readouterr().out)
+    data = json.loads(out.read_text())
+    # the maps' TTA and fusion travel into the file, so predict makes the same maps again
+    assert data["tta"] == "flip"
+    assert data["fusion"]["mode"] == json.loads(calibration.read_text())["fusion"]["mode"]
+    assert data["fitted_on"]["maps"] == str(maps)
+    assert reported > 0.05
+    got = predicted_score(root, teachers, out, tmp_path / "second", capsys)
+    assert got == pytest.approx(reported, abs=1e-6)
+
+
+def test_explicit_flags_win_and_a_mismatch_is_one_warning_recorded(root, teachers, from_teachers,
+                                                                   tmp_path, capsys):
+    calibration, _ = from_teachers
+    out = tmp_path / "s.zip"
+    code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
+                 "--device", "cpu", "--calibration", str(calibration), "--no-warm-up",
+                 "--workdir", str(tmp_path / "work"), "--tta", "none", "--overlap", "0.25"])
+    assert code == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "was fitted on other teachers or settings" in line]
+    assert len(lines) == 1 and "TTA unet_0 flip->none" in lines[0] and "overlap 0.5->0.25" in lines[0]
+    record = json.loads((tmp_path / "work" / "run.json").read_text())
+    assert record["settings"]["sources"]["tta:unet_1"] == "cli"
+    assert record["settings"]["sources"]["overlap"] == "cli"
+    assert len(record["calibration_mismatch"]) == 2
+
+
+def test_pack_refuses_a_calibration_fitted_on_other_teachers(teachers, from_teachers, tmp_path,
+                                                            monkeypatch, capsys):
+    pytest.importorskip("safetensors")
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    calibration, _ = from_teachers
+    others = tmp_path / "others"
+    unet3d_ensemble(others, seeds=(0, 2))
+    assert main(["teachers", "pack", str(others), "--out", str(tmp_path / "d1"),
+                 "--calibration", str(calibration)]) == 1
+    err = capsys.readouterr().err
+    assert "fitted on other teachers" in err and "vesukit calibrate --teachers" in err
+    retrained = tmp_path / "retrained"
+    shutil.copytree(teachers, retrained)
+    unet3d_ensemble(tmp_path / "fresh", seeds=(5, 1))  # unet_0's file replaced by other weights
+    shutil.copy(tmp_path / "fresh" / "seed5" / "unet3d_resenc.safetensors",
+                retrained / "seed0" / "unet3d_resenc.safetensors")
+    assert main(["teachers", "pack", str(retrained), "--out", str(tmp_path / "d2"),
+                 "--calibration", str(calibration)]) == 1
+    assert "checkpoint(s) of unet_0 changed" in capsys.readouterr().err
+    # the teachers it was fitted on pack, and the shipped file matches the slim copies
+    dataset = tmp_path / "d3"
+    assert main(["teachers", "pack", str(teachers), "--out", str(dataset),
+                 "--calibration", str(calibration)]) == 0
+    from vesukit.decide import load_calibration
+    from vesukit.run_settings import fit_mismatches, resolve_run_settings
+    from vesukit.teachers import load_manifest
+
+    shipped = load_calibration(dataset / "calibration.json")
+    packed = load_manifest(dataset)
+    assert fit_mismatches(shipped, resolve_run_settings(packed, shipped), packed) == []
