@@ -14,20 +14,14 @@ from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     "first_place": {
-        "source": "1st place (0.627 private): border, dust < 20k, at most 40 sheets, per sheet "
-                  "oriented closing, height-map patching (< 64^2), closing, 2x2x2 plugging with "
-                  "an Euler guard, pasted without merging; fill holes; border again",
+        "source": "1st place (0.627 private), its code: jermmy19998/Vesuvius-Challenge-1st-reproduce, "
+                  "infer.py, _postprocess_cpu (the team's final notebook reproduced) with parse_args' "
+                  "defaults; reproduced voxel for voxel by the step first_place "
+                  "(vesukit.decide.first_place)",
         "threshold": 0.26,
         "postprocess": [
-            {"step": "zero_border", "width": 3},
-            {"step": "remove_small", "min_voxels": 20000},
-            {"step": "keep_sheets", "count": 40},
-            {"step": "sheet_close", "radius": 3, "thin": 1.5},
-            {"step": "patch_holes", "max_area": 4096},
-            {"step": "sheet_close", "radius": 3, "thin": 1.5},
-            {"step": "plug_holes", "passes": 2},
-            {"step": "fill_holes", "max_voxels": 0},
-            {"step": "zero_border", "width": 3},
+            {"step": "first_place", "border_width": 3, "min_voxels": 20000, "max_sheets": 40,
+             "max_patch": 64, "close_par": 7, "close_perp": 7},
         ],
         "missing": [],
     },
@@ -47,15 +41,18 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "Euler-number window tunnel check"],
     },
     "fifth_place": {
-        "source": "5th place (0.619): threshold 0.3, dust < 50k (6-connected) unless it touches "
-                  "3 faces, 13 rounds of tunnel filling with balls of radius clip(EDT + 1, 3.5, 7); "
-                  "the lowest probability a tunnel may be filled at is not published: 0.15 here",
+        "source": "5th place (0.619), from the write-up only (no public code): dust < 50k "
+                  "(6-connected) unless it touches 3 faces, 13 rounds of tunnel filling with balls "
+                  "of radius clip(EDT + 1, 3.5, 7). Its 0.3 thresholded a regressed signed "
+                  "distance, not a probability: the 0.3 here is a placeholder to calibrate, not "
+                  "the team's threshold. The lowest probability a tunnel may be filled at is not "
+                  "published: 0.15 here",
         "threshold": 0.3,
         "postprocess": [
             {"step": "remove_small", "min_voxels": 50000, "connectivity": 6, "keep_faces": 3},
             {"step": "fill_tunnels", "low": 0.15, "rounds": 13, "min_radius": 3.5, "max_radius": 7.0},
         ],
-        "missing": [],
+        "missing": ["the team's signed-distance output, which its 0.3 thresholds"],
     },
     "ninth_place": {
         "source": "9th place (0.6164): dust < 5000 (6-connected), gap and diagonal sandwich "
@@ -71,12 +68,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "missing": ["per-slice skeleton line reinforcement"],
     },
     "tenth_place": {
-        "source": "10th place: threshold 0.3, dust < 3000, 7 rounds of a 3x3x3 median filter "
-                  "per component",
+        "source": "10th place, its code: Sersasj/vesuvius-challenge-10th-solution, generate_oof.py, "
+                  "postprocess_mask_voxel (min_cc_volume 3000, median_iters 7) on probability > 0.3 "
+                  "(PRED_THRESHOLD_4TH_STAGE): 6-connected components under 3000 voxels dropped, "
+                  "each other one median-filtered 7 times (3^3, faces mirrored) alone, the results "
+                  "united",
         "threshold": 0.3,
         "postprocess": [
-            {"step": "remove_small", "min_voxels": 3000},
-            {"step": "median_filter", "rounds": 7, "size": 3},
+            {"step": "remove_small", "min_voxels": 3000, "connectivity": 6},
+            {"step": "median_filter", "rounds": 7, "size": 3, "connectivity": 6},
         ],
         "missing": [],
     },
