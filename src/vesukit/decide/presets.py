@@ -55,17 +55,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "missing": ["the team's signed-distance output, which its 0.3 thresholds"],
     },
     "ninth_place": {
-        "source": "9th place (0.6164): dust < 5000 (6-connected), gap and diagonal sandwich "
-                  "filling (5 passes), Gaussian sigma 1 re-thresholded at 0.5, 2x2 diagonal "
-                  "bridge; threshold not published: nnU-Net's argmax, 0.5",
+        "source": "9th place (0.6164), its code: TingYi028/Kaggle-vesuvius-9th, Inference.ipynb, "
+                  "apply_post_processing with the main cell's keywords (min_size 5000, line_norm, "
+                  "sandwich with 5 iterations, gaussian, dig2x2) after nnU-Net's argmax "
+                  "(probability 0.5 for two classes); reproduced voxel for voxel by the step "
+                  "ninth_place (vesukit.decide.ninth_place)",
         "threshold": 0.5,
         "postprocess": [
-            {"step": "remove_small", "min_voxels": 5000, "connectivity": 6},
-            {"step": "slice_gaps", "passes": 5},
-            {"step": "gaussian_rethreshold", "sigma": 1.0, "level": 0.5},
-            {"step": "diagonal_bridge", "axis": 0},
+            {"step": "ninth_place", "min_voxels": 5000, "line_radius": 1.5, "max_link": 30.0,
+             "max_angle": 45.0, "sandwich_rounds": 5, "max_gap": 3, "min_support": 9,
+             "sigma": 1.0, "level": 0.5, "final_dust": 10},
         ],
-        "missing": ["per-slice skeleton line reinforcement"],
+        "missing": [],
     },
     "tenth_place": {
         "source": "10th place, its code: Sersasj/vesuvius-challenge-10th-solution, generate_oof.py, "

@@ -39,6 +39,7 @@ from vesukit.decide.components import (  # noqa: F401 - label_components is used
     main_axis,
 )
 from vesukit.decide.first_place import first_place
+from vesukit.decide.ninth_place import ninth_place
 from vesukit.decide.sheets import kernels, patch_holes, plug_holes, sheet_close
 from vesukit.decide.tunnels import close_tunnels
 from vesukit.errors import VesukitError
@@ -387,6 +388,7 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "diagonal_bridge": diagonal_bridge,
     "median_filter": median_filter,
     "first_place": first_place,
+    "ninth_place": ninth_place,
 }
 
 
