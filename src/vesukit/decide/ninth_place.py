@@ -107,11 +107,12 @@ def _line_norm(volume: np.ndarray, axis: int, radius: float, max_link: float, ma
         block_labels = labels[octant]
         block_added = added[octant]
         for i in range(block.shape[axis]):
-            image = np.take(block, i, axis=axis)
+            at = tuple(i if a == axis else slice(None) for a in range(3))
+            image = block[at]
             if not image.any():
                 continue
             skeleton = skeletonize(image, method="lee").astype(bool)
-            _link_ends(skeleton, np.take(block_labels, i, axis=axis), max_link, max_angle, draw_line)
+            _link_ends(skeleton, block_labels[at], max_link, max_angle, draw_line)
             if not skeleton.any():
                 continue
             widened = ndimage.binary_dilation(skeleton, disk)
@@ -131,22 +132,27 @@ def _link_ends(skeleton: np.ndarray, labels: np.ndarray, max_link: float, max_an
     directions = np.array([_direction(skeleton, end) for end in ends])
     owner = labels[ends[:, 0], ends[:, 1]]
     has_direction = np.hypot(directions[:, 0], directions[:, 1]) != 0
+    # pairs that can match at all (same component, both with a direction, near enough): the
+    # exact tests below then run, as the team's do, only on these
+    offsets = ends[None, :, :] - ends[:, None, :]
+    near = (offsets ** 2).sum(axis=2) <= max_link * max_link
+    possible = near & (owner[:, None] == owner[None, :]) & has_direction[:, None] & has_direction[None, :]
+    np.fill_diagonal(possible, False)
     limit = math.radians(max_angle)
     used = np.zeros(len(ends), dtype=bool)
     for i in range(len(ends)):
         if used[i]:
             continue
         best, best_distance = -1, max_link
-        for j in np.flatnonzero((owner == owner[i]) & ~used):
-            if j == i:
-                continue
+        for j in np.flatnonzero(possible[i] & ~used):
             distance = float(np.linalg.norm(ends[i] - ends[j]))
-            if distance > max_link or not (has_direction[i] and has_direction[j]):
+            if distance > max_link:
                 continue
             toward = (ends[j] - ends[i]) / distance
             facing = float(np.dot(directions[i], toward)) > 0 and float(np.dot(directions[j], -toward)) > 0
-            opposed = math.acos(float(np.clip(np.dot(directions[i], -directions[j]), -1.0, 1.0))) < limit
-            if facing and opposed and distance < best_distance:
+            if not facing or distance >= best_distance:
+                continue
+            if math.acos(float(np.clip(np.dot(directions[i], -directions[j]), -1.0, 1.0))) < limit:
                 best, best_distance = j, distance
         if best >= 0:
             used[i] = used[best] = True
@@ -198,20 +204,23 @@ def _fill_gaps(volume: np.ndarray, max_gap: int, min_support: int) -> np.ndarray
 
 def _plane_count(volume: np.ndarray, axis: int) -> np.ndarray:
     """Set voxels among the 24 others of each voxel's 5 x 5 window normal to ``axis``."""
-    counts = volume.astype(np.int16)
+    counts = volume.view(np.uint8)
     for other in range(3):
         if other != axis:
             counts = _window_sum(counts, other, 2)
-    return counts - volume
+    return counts - volume.view(np.uint8)
 
 
 def _window_sum(values: np.ndarray, axis: int, reach: int) -> np.ndarray:
-    """Sum over ``2 * reach + 1`` along ``axis``, zero beyond the ends."""
-    widths = [(0, 0)] * values.ndim
-    widths[axis] = (reach + 1, reach)
-    running = np.cumsum(np.pad(values, widths), axis=axis, dtype=values.dtype)
+    """Sum over ``2 * reach + 1`` along ``axis``, zero beyond the ends (uint8: at most 25 here)."""
     n = values.shape[axis]
-    return _cut(running, axis, 2 * reach + 1, 2 * reach + 1 + n) - _cut(running, axis, 0, n)
+    total = values.copy()
+    for shift in range(1, reach + 1):
+        if shift >= n:
+            break
+        _cut(total, axis, 0, n - shift)[...] += _cut(values, axis, shift, n)
+        _cut(total, axis, shift, n)[...] += _cut(values, axis, 0, n - shift)
+    return total
 
 
 def _cut(array: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
