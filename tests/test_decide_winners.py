@@ -113,16 +113,17 @@ def test_first_place_blocks_each_sheet_against_everything_already_written():
     """A voxel next to an earlier sheet's repair (not to its original voxels) is not written."""
     from vesukit.decide import _first_place_kernels as kernels
 
+    shape = np.array([10, 10, 10])
     out = np.zeros((10, 10, 10), np.uint8)
     occupied = np.zeros((10, 10, 10), bool)
     first = np.zeros((10, 10, 10), np.uint8)
     first[2, 2:8, 2:8] = 1
     first[3, 5, 5] = 1                                           # a voxel its repair added
-    kernels.paste(out, occupied, first, np.zeros(3, np.int64))
+    kernels.paste(out.reshape(-1), occupied.reshape(-1), np.flatnonzero(first), shape)
     second = np.zeros((10, 10, 10), np.uint8)
     second[5, 2:8, 2:8] = 1                                      # 3 layers away from the sheet
     second[4, 5, 5] = 1                                          # touches only the repair voxel
-    kernels.paste(out, occupied, second, np.zeros(3, np.int64))
+    kernels.paste(out.reshape(-1), occupied.reshape(-1), np.flatnonzero(second), shape)
     assert out[4, 5, 5] == 0 and out[5, 2:8, 2:8].all()
     labels, count = ndimage.label(out, np.ones((3, 3, 3)))
     assert count == 2                                            # the sheets never touch
@@ -132,7 +133,7 @@ def test_first_place_closing_and_euler_match_scipy_and_scikit_image_at_the_faces
     from skimage.measure import euler_number
 
     from vesukit.decide import _first_place_kernels as kernels
-    from vesukit.decide.first_place import closing_offsets
+    from vesukit.decide.first_place import _closed, closing_offsets
 
     rng = np.random.default_rng(0)
     for trial in range(6):
@@ -142,7 +143,7 @@ def test_first_place_closing_and_euler_match_scipy_and_scikit_image_at_the_faces
         element = np.zeros((7, 7, 7), bool)
         element[tuple((offsets + 3).T)] = True
         expected = volume | ndimage.binary_closing(volume, element)
-        assert np.array_equal(kernels.closed(volume, offsets), expected)
+        assert np.array_equal(_closed(volume, offsets, kernels), expected)
         assert kernels.euler_6(volume) == euler_number(volume.astype(bool), connectivity=1)
 
 
@@ -201,3 +202,30 @@ def test_fifth_place_says_it_is_from_the_write_up_and_its_threshold_is_not_the_t
     assert "from the write-up" in source and "signed distance" in source
     assert "not the team's threshold" in source
     assert preset_calibration("fifth_place").rule.params["threshold"] == 0.3
+
+
+# --- calibrate --steps winners: the faithful chains are among the options ---------------------
+
+def test_winners_search_options_hold_the_faithful_chains_at_320():
+    import inspect
+
+    from vesukit.calibrate.search import RULE_GRID, chain_from, postprocess_options
+    from vesukit.decide.steps import STEPS
+
+    def with_defaults(step):
+        defaults = {name: p.default for name, p in inspect.signature(STEPS[step["step"]]).parameters.items()
+                    if name not in ("mask", "maps")}
+        return {**defaults, **step}
+
+    options = postprocess_options(320 ** 3, winners=True)
+    thresholds = {params["threshold"] for params in RULE_GRID["fixed"]}
+    for preset, slots in (("first_place", ("first_place",)), ("ninth_place", ("ninth_place",)),
+                          ("tenth_place", ("remove_small", "median_filter"))):
+        assert PRESETS[preset]["threshold"] in thresholds
+        chosen = dict.fromkeys(options)
+        for slot, step in zip(slots, PRESETS[preset]["postprocess"]):
+            option = next(o for o in options[slot] if o is not None
+                          and with_defaults({"step": slot, **o}) == with_defaults(step))
+            chosen[slot] = option
+        chain = chain_from(chosen)
+        assert [with_defaults(step) for step in chain] == [with_defaults(s) for s in PRESETS[preset]["postprocess"]]

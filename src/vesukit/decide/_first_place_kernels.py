@@ -13,38 +13,55 @@ from numba import njit
 _JIT = dict(cache=True, nogil=True)
 
 
-@njit(**_JIT)
-def closed(sheet, offsets):
-    """``sheet | closing(sheet)`` with the element ``offsets`` (k, 3), centre included, symmetric.
+SHEET, DILATED, OUTSIDE = 1, 2, 4
 
-    scipy's ``binary_closing`` with its default border: the dilation stops at the array's edge
-    and the erosion counts everything beyond it as empty, so a voxel whose element leaves the
-    array is not added. Work in proportion to the sheet's voxels times the element.
+
+@njit(**_JIT)
+def closed(padded, voxels, offsets, faces):
+    """``sheet | closing(sheet)``, in place on ``padded`` (flat uint8), returned as its flags.
+
+    ``padded``: the crop framed by ``reach`` voxels marked OUTSIDE, its sheet voxels marked
+    SHEET; ``voxels``: their flat indices; ``offsets``: the element's flat offsets in the padded
+    frame, symmetric, centre included, ordered rim first. scipy's ``binary_closing`` with its
+    default border: the dilation stops at the array's edge and the erosion counts everything
+    beyond it as empty, so a voxel whose element leaves the array is not added. Work in
+    proportion to the sheet's voxels times the element. ``faces``: the 6 face neighbours' flat
+    offsets. A voxel whose 6 face neighbours are all sheet adds nothing to the dilation (each
+    offset, shortened by one along its longest axis, stays in the ellipsoid: a neighbour
+    covers it), so only the sheet's surface voxels scatter.
     """
-    n0, n1, n2 = sheet.shape
-    dilated = sheet.copy()
-    grown = []
-    for z in range(n0):
-        for y in range(n1):
-            for x in range(n2):
-                if sheet[z, y, x] == 0:
-                    continue
-                for k in range(offsets.shape[0]):
-                    a, b, c = z + offsets[k, 0], y + offsets[k, 1], x + offsets[k, 2]
-                    if 0 <= a < n0 and 0 <= b < n1 and 0 <= c < n2 and dilated[a, b, c] == 0:
-                        dilated[a, b, c] = 1
-                        grown.append((a, b, c))
-    out = sheet.copy()
-    for a, b, c in grown:
+    grown = np.empty(max(16, 4 * voxels.size), np.int64)
+    count = 0
+    for v in voxels:
+        inside = True
+        for f in faces:
+            if padded[v + f] != SHEET:
+                inside = False
+                break
+        if inside:
+            continue
+        for o in offsets:
+            w = v + o
+            if padded[w] == 0:
+                padded[w] = DILATED
+                if count == grown.size:
+                    bigger = np.empty(2 * grown.size, np.int64)
+                    bigger[:count] = grown[:count]
+                    grown = bigger
+                grown[count] = w
+                count += 1
+    added = np.zeros(count, np.bool_)
+    for i in range(count):
+        g = grown[i]
         keep = True
-        for k in range(offsets.shape[0]):
-            p, q, r = a + offsets[k, 0], b + offsets[k, 1], c + offsets[k, 2]
-            if not (0 <= p < n0 and 0 <= q < n1 and 0 <= r < n2) or dilated[p, q, r] == 0:
+        for o in offsets:
+            if padded[g + o] & (SHEET | DILATED) == 0:
                 keep = False
                 break
-        if keep:
-            out[a, b, c] = 1
-    return out
+        added[i] = keep
+    for i in range(count):
+        padded[grown[i]] = SHEET if added[i] else 0
+    return padded
 
 
 @njit(**_JIT)
@@ -179,21 +196,23 @@ def euler_6(volume):
 
 
 @njit(**_JIT)
-def paste(out, occupied, sheet, origin):
-    """Write ``sheet``'s voxels into ``out`` where ``occupied`` is clear, then mark the 3x3x3
-    neighbourhood of each written voxel as occupied: the next sheet is blocked against the
-    dilation of everything written so far, repairs included."""
-    n0, n1, n2 = out.shape
-    written = []
-    for z in range(sheet.shape[0]):
-        for y in range(sheet.shape[1]):
-            for x in range(sheet.shape[2]):
-                if sheet[z, y, x] and not occupied[z + origin[0], y + origin[1], x + origin[2]]:
-                    written.append((z + origin[0], y + origin[1], x + origin[2]))
-    for a, b, c in written:
-        out[a, b, c] = 1
-    for a, b, c in written:
+def paste(out, occupied, voxels, shape):
+    """Write the sheet's ``voxels`` (flat indices into the volume of ``shape``) into ``out``
+    where ``occupied`` is clear, then mark the 3x3x3 neighbourhood of each written voxel as
+    occupied: the next sheet is blocked against the dilation of everything written so far,
+    repairs included. ``out`` and ``occupied`` are flat."""
+    n0, n1, n2 = shape[0], shape[1], shape[2]
+    written = np.zeros(voxels.size, np.bool_)
+    for i in range(voxels.size):
+        if not occupied[voxels[i]]:
+            out[voxels[i]] = 1
+            written[i] = True
+    for i in range(voxels.size):
+        if not written[i]:
+            continue
+        v = voxels[i]
+        a, b, c = v // (n1 * n2), (v // n2) % n1, v % n2
         for p in range(max(a - 1, 0), min(a + 2, n0)):
             for q in range(max(b - 1, 0), min(b + 2, n1)):
                 for r in range(max(c - 1, 0), min(c + 2, n2)):
-                    occupied[p, q, r] = True
+                    occupied[(p * n1 + q) * n2 + r] = True

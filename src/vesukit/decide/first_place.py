@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 from vesukit._optional import optional_import
+from vesukit.decide.components import component_sizes, keep_labels, label_components
 from vesukit.errors import VesukitError
 
 # The team's 2x2x2 plug table: block patterns (bit 4z + 2y + x of the block's lowest corner)
@@ -116,15 +117,17 @@ def first_place(mask: np.ndarray, maps=None, border_width: int = 3, min_voxels: 
     table = plug_table()
     boxes = ndimage.find_objects(labels, max_label=min(count, int(max_sheets)))
     for index, box in enumerate(boxes, start=1):
-        repaired, origin = _repair_sheet(labels, index, box, int(border_width), int(max_patch),
-                                         int(close_par), int(close_perp), table, kernels)
-        kernels.paste(out, occupied, repaired, np.asarray(origin, dtype=np.int64))
+        repaired, origin = _repair_sheet(labels, index, box, int(max_patch), int(close_par),
+                                         int(close_perp), table, kernels)
+        local = np.nonzero(repaired)
+        voxels = np.ravel_multi_index(tuple(u + o for u, o in zip(local, origin)), volume.shape)
+        kernels.paste(out.reshape(-1), occupied.reshape(-1), voxels, np.array(volume.shape))
     out = _fill_enclosed(out)
     _zero_border(out, border_width)
     return out
 
 
-def _repair_sheet(labels, index, box, border_width, max_patch, close_par, close_perp, table, kernels):
+def _repair_sheet(labels, index, box, max_patch, close_par, close_perp, table, kernels):
     """One sheet, repaired on its crop: (the repaired crop, the crop's origin in the volume)."""
     shape = labels.shape
     margin = 3 * ((close_par - 1) // 2) + 3
@@ -134,7 +137,7 @@ def _repair_sheet(labels, index, box, border_width, max_patch, close_par, close_
     areas = [np.count_nonzero(sheet.any(axis=a)) for a in range(3)]
     axis = int(np.argmax(areas))
     offsets = closing_offsets(close_par, close_perp, axis)
-    closed = kernels.closed(sheet, offsets)
+    closed = _closed(sheet, offsets, kernels)
 
     covered = closed.any(axis=axis)
     heights = np.where(covered, np.argmax(closed, axis=axis) + low[axis], 0).astype(np.int32)
@@ -153,7 +156,7 @@ def _repair_sheet(labels, index, box, border_width, max_patch, close_par, close_
             high[axis] += widen[axis][1]
         patched = closed.copy()
         kernels.fill_columns(patched, axis, us, vs, lows, highs, low[axis], shape[axis])
-        patched = kernels.closed(patched, offsets)
+        patched = _closed(patched, offsets, kernels)
     fixed = kernels.plugged(patched, table, 2)
     holes_after = 1 - kernels.euler_6(fixed)
     if holes_after > 0:
@@ -161,6 +164,19 @@ def _repair_sheet(labels, index, box, border_width, max_patch, close_par, close_
         if holes_after > 1 - kernels.euler_6(unpatched):
             fixed = unpatched
     return fixed, low
+
+
+def _closed(sheet: np.ndarray, offsets: np.ndarray, kernels) -> np.ndarray:
+    """``sheet | closing(sheet)`` as scipy's ``binary_closing`` (see the kernel), uint8."""
+    reach = int(np.abs(offsets).max())
+    padded = np.pad(sheet.astype(np.uint8), reach, constant_values=kernels.OUTSIDE)
+    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
+    rim_first = offsets[np.argsort(-(offsets ** 2).sum(axis=1), kind="stable")]
+    flat = padded.reshape(-1)
+    faces = np.concatenate([strides, -strides])
+    kernels.closed(flat, np.flatnonzero(flat == kernels.SHEET), rim_first @ strides, faces)
+    inner = tuple(slice(reach, reach + n) for n in sheet.shape)
+    return np.ascontiguousarray(padded[inner] == kernels.SHEET).view(np.uint8)
 
 
 def _hole_patches(projection: np.ndarray, heights: np.ndarray, max_patch: int, kernels):
@@ -207,11 +223,8 @@ def _zero_border(volume: np.ndarray, width: int) -> None:
 
 def _drop_small_6(volume: np.ndarray, min_voxels: int) -> np.ndarray:
     """Keep the 6-connected components of at least ``min_voxels`` voxels."""
-    labels, count = ndimage.label(volume)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
+    labels, count = label_components(volume, 6)
+    return keep_labels(labels, component_sizes(labels, count) >= min_voxels).view(bool)
 
 
 def _fill_enclosed(volume: np.ndarray) -> np.ndarray:
