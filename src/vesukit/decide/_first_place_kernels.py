@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from vesukit.decide._kernels import all_marked
+
 _JIT = dict(cache=True, nogil=True)
 
 
@@ -52,13 +54,7 @@ def closed(padded, voxels, offsets, faces):
                 count += 1
     added = np.zeros(count, np.bool_)
     for i in range(count):
-        g = grown[i]
-        keep = True
-        for o in offsets:
-            if padded[g + o] & (SHEET | DILATED) == 0:
-                keep = False
-                break
-        added[i] = keep
+        added[i] = all_marked(padded, grown[i], offsets, SHEET | DILATED)
     for i in range(count):
         padded[grown[i]] = SHEET if added[i] else 0
     return padded

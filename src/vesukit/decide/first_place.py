@@ -47,7 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 from vesukit._optional import optional_import
-from vesukit.decide.components import component_sizes, keep_labels, label_components
+from vesukit.decide.components import clear_faces, component_sizes, keep_labels, label_components
 from vesukit.errors import VesukitError
 
 # The team's 2x2x2 plug table: block patterns (bit 4z + 2y + x of the block's lowest corner)
@@ -109,7 +109,7 @@ def first_place(mask: np.ndarray, maps=None, border_width: int = 3, min_voxels: 
     kernels = _kernels()
     _check(border_width, min_voxels, max_sheets, max_patch, close_par, close_perp)
     volume = np.asarray(mask) != 0
-    _zero_border(volume, border_width)
+    clear_faces(volume, int(border_width))
     volume = _drop_small_6(volume, int(min_voxels))
     labels, count = ndimage.label(volume, structure=np.ones((3, 3, 3), dtype=bool))
     out = np.zeros(volume.shape, dtype=np.uint8)
@@ -123,7 +123,7 @@ def first_place(mask: np.ndarray, maps=None, border_width: int = 3, min_voxels: 
         voxels = np.ravel_multi_index(tuple(u + o for u, o in zip(local, origin)), volume.shape)
         kernels.paste(out.reshape(-1), occupied.reshape(-1), voxels, np.array(volume.shape))
     out = _fill_enclosed(out)
-    _zero_border(out, border_width)
+    clear_faces(out, int(border_width))
     return out
 
 
@@ -208,17 +208,6 @@ def _hole_patches(projection: np.ndarray, heights: np.ndarray, max_patch: int, k
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty
     return tuple(np.concatenate([p[i] for p in pieces]).astype(np.int64) for i in range(4))
-
-
-def _zero_border(volume: np.ndarray, width: int) -> None:
-    if width <= 0:
-        return
-    for axis in range(volume.ndim):
-        index = [slice(None)] * volume.ndim
-        index[axis] = slice(0, width)
-        volume[tuple(index)] = 0
-        index[axis] = slice(max(volume.shape[axis] - width, 0), None)
-        volume[tuple(index)] = 0
 
 
 def _drop_small_6(volume: np.ndarray, min_voxels: int) -> np.ndarray:

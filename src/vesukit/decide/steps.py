@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from vesukit._arrays import map_array
 from vesukit.decide.components import (  # noqa: F401 - label_components is used by report.py
+    clear_faces,
     component_boxes,
     component_sizes,
     faces_touched,
@@ -50,14 +51,7 @@ _keep = keep_labels
 def zero_border(mask: np.ndarray, maps=None, width: int = 3) -> np.ndarray:
     """Clear ``width`` voxels at every face (the volumes carry a ~3-voxel zero border)."""
     out = mask.copy()
-    if width <= 0:
-        return out
-    for axis in range(out.ndim):
-        index = [slice(None)] * out.ndim
-        index[axis] = slice(0, width)
-        out[tuple(index)] = 0
-        index[axis] = slice(max(out.shape[axis] - width, 0), None)
-        out[tuple(index)] = 0
+    clear_faces(out, width)
     return out
 
 
