@@ -15,8 +15,10 @@ The steps, each with the solution it follows (docs/winners.md):
   ``sheet_close`` (oriented ellipsoid), ``patch_holes`` (height map), ``plug_holes`` (2x2x2
   lookup with an Euler-number guard);
 - ``fill_tunnels``: topology-guided tunnel filling (5th; :mod:`vesukit.decide.tunnels`);
-- ``slice_gaps``, ``gaussian_rethreshold`` and ``diagonal_bridge`` (9th); ``median_filter`` per
-  component (10th).
+- ``slice_gaps``, ``gaussian_rethreshold`` and ``diagonal_bridge`` (vesukit's own, after the
+  9th place's ablation); ``median_filter`` per component (10th, as its code);
+- ``first_place`` and ``ninth_place``: those teams' whole chains as their code runs them, voxel
+  for voxel (:mod:`vesukit.decide.first_place`, :mod:`vesukit.decide.ninth_place`).
 """
 
 from __future__ import annotations
