@@ -106,7 +106,7 @@ def test_a_preset_name_in_the_calibration_file_runs_through_predict(root, predic
                  "--workdir", str(tmp_path / "work")]) == 0
     record = json.loads((tmp_path / "work" / "run.json").read_text())
     assert record["tta"] == "none"
-    assert any("median_filter(rounds=7, size=3)" in e["message"] for e in record["events"])
+    assert any("median_filter(rounds=7, size=3, connectivity=6)" in e["message"] for e in record["events"])
 
 
 def test_postprocess_reads_npz_tif_and_falls_back_for_missing_maps(root, predicted, tmp_path,

@@ -89,7 +89,7 @@ DEFAULT_REQUIREMENTS = (
     Requirement("zarr", "zarr", ">=3", optional=True,
                 fallback="TIFF volumes only; zarr input is unavailable"),
     Requirement("numba", "numba", ">=0.60", optional=True,
-                fallback="the local scorer and the fill_tunnels step are unavailable; the per-sheet "
+                fallback="the local scorer and the fill_tunnels and first_place steps are unavailable; the per-sheet "
                          "post-processing steps run their slower numpy form"),
     Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.4",
                 optional=True, fallback="nnU-Net v2 teachers cannot be built"),

@@ -44,9 +44,11 @@ RULE_GRID: dict[str, list[dict]] = {
 # Post-processing slots in chain order; each option is a step's parameters or None (off).
 STEP_ORDER = ("zero_border", "drop_uncertain", "remove_small", "close", "fill_holes")
 # With the winners' steps (`vesukit calibrate --steps winners`, the command's default).
-WINNER_STEP_ORDER = ("zero_border", "drop_uncertain", "remove_small", "sheet_close",
-                     "patch_holes", "plug_holes", "fill_tunnels", "close", "median_filter",
-                     "fill_holes")
+# The faithful chains are whole steps (first_place, ninth_place) or remove_small + median_filter
+# (tenth_place); the fixed rule's grid holds their thresholds (0.26, 0.3, 0.5).
+WINNER_STEP_ORDER = ("zero_border", "drop_uncertain", "remove_small", "first_place", "ninth_place",
+                     "sheet_close", "patch_holes", "plug_holes", "fill_tunnels", "close",
+                     "median_filter", "fill_holes")
 
 
 def postprocess_options(voxels: int, winners: bool = False,
@@ -74,13 +76,17 @@ def postprocess_options(voxels: int, winners: bool = False,
         options["drop_uncertain"] = [None]
     if not winners:
         return {slot: options[slot] for slot in STEP_ORDER}
-    options["remove_small"] += [{"min_voxels": size(3e-4), "connectivity": 6}]
+    options["remove_small"] += [{"min_voxels": size(3e-4), "connectivity": 6},
+                                {"min_voxels": size(3000 / 320 ** 3), "connectivity": 6}]
     options.update({
+        # the teams' own chains, their dust sizes scaled from 320^3 to the volume
+        "first_place": [None, {"min_voxels": size(20000 / 320 ** 3)}],
+        "ninth_place": [None, {"min_voxels": size(5000 / 320 ** 3)}],
         "sheet_close": [None, {"radius": 3, "thin": 1.5}],
         "patch_holes": [None, {"max_area": max(4, int(0.04 * plane))}],
         "plug_holes": [None, {"passes": 2}],
         "fill_tunnels": [None, {"low": 0.15, "rounds": 13}],
-        "median_filter": [None, {"rounds": 3}],
+        "median_filter": [None, {"rounds": 3}, {"rounds": 7, "size": 3, "connectivity": 6}],
     })
     return {slot: options[slot] for slot in WINNER_STEP_ORDER}
 

@@ -54,17 +54,21 @@ def close_added(voxels, offsets, scratch):
         c = grown[i]
         if scratch[c] & OUTSIDE:
             continue
-        closed = True
-        for o in offsets:
-            if scratch[c + o] & (sheet | dilated) == 0:
-                closed = False
-                break
-        added[i] = closed
+        added[i] = all_marked(scratch, c, offsets, sheet | dilated)
     for v in voxels:
         scratch[v] = scratch[v] & OUTSIDE
     for i in range(count):
         scratch[grown[i]] = scratch[grown[i]] & OUTSIDE
     return grown[:count][added]
+
+
+@njit(**_JIT)
+def all_marked(scratch, c, offsets, bits):
+    """Whether every ``c + offset`` carries one of ``bits`` (the erosion test of a closing)."""
+    for o in offsets:
+        if scratch[c + o] & bits == 0:
+            return False
+    return True
 
 
 @njit(**_JIT)

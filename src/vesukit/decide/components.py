@@ -118,3 +118,15 @@ def _euler_block_table() -> np.ndarray:
 
 
 EULER_BLOCK_TABLE = _euler_block_table()
+
+
+def clear_faces(volume: np.ndarray, width: int) -> None:
+    """Zero ``width`` voxels at every face of ``volume``, in place."""
+    if width <= 0:
+        return
+    for axis in range(volume.ndim):
+        index = [slice(None)] * volume.ndim
+        index[axis] = slice(0, width)
+        volume[tuple(index)] = 0
+        index[axis] = slice(max(volume.shape[axis] - width, 0), None)
+        volume[tuple(index)] = 0

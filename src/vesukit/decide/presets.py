@@ -14,27 +14,24 @@ from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     "first_place": {
-        "source": "1st place (0.627 private): border, dust < 20k, at most 40 sheets, per sheet "
-                  "oriented closing, height-map patching (< 64^2), closing, 2x2x2 plugging with "
-                  "an Euler guard, pasted without merging; fill holes; border again",
+        "source": "1st place (0.627 private), its code: jermmy19998/Vesuvius-Challenge-1st-reproduce, "
+                  "infer.py, _postprocess_cpu (the team's final notebook reproduced) with parse_args' "
+                  "defaults; reproduced voxel for voxel by the step first_place "
+                  "(vesukit.decide.first_place)",
         "threshold": 0.26,
         "postprocess": [
-            {"step": "zero_border", "width": 3},
-            {"step": "remove_small", "min_voxels": 20000},
-            {"step": "keep_sheets", "count": 40},
-            {"step": "sheet_close", "radius": 3, "thin": 1.5},
-            {"step": "patch_holes", "max_area": 4096},
-            {"step": "sheet_close", "radius": 3, "thin": 1.5},
-            {"step": "plug_holes", "passes": 2},
-            {"step": "fill_holes", "max_voxels": 0},
-            {"step": "zero_border", "width": 3},
+            {"step": "first_place", "border_width": 3, "min_voxels": 20000, "max_sheets": 40,
+             "max_patch": 64, "close_par": 7, "close_perp": 7},
         ],
         "missing": [],
     },
     "second_place": {
-        "source": "2nd place (0.6225 private): hysteresis, anisotropic closing, dust < 1000, "
-                  "3 face voxels zeroed, per-component threshold escalation; hysteresis low/high "
-                  "not published (0.2-0.7 tried): 0.3/0.6 here",
+        "source": "2nd place (0.6225 private), NOT its code: vesukit's own chain after the "
+                  "write-up (hysteresis, anisotropic closing, dust < 1000, 3 face voxels zeroed, "
+                  "per-component threshold escalation; hysteresis 0.3/0.6 chosen here). The "
+                  "team's code (mariuskern/spiral_fitting, surface_detection/original_code/"
+                  "local-interpolation-interference.ipynb, run_inference) is a different "
+                  "algorithm, listed under missing; docs/winners.md",
         "threshold": 0.3,
         "postprocess": [
             {"step": "hysteresis", "low": 0.3, "high": 0.6},
@@ -43,40 +40,53 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"step": "zero_border", "width": 3},
             {"step": "split_merged", "max_layered": 0.2, "increment": 0.05},
         ],
-        "missing": ["per-component PCA height map, thickened to 5 and eroded to 3",
-                    "Euler-number window tunnel check"],
+        "missing": ["the team's chain: hysteresis 0.2/0.83 (alternatives at low 0.5/0.6/0.7), a "
+                    "3x1x1 Z-line closing, dust < 100 (6-connected), 3 face voxels zeroed, "
+                    "components < 1000 (26-connected), fill holes, crop 3",
+                    "Euler check on 80^3 cubes (overlap 40, border 8) and the PCA/griddata sheet "
+                    "fit (grid 80, thickness 3, smoothing 1; a random 5000-point subsample) "
+                    "accepted at Dice >= 0.75 and coverage >= 0.75, else the alternatives at "
+                    "Dice >= 0.45 and coverage >= 0.80",
+                    "components < 1000 again, pad back"],
     },
     "fifth_place": {
-        "source": "5th place (0.619): threshold 0.3, dust < 50k (6-connected) unless it touches "
-                  "3 faces, 13 rounds of tunnel filling with balls of radius clip(EDT + 1, 3.5, 7); "
-                  "the lowest probability a tunnel may be filled at is not published: 0.15 here",
+        "source": "5th place (0.619), from the write-up only (no public code): dust < 50k "
+                  "(6-connected) unless it touches 3 faces, 13 rounds of tunnel filling with balls "
+                  "of radius clip(EDT + 1, 3.5, 7). Its 0.3 thresholded a regressed signed "
+                  "distance, not a probability: the 0.3 here is a placeholder to calibrate, not "
+                  "the team's threshold. The lowest probability a tunnel may be filled at is not "
+                  "published: 0.15 here",
         "threshold": 0.3,
         "postprocess": [
             {"step": "remove_small", "min_voxels": 50000, "connectivity": 6, "keep_faces": 3},
             {"step": "fill_tunnels", "low": 0.15, "rounds": 13, "min_radius": 3.5, "max_radius": 7.0},
         ],
-        "missing": [],
+        "missing": ["the team's signed-distance output, which its 0.3 thresholds"],
     },
     "ninth_place": {
-        "source": "9th place (0.6164): dust < 5000 (6-connected), gap and diagonal sandwich "
-                  "filling (5 passes), Gaussian sigma 1 re-thresholded at 0.5, 2x2 diagonal "
-                  "bridge; threshold not published: nnU-Net's argmax, 0.5",
+        "source": "9th place (0.6164), its code: TingYi028/Kaggle-vesuvius-9th, Inference.ipynb, "
+                  "apply_post_processing with the main cell's keywords (min_size 5000, line_norm, "
+                  "sandwich with 5 iterations, gaussian, dig2x2) after nnU-Net's argmax "
+                  "(probability 0.5 for two classes); reproduced voxel for voxel by the step "
+                  "ninth_place (vesukit.decide.ninth_place)",
         "threshold": 0.5,
         "postprocess": [
-            {"step": "remove_small", "min_voxels": 5000, "connectivity": 6},
-            {"step": "slice_gaps", "passes": 5},
-            {"step": "gaussian_rethreshold", "sigma": 1.0, "level": 0.5},
-            {"step": "diagonal_bridge", "axis": 0},
+            {"step": "ninth_place", "min_voxels": 5000, "line_radius": 1.5, "max_link": 30.0,
+             "max_angle": 45.0, "sandwich_rounds": 5, "max_gap": 3, "min_support": 9,
+             "sigma": 1.0, "level": 0.5, "final_dust": 10},
         ],
-        "missing": ["per-slice skeleton line reinforcement"],
+        "missing": [],
     },
     "tenth_place": {
-        "source": "10th place: threshold 0.3, dust < 3000, 7 rounds of a 3x3x3 median filter "
-                  "per component",
+        "source": "10th place, its code: Sersasj/vesuvius-challenge-10th-solution, generate_oof.py, "
+                  "postprocess_mask_voxel (min_cc_volume 3000, median_iters 7) on probability > 0.3 "
+                  "(PRED_THRESHOLD_4TH_STAGE): 6-connected components under 3000 voxels dropped, "
+                  "each other one median-filtered 7 times (3^3, faces mirrored) alone, the results "
+                  "united",
         "threshold": 0.3,
         "postprocess": [
-            {"step": "remove_small", "min_voxels": 3000},
-            {"step": "median_filter", "rounds": 7, "size": 3},
+            {"step": "remove_small", "min_voxels": 3000, "connectivity": 6},
+            {"step": "median_filter", "rounds": 7, "size": 3, "connectivity": 6},
         ],
         "missing": [],
     },

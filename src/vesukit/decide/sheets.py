@@ -1,4 +1,7 @@
-"""The 1st place's per-sheet repairs: each sheet alone, pasted back without merging sheets.
+"""Per-sheet repairs after the 1st place's description: each sheet alone, pasted without merging.
+
+vesukit's own steps, written before the team's code was read; they differ from it (docs/winners.md).
+The team's chain itself is the step ``first_place`` (:mod:`vesukit.decide.first_place`).
 
 Each 26-connected component (a "sheet") is cut out with a margin, repaired on its own, and
 pasted back only where the output is empty within a 3x3x3 neighbourhood of the sheets placed

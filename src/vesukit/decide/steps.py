@@ -15,8 +15,10 @@ The steps, each with the solution it follows (docs/winners.md):
   ``sheet_close`` (oriented ellipsoid), ``patch_holes`` (height map), ``plug_holes`` (2x2x2
   lookup with an Euler-number guard);
 - ``fill_tunnels``: topology-guided tunnel filling (5th; :mod:`vesukit.decide.tunnels`);
-- ``slice_gaps``, ``gaussian_rethreshold`` and ``diagonal_bridge`` (9th); ``median_filter`` per
-  component (10th).
+- ``slice_gaps``, ``gaussian_rethreshold`` and ``diagonal_bridge`` (vesukit's own, after the
+  9th place's ablation); ``median_filter`` per component (10th, as its code);
+- ``first_place`` and ``ninth_place``: those teams' whole chains as their code runs them, voxel
+  for voxel (:mod:`vesukit.decide.first_place`, :mod:`vesukit.decide.ninth_place`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from scipy import ndimage
 
 from vesukit._arrays import map_array
 from vesukit.decide.components import (  # noqa: F401 - label_components is used by report.py
+    clear_faces,
     component_boxes,
     component_sizes,
     faces_touched,
@@ -38,6 +41,8 @@ from vesukit.decide.components import (  # noqa: F401 - label_components is used
     label_components,
     main_axis,
 )
+from vesukit.decide.first_place import first_place
+from vesukit.decide.ninth_place import ninth_place
 from vesukit.decide.sheets import kernels, patch_holes, plug_holes, sheet_close
 from vesukit.decide.tunnels import close_tunnels
 from vesukit.errors import VesukitError
@@ -48,14 +53,7 @@ _keep = keep_labels
 def zero_border(mask: np.ndarray, maps=None, width: int = 3) -> np.ndarray:
     """Clear ``width`` voxels at every face (the volumes carry a ~3-voxel zero border)."""
     out = mask.copy()
-    if width <= 0:
-        return out
-    for axis in range(out.ndim):
-        index = [slice(None)] * out.ndim
-        index[axis] = slice(0, width)
-        out[tuple(index)] = 0
-        index[axis] = slice(max(out.shape[axis] - width, 0), None)
-        out[tuple(index)] = 0
+    clear_faces(out, width)
     return out
 
 
@@ -318,28 +316,53 @@ def gaussian_rethreshold(mask: np.ndarray, maps=None, sigma: float = 1.0,
     return (smooth >= level).astype(np.uint8)
 
 
-def median_filter(mask: np.ndarray, maps=None, rounds: int = 7, size: int = 3) -> np.ndarray:
+def median_filter(mask: np.ndarray, maps=None, rounds: int = 7, size: int = 3,
+                  connectivity: int = 6) -> np.ndarray:
     """A ``size``^3 median filter, ``rounds`` times, on each component alone (10th place).
 
-    Per component, so a filter never joins two sheets; components are pasted back only where
-    no other component's voxel is adjacent. On a binary mask the median is the majority of
-    the window, computed with a box sum.
+    As the 10th place's ``postprocess_mask_voxel`` does it: components are ``connectivity``-
+    connected (6, scipy's default); each is filtered as if it were alone in the volume, the
+    volume mirrored at its faces (scipy's default ``reflect``), and the results are united (two
+    filtered components may touch). On a 0/1 mask the median is the window's majority.
     """
-    out = np.zeros_like(mask, dtype=np.uint8)
-    labels, count = label_components(mask)
-    majority = (int(size) ** 3) // 2 + 1
+    if connectivity not in (6, 26):
+        raise PostprocessError(f"postprocess step 'median_filter': connectivity must be 6 or 26, "
+                               f"got {connectivity}.")
+    if int(size) < 1 or int(size) % 2 == 0:
+        raise PostprocessError(f"postprocess step 'median_filter': size must be odd and >= 1, got {size}.")
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    labels, count = label_components(mask, int(connectivity))
+    reach = int(size) // 2
     for index, box in enumerate(component_boxes(labels, count), start=1):
         if box is None:
             continue
-        box = grow_box(box, int(rounds) * (int(size) // 2) + 1, mask.shape)
-        component = (labels[box] == index).astype(np.float32)
+        box = grow_box(box, int(rounds) * reach + 1, mask.shape)
+        faces = [(b.start == 0, b.stop == n) for b, n in zip(box, mask.shape)]
+        component = labels[box] == index
         for _ in range(int(rounds)):
-            votes = ndimage.uniform_filter(component, int(size), mode="constant") * int(size) ** 3
-            component = (votes >= majority - 0.5).astype(np.float32)
-        others = ndimage.binary_dilation((labels[box] != 0) & (labels[box] != index),
-                                         np.ones((3, 3, 3), bool))
-        out[box] |= ((component > 0) & ~others).astype(np.uint8)
+            component = _majority(component, reach, faces)
+        out[box] |= component.view(np.uint8)
     return out
+
+
+def _majority(block: np.ndarray, reach: int, faces) -> np.ndarray:
+    """The majority of each voxel's (2 * reach + 1)^3 window; the block mirrored (edge voxel
+    repeated) where it meets a volume face, empty elsewhere (the component never gets there)."""
+    counts = block.astype(np.int16)
+    for axis, (low_face, high_face) in enumerate(faces):
+        widths = [(0, 0)] * block.ndim
+        widths[axis] = (reach, reach)
+        padded = np.pad(counts, widths, mode="symmetric")
+        if not low_face:
+            np.moveaxis(padded, axis, 0)[:reach] = 0
+        if not high_face:
+            np.moveaxis(padded, axis, 0)[padded.shape[axis] - reach:] = 0
+        running = np.cumsum(padded, axis=axis, dtype=np.int16)
+        running = np.concatenate([np.zeros_like(np.take(running, [0], axis=axis)), running], axis=axis)
+        window = 2 * reach + 1
+        counts = np.take(running, np.arange(window, running.shape[axis]), axis=axis) - \
+            np.take(running, np.arange(0, running.shape[axis] - window), axis=axis)
+    return counts > ((2 * reach + 1) ** block.ndim) // 2
 
 
 # name -> step
@@ -360,6 +383,8 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "gaussian_rethreshold": gaussian_rethreshold,
     "diagonal_bridge": diagonal_bridge,
     "median_filter": median_filter,
+    "first_place": first_place,
+    "ninth_place": ninth_place,
 }
 
 

@@ -1,0 +1,121 @@
+"""The presets with public code against the teams' own code, side by side, same process, same mask.
+
+The teams' code is not in this repository: ``--reference DIR`` names a folder holding the
+functions reconstructed from the teams' public repositories (docs/winners.md says which and how):
+``first_ref.postprocess_cpu(mask)``, ``ninth_ref.apply_post_processing(mask)`` and
+``tenth_ref.postprocess_mask_voxel(mask)``. The mask: ``bench_decide_speed.make_probability``
+(a synthetic label through ``vesukit.synth_defects``) at ``--size``^3, thresholded at each
+preset's threshold with ``vesukit.decide.binarize``.
+
+vesukit runs the preset's chain (``apply_postprocess``), best of ``--repeat``, its numba kernels
+compiled first on a 64^3 volume (not counted). The team's code works on the whole volume once per
+sheet (1st) or component (10th); ``--team-limit N`` runs it on the first N of them only and scales
+its time by their count (said in the output), since the 10th place's takes about a minute per
+component at 320^3 on 2 cores. With the limit off (0) the two masks are compared too (Dice).
+The load average is printed before and after.
+
+    PYTHONPATH=src python -m benchmarks.bench_winners --reference /tmp/winners-ref [--size 320] \
+        [--presets first_place,ninth_place,tenth_place] [--team-limit N] [--repeat 1] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage
+
+from benchmarks.bench_decide_speed import make_probability
+from vesukit.decide.calibration import binarize
+from vesukit.decide.presets import PRESETS
+from vesukit.decide.steps import apply_postprocess
+
+TEAM = {"first_place": ("first_ref", "postprocess_cpu"),
+        "ninth_place": ("ninth_ref", "apply_post_processing"),
+        "tenth_place": ("tenth_ref", "postprocess_mask_voxel")}
+
+
+def team_units(preset: str, mask: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """The pieces the team's code loops over, as masks that hold only the first few of them,
+    and how many there are: sheets (26-connected, after its border and 6-connected dust, at
+    most 40) for the 1st place, components of >= 3000 voxels for the 10th. The 9th runs whole."""
+    if preset == "ninth_place":
+        return [], 0
+    volume = mask.astype(bool)
+    if preset == "first_place":
+        volume[:3], volume[-3:], volume[:, :3], volume[:, -3:], volume[:, :, :3], volume[:, :, -3:] = (0,) * 6
+        labels, count = ndimage.label(volume)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        big = sizes >= 20000
+        big[0] = False
+        volume = big[labels]
+        labels, count = ndimage.label(volume, np.ones((3, 3, 3)))
+        return [labels == i for i in range(1, min(count, 40) + 1)], min(count, 40)
+    labels, count = ndimage.label(volume)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    big = np.flatnonzero(sizes >= 3000)
+    big = big[big > 0]
+    return [labels == i for i in big], len(big)
+
+
+def best_of(repeat: int, function, *arguments) -> tuple[float, np.ndarray]:
+    times, out = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = function(*arguments)
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", required=True, help="folder of the reconstructed team functions")
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--presets", default="first_place,ninth_place,tenth_place")
+    parser.add_argument("--team-limit", type=int, default=0,
+                        help="run the team's code on this many sheets/components and scale (0: all)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--cache", default=None)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, args.reference)
+    print(f"load average before: {os.getloadavg()}")
+    probability = make_probability(args.size, cache=args.cache)
+    small = make_probability(64, cache=args.cache)
+    rows = []
+    for preset in args.presets.split(","):
+        chain = PRESETS[preset]["postprocess"]
+        threshold = PRESETS[preset]["threshold"]
+        apply_postprocess(binarize(small, threshold), chain)             # compile the kernels
+        mask = binarize(probability, threshold)
+        ours, out = best_of(args.repeat, apply_postprocess, mask, chain)
+        module_name, function_name = TEAM[preset]
+        team_function = getattr(importlib.import_module(module_name), function_name)
+        units, count = team_units(preset, mask)
+        if args.team_limit and count > args.team_limit:
+            subset = np.zeros_like(mask, dtype=bool)
+            for unit in units[:args.team_limit]:
+                subset |= unit
+            seconds, _ = best_of(1, team_function, subset.astype(np.uint8))
+            team = seconds * count / args.team_limit
+            note, agreement = f"{args.team_limit} of {count} units, scaled", "-"
+        else:
+            team, reference = best_of(1, team_function, mask.copy())
+            total = int(out.sum()) + int(reference.sum())
+            agreement = f"{2 * int(np.count_nonzero(out & (reference != 0))) / max(total, 1):.6f}"
+            note = f"all {count} units" if count else "whole volume"
+        rows.append((preset, ours, team, note, agreement))
+        print(f"{preset}: vesukit {ours:.2f} s, team {team:.2f} s ({note}), Dice {agreement}", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    print(f"\n| {args.size}³ volume | vesukit s | team's code s | team / vesukit | team run | Dice |")
+    print("|---|---:|---:|---:|---|---:|")
+    for preset, ours, team, note, agreement in rows:
+        print(f"| `{preset}` | {ours:.2f} | {team:.1f} | {team / ours:.1f}x | {note} | {agreement} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
