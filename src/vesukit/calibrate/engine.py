@@ -103,16 +103,20 @@ def chain_mask(volume: LabelledVolume, threshold: float, chain: Sequence[Mapping
 
 
 def evaluate_volume(volume: LabelledVolume, candidate: Candidate, threshold: float | None,
-                    exact: bool, token: str = "") -> tuple[float, float]:
-    """(threshold, score) of one candidate on one volume: the exact leaderboard score, or the
-    screening bound. Runs in this process or on a Dask worker; the same either way."""
+                    exact: bool, token: str = "") -> tuple[float, float, float]:
+    """(threshold, score, seconds) of one candidate on one volume: the exact leaderboard
+    score, or the screening bound. Runs in this process or on a Dask worker; the same either
+    way."""
+    start = time.perf_counter()
     if threshold is None:
         threshold = float(candidate.rule(volume.maps))
     mask = chain_mask(volume, threshold, candidate.postprocess, token)
     label = volume.label
     if exact or not hasattr(label, "bound"):
-        return threshold, float(label.score(mask).score)
-    return threshold, float(label.bound(mask).score)
+        value = float(label.score(mask).score)
+    else:
+        value = float(label.bound(mask).score)
+    return threshold, value, time.perf_counter() - start
 
 
 class _Progress:
@@ -163,6 +167,8 @@ class SearchEngine(Evaluator):
             self._placed: dict[str, tuple[Any, str]] = {}  # volume id -> (future, worker)
             self.token = uuid.uuid4().hex
             self.rescored = 0  # candidates screened, then rescored with the full scorer
+            # masks made and scored, and the seconds they took where they ran (worker time)
+            self.work = {"screened_masks": 0, "exact_masks": 0, "screened_s": 0.0, "exact_s": 0.0}
         self.screen = (not self.exhaustive) if screen is None else screen
 
     def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False):
@@ -188,7 +194,11 @@ class SearchEngine(Evaluator):
             threshold = self._thresholds.get((volume.volume_id, candidate.rule_key))
             if threshold is None or self._known(volume, threshold, candidate, exact) is None:
                 todo.append((volume, threshold))
-        for (volume, _), (threshold, value) in zip(todo, self._run(todo, candidate, exact)):
+        work = self._root.work
+        for (volume, _), (threshold, value, seconds) in zip(todo, self._run(todo, candidate, exact)):
+            kind = "exact" if exact else "screened"
+            work[f"{kind}_masks"] += 1
+            work[f"{kind}_s"] += seconds
             self._thresholds[(volume.volume_id, candidate.rule_key)] = threshold
             key = (volume.volume_id, round(threshold, 7), candidate.chain_key)
             (self._scores if exact else self._bounds)[key] = value
@@ -214,7 +224,7 @@ class SearchEngine(Evaluator):
             return self._bounds[key], False
         return None
 
-    def _run(self, todo, candidate, exact) -> list[tuple[float, float]]:
+    def _run(self, todo, candidate, exact) -> list[tuple[float, float, float]]:
         if not todo:
             return []
         if self.client is None:
@@ -281,6 +291,4 @@ def worker_count(client) -> int:
 
 def time_one_mask(volume: LabelledVolume, candidate: Candidate, exact: bool) -> float:
     """Seconds for one mask of ``candidate`` on ``volume`` from scratch (no cached prefix)."""
-    start = time.perf_counter()
-    evaluate_volume(volume, candidate, None, exact, token=uuid.uuid4().hex)
-    return time.perf_counter() - start
+    return evaluate_volume(volume, candidate, None, exact, token=uuid.uuid4().hex)[2]

@@ -141,7 +141,8 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
                             "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json(),
                             "search_engine": {"exhaustive": exhaustive, "scheduler": scheduler,
                                               "workers": n_workers,
-                                              "candidates_rescored_exactly": engine.rescored}}
+                                              "candidates_rescored_exactly": engine.rescored,
+                                              **engine.work}}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
     return oof
