@@ -12,7 +12,8 @@ What it changes is the cost of a candidate, never the decision:
   head beats every bound left. The decisions are those of the exhaustive search (every mask
   through the full scorer), which ``exhaustive=True`` runs.
 - **chain prefixes**: the masks after each step of a chain are kept (bit-packed, per volume)
-  so candidates that differ in a late step do not rerun the early, costly ones;
+  so candidates that differ in a late step do not rerun the early, costly ones, and a
+  screened mask rescored exactly is not made again;
 - **Dask**: with a client, each volume lives on one worker (scattered once) and a candidate is
   scored on all volumes at once; the per-volume function is the same as in one process and
   the mean is taken in volume order, so the results are identical.
@@ -86,8 +87,8 @@ def chain_mask(volume: LabelledVolume, threshold: float, chain: Sequence[Mapping
     keys = [(token, volume.volume_id, float(threshold), repr(chain[:n]))
             for n in range(len(chain) + 1)]
     done, mask = 0, None
-    for n in range(len(chain) - 1, 0, -1):  # the longest proper prefix already made
-        mask = cache.get(keys[n])
+    for n in range(len(chain), 0, -1):  # the longest prefix already made (the whole chain
+        mask = cache.get(keys[n])       # when a screened mask is rescored exactly)
         if mask is not None:
             done = n
             break
@@ -97,8 +98,7 @@ def chain_mask(volume: LabelledVolume, threshold: float, chain: Sequence[Mapping
         step = chain[n]
         mask = STEPS[step["step"]](mask, volume.maps,
                                    **{k: v for k, v in step.items() if k != "step"})
-        if n + 1 < len(chain):
-            cache.put(keys[n + 1], mask)
+        cache.put(keys[n + 1], mask)
     return np.asarray(mask, dtype=np.uint8)  # as apply_postprocess returns it
 
 
