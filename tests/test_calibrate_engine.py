@@ -4,11 +4,6 @@ chain-prefix reuse, Dask (local cluster and a real scheduler), progress with an 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +13,7 @@ import tifffile
 pytest.importorskip("numba")
 distributed = pytest.importorskip("distributed")
 
+from tests.dask_processes import scheduler_and_workers  # noqa: E402
 from vesukit.calibrate.engine import PrefixCache, SearchEngine, chain_mask  # noqa: E402
 from vesukit.calibrate.oof import out_of_fold  # noqa: E402
 from vesukit.calibrate.search import LabelledVolume, postprocess_options, search  # noqa: E402
@@ -141,30 +137,10 @@ def _calibrate(saved, out, *extra):
 def test_calibrate_on_a_running_scheduler_by_address_equals_one_process(saved, tmp_path, capsys):
     """The many-machines path: `dask scheduler`, `dask worker ADDRESS` (two, separate
     processes as on a cluster), then `calibrate --scheduler ADDRESS`."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    address_file = tmp_path / "scheduler.json"
-    dask = [sys.executable, "-m", "dask"]
-    started = [subprocess.Popen([*dask, "scheduler", "--port", "0", "--dashboard-address", ":0",
-                                 "--scheduler-file", str(address_file)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)]
-    try:
-        deadline = time.time() + 120
-        while not address_file.is_file() and time.time() < deadline:
-            assert started[0].poll() is None, "dask scheduler did not start"
-            time.sleep(0.2)
-        address = json.loads(address_file.read_text())["address"]
-        started.append(subprocess.Popen([*dask, "worker", address, "--nworkers", "2",
-                                         "--nthreads", "1", "--no-dashboard"], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True))
+    with scheduler_and_workers(tmp_path, workers=2) as address:
         with distributed.Client(address) as client:
             client.wait_for_workers(2, timeout=120)
         assert _calibrate(saved, tmp_path / "remote.json", "--scheduler", address) == 0
-    finally:
-        for process in started:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=60)
     err = capsys.readouterr().err
     assert "search on Dask: 2 worker(s)" in err
     assert _calibrate(saved, tmp_path / "alone.json", "--scheduler", "none") == 0
