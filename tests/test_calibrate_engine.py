@@ -105,6 +105,11 @@ def test_screened_search_makes_the_exhaustive_searchs_decisions(volumes):
     # not every candidate needed the full scorer, and those that did were counted
     assert 0 < engine.rescored < len(screened.evaluated)
     assert any(not c.exact for c in screened.evaluated)
+    # on 32^3 the bound costs about what the exact score does, so screening stops paying
+    # and the rest of the search scores exactly up front, with the same decisions
+    work = engine.work
+    assert work["screening_stopped_after"] is not None
+    assert work["screened_masks"] == work["screening_stopped_after"] < work["exact_masks"]
     exact_means = {c.candidate.key: c.mean for c in exhaustive.evaluated}
     for c in screened.evaluated:  # screened means bound the exact ones from above
         assert c.mean >= exact_means[c.candidate.key] - 1e-12 if not c.exact else \

@@ -3,9 +3,10 @@
 :class:`SearchEngine` is an :class:`~vesukit.calibrate.search.Evaluator` for the staged search.
 What it changes is the cost of a candidate, never the decision:
 
-- **screening** (unless ``exhaustive``): a mask is first scored with
+- **screening** (unless ``exhaustive``, and while it pays: :meth:`SearchEngine.screening_pays`):
+  a mask is first scored with
   :meth:`vesukit.metric.PreparedLabel.bound`, an upper bound on its leaderboard score made of
-  the exact surface Dice and VOI and a topology term bounded from Betti numbers alone. The
+  every term of the scorer exact but the dimension-1 matches, bounded by Betti numbers. The
   search rescores a candidate with the full scorer (the Betti matching is most of its time)
   only when its bound could change a decision: a descent trial whose bound does not beat the
   current best loses either way, and rankings are settled best bound first until the exact
@@ -39,6 +40,7 @@ from vesukit.decide import binarize
 from vesukit.decide.steps import STEPS
 
 PREFIX_CACHE_BYTES = 1 << 30  # per process: about 250 bit-packed 320^3 masks
+SCREEN_TRIAL = 40  # screened masks before judging whether screening pays
 
 
 class PrefixCache:
@@ -103,20 +105,22 @@ def chain_mask(volume: LabelledVolume, threshold: float, chain: Sequence[Mapping
 
 
 def evaluate_volume(volume: LabelledVolume, candidate: Candidate, threshold: float | None,
-                    exact: bool, token: str = "") -> tuple[float, float, float]:
-    """(threshold, score, seconds) of one candidate on one volume: the exact leaderboard
-    score, or the screening bound. Runs in this process or on a Dask worker; the same either
-    way."""
+                    exact: bool, token: str = "") -> tuple[float, float, float, float]:
+    """(threshold, score, seconds, of which scoring) of one candidate on one volume: the
+    exact leaderboard score, or the screening bound. Runs in this process or on a Dask
+    worker; the same either way."""
     start = time.perf_counter()
     if threshold is None:
         threshold = float(candidate.rule(volume.maps))
     mask = chain_mask(volume, threshold, candidate.postprocess, token)
+    scoring = time.perf_counter()
     label = volume.label
     if exact or not hasattr(label, "bound"):
         value = float(label.score(mask).score)
     else:
         value = float(label.bound(mask).score)
-    return threshold, value, time.perf_counter() - start
+    end = time.perf_counter()
+    return threshold, value, end - start, end - scoring
 
 
 class _Progress:
@@ -168,7 +172,9 @@ class SearchEngine(Evaluator):
             self.token = uuid.uuid4().hex
             self.rescored = 0  # candidates screened, then rescored with the full scorer
             # masks made and scored, and the seconds they took where they ran (worker time)
-            self.work = {"screened_masks": 0, "exact_masks": 0, "screened_s": 0.0, "exact_s": 0.0}
+            self.work = {"screened_masks": 0, "exact_masks": 0, "screened_s": 0.0, "exact_s": 0.0,
+                         "screened_scoring_s": 0.0, "rescored_masks": 0,
+                         "screening_stopped_after": None}
         self.screen = (not self.exhaustive) if screen is None else screen
 
     def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False):
@@ -186,21 +192,45 @@ class SearchEngine(Evaluator):
         self._root.rescored += 1
         return self.score(result.candidate, result.stage, exact=True)
 
+    def screening_pays(self) -> bool:
+        """Whether screening still saves time: a screened mask costs its bound, and the share
+        ``r`` of them rescored costs the exact scorer again, so it pays while
+        r < 1 - bound / exact (measured seconds, after ``SCREEN_TRIAL`` screened masks). When
+        the bound is too loose to spare the exact scorer, the search scores exactly up front
+        from then on; the decisions are the same either way."""
+        work = self._root.work
+        if work["screening_stopped_after"] is not None:
+            return False
+        if work["screened_masks"] < SCREEN_TRIAL or not work["exact_masks"]:
+            return True
+        bound_s = work["screened_scoring_s"] / work["screened_masks"]
+        exact_s = work["exact_s"] / work["exact_masks"]
+        if work["rescored_masks"] / work["screened_masks"] < 1 - bound_s / max(exact_s, 1e-9):
+            return True
+        work["screening_stopped_after"] = work["screened_masks"]
+        return False
+
     def score(self, candidate: Candidate, stage: str = "", exact: bool | None = None
               ) -> CandidateScore:
-        exact = (not self.screen) if exact is None else exact
+        if exact is None:
+            exact = not (self.screen and self.screening_pays())
         todo = []
         for volume in self.volumes:
             threshold = self._thresholds.get((volume.volume_id, candidate.rule_key))
             if threshold is None or self._known(volume, threshold, candidate, exact) is None:
                 todo.append((volume, threshold))
         work = self._root.work
-        for (volume, _), (threshold, value, seconds) in zip(todo, self._run(todo, candidate, exact)):
+        for (volume, _), (threshold, value, seconds, scoring) in zip(
+                todo, self._run(todo, candidate, exact)):
             kind = "exact" if exact else "screened"
             work[f"{kind}_masks"] += 1
             work[f"{kind}_s"] += seconds
             self._thresholds[(volume.volume_id, candidate.rule_key)] = threshold
             key = (volume.volume_id, round(threshold, 7), candidate.chain_key)
+            if exact:
+                work["rescored_masks"] += key in self._bounds
+            else:
+                work["screened_scoring_s"] += scoring
             (self._scores if exact else self._bounds)[key] = value
             self.masks_scored += 1
             if self._root is not self:
@@ -224,7 +254,7 @@ class SearchEngine(Evaluator):
             return self._bounds[key], False
         return None
 
-    def _run(self, todo, candidate, exact) -> list[tuple[float, float, float]]:
+    def _run(self, todo, candidate, exact) -> list[tuple[float, float, float, float]]:
         if not todo:
             return []
         if self.client is None:
