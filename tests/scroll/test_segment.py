@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.dask_processes import scheduler_and_workers
 from tests.scroll.conftest import CHUNK, SHAPE, one_volume_maps
 
 pytest.importorskip("distributed")
@@ -167,29 +168,11 @@ def test_an_existing_scheduler_by_address_gives_the_same_arrays(finished, teache
     """The README's many-machines path: `dask scheduler`, `dask worker ADDRESS`, then `segment
     --scheduler ADDRESS`, all separate processes as on a cluster (here on one machine)."""
     source, _ = volume_zarr
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    address_file = tmp_path / "scheduler.json"
-    dask = [sys.executable, "-m", "dask"]
-    started = [subprocess.Popen([*dask, "scheduler", "--port", "0", "--dashboard-address", ":0",
-                                 "--scheduler-file", str(address_file)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)]
-    try:
-        deadline = time.time() + 120
-        while not address_file.is_file() and time.time() < deadline:
-            assert started[0].poll() is None, "dask scheduler did not start"
-            time.sleep(0.2)
-        address = json.loads(address_file.read_text())["address"]
-        started.append(subprocess.Popen([*dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                         "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True))
+    with scheduler_and_workers(tmp_path, workers=1) as address:
         out = tmp_path / "remote.zarr"
         command = segment_cmd(source, teachers, out, "--calibration", calibration, "--scheduler", address)
         at = command.index("--workers")
         done = run_segment(*command[:at], *command[at + 2:])  # the cluster has its own workers
-    finally:
-        for process in started:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=60)
     assert "on 1 worker(s)" in done.stderr and "8 computed, 4 empty (skipped)" in done.stdout
     for array in ("0", "labels/mask/0"):
         np.testing.assert_array_equal(zarr.open_array(str(out / array), mode="r")[:],

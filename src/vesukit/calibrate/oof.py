@@ -76,20 +76,23 @@ class OutOfFold:
 
 def _best_plain_fixed(result: SearchResult) -> Candidate | None:
     pool = [c for c in result.evaluated
-            if c.candidate.rule.name == "fixed" and not c.candidate.postprocess]
+            if c.exact and c.candidate.rule.name == "fixed" and not c.candidate.postprocess]
     return max(pool, key=lambda c: c.mean).candidate if pool else None
 
 
 def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
                 grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
                 options: Mapping[str, list] | None = None, top_k: int = 3,
-                progress: Callable[[str], None] | None = None) -> OutOfFold:
-    """The out-of-fold search described in the module docstring."""
+                progress: Callable[[str], None] | None = None,
+                engine: Evaluator | None = None) -> OutOfFold:
+    """The out-of-fold search described in the module docstring (``engine``: an evaluator on
+    ``volumes`` whose kind the searches use, e.g. a screening SearchEngine; default: exact
+    scoring)."""
     say = progress or (lambda text: None)
     start = time.perf_counter()
     by_id = {v.volume_id: v for v in volumes}
     dealt = deal_folds(list(by_id), folds)
-    root = Evaluator(list(volumes))
+    root = engine if engine is not None else Evaluator(list(volumes))
     winner_scores: dict[str, float] = {}
     baseline_scores: dict[str, float] = {}
     fold_winners: list[str] = []
@@ -102,7 +105,7 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
         say(f"fold {index + 1}/{len(dealt)}: search on {len(fit_ids)} volume(s), judge on "
             f"{len(held_ids)}")
         result = search([by_id[i] for i in fit_ids], grid, options, top_k, shared=root)
-        held = Evaluator([by_id[i] for i in held_ids], root)
+        held = root.for_volumes([by_id[i] for i in held_ids], exact=True)
         winner = result.winner.candidate
         fold_winners.append(winner.describe())
         judged = held.score(winner, "out_of_fold")

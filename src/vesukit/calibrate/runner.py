@@ -53,12 +53,16 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                     device: str = "auto", tta: str | None = None, overlap: float | None = None,
                     holdout: float = 0.25, dtype: str = "float16", top_k: int = 3,
                     grid=None, winners: bool = False, fusion: bool = False,
-                    progress: Callable[[str], None] | None = None):
+                    progress: Callable[[str], None] | None = None,
+                    exhaustive: bool = False, scheduler: str = "local",
+                    workers: int | None = None):
     """Build (or reuse) the cache, search, write ``out``; returns what was chosen (Calibrated).
 
     With ``fusion``, the teachers' weights and mode are fitted (with the first search's rule),
     then the rule and chain are searched again on the fused maps, so the file holds a rule,
-    chain and fusion scored together, as predict applies them.
+    chain and fusion scored together, as predict applies them. Each search runs on
+    :class:`~vesukit.calibrate.engine.SearchEngine` (screened unless ``exhaustive``; on Dask
+    unless ``scheduler`` is "none").
     """
     from vesukit.calibrate.search import (
         RULE_GRID,
@@ -80,30 +84,33 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                   disagreement=disagreement)
     grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
 
-    def searched(volumes):
-        return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
-                                 options=options, top_k=top_k, progress=progress)
+    from vesukit.calibrate.engine import SearchEngine, dask_client
 
-    outcome = searched(prepared)
-    settings = run.settings
-    block = None
-    if fusion:
-        from vesukit.calibrate.fusion import fit_fusion, fuse_weights
+    settings, block = run.settings, None
+    with dask_client(scheduler, workers, progress) as client:
+        def searched(volumes):
+            engine = SearchEngine(volumes, exhaustive=exhaustive, client=client, progress=progress)
+            return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
+                                     options=options, top_k=top_k, progress=progress, engine=engine)
 
-        block = fit_fusion(run.cache, labels, outcome.fit_ids,
-                           outcome.search.winner.candidate.rule, progress)
-        weights = fuse_weights(run.cache, block)
-        if progress:
-            progress(f"rule and chain searched again on the fused maps ({block['mode']} mean)")
-        first = outcome.search.winner
-        outcome = searched([LabelledVolume(i, _fused(run.cache, i, weights, block["mode"]),
-                                           labels[i]) for i in run.ids])
-        # the first search only chose the rule the fusion was fitted with; the file's decision
-        # is the second search's, on the fused maps
-        block["evidence"]["rule_and_chain_before_fusion"] = {
-            "decision": first.candidate.describe(), "mean_on_fit_volumes": first.mean}
-        settings = replace(settings, fusion_mode=block["mode"],
-                           weights={n: w for n, w in block["weights"].items() if w > 0})
+        outcome = searched(prepared)
+        if fusion:
+            from vesukit.calibrate.fusion import fit_fusion, fuse_weights
+
+            block = fit_fusion(run.cache, labels, outcome.fit_ids,
+                               outcome.search.winner.candidate.rule, progress)
+            weights = fuse_weights(run.cache, block)
+            if progress:
+                progress(f"rule and chain searched again on the fused maps ({block['mode']} mean)")
+            first = outcome.search.winner
+            outcome = searched([LabelledVolume(i, _fused(run.cache, i, weights, block["mode"]),
+                                               labels[i]) for i in run.ids])
+            # the first search only chose the rule the fusion was fitted with; the file's
+            # decision is the second search's, on the fused maps
+            block["evidence"]["rule_and_chain_before_fusion"] = {
+                "decision": first.candidate.describe(), "mean_on_fit_volumes": first.mean}
+            settings = replace(settings, fusion_mode=block["mode"],
+                               weights={n: w for n, w in block["weights"].items() if w > 0})
     data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
     data_out["evidence"]["tta"] = dict(settings.tta)
@@ -206,20 +213,22 @@ def _median_voxels(volumes) -> int:
 def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None, folds: int = 3,
                               top_k: int = 3, grid=None, winners: bool = True,
                               budget_hours: float | None = None,
-                              progress: Callable[[str], None] | None = None):
+                              progress: Callable[[str], None] | None = None,
+                              exhaustive: bool = False, scheduler: str = "local",
+                              workers: int | None = None):
     """Saved maps + labels -> out-of-fold search -> ``out``; returns the OutOfFold result.
 
-    With ``budget_hours``, one mask of the first volume is timed (threshold, the longest
-    chain, the exact scorer) and the search takes only as many volumes (the first ones, in id
-    order) as the upper bound on its masks allows within the budget; the result says so.
+    The search runs on :class:`~vesukit.calibrate.engine.SearchEngine` (screened unless
+    ``exhaustive``; on Dask unless ``scheduler`` is "none"). With ``budget_hours``, one
+    mask of the first volume is timed (threshold, the longest chain, the scorer as the search
+    uses it) and the search takes only as many volumes (the first ones, in id order) as the
+    upper bound on its masks allows within the budget; the result says so.
     """
-    import time
-
+    from vesukit.calibrate.engine import SearchEngine, dask_client, worker_count
     from vesukit.calibrate.maps import map_volumes
-    from vesukit.calibrate.oof import budget_volumes, masks_per_volume_bound, out_of_fold
-    from vesukit.calibrate.search import RULE_GRID, Candidate, Evaluator, postprocess_options
+    from vesukit.calibrate.oof import out_of_fold
+    from vesukit.calibrate.search import RULE_GRID, postprocess_options
     from vesukit.data import find_competition_root
-    from vesukit.decide import ThresholdRule
     from vesukit.run_settings import read_maps_provenance
 
     out = Path(out)
@@ -229,29 +238,60 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     options = postprocess_options(_median_voxels(prepared), winners=winners, disagreement=False)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
     grid = without_disagreement(grid or RULE_GRID, progress)
-    budget = None
-    if budget_hours is not None:
-        longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
-                        for slot, opts in options.items() if any(o is not None for o in opts))
-        start = time.perf_counter()
-        Evaluator(prepared[:1]).score(Candidate(ThresholdRule(), longest))
-        per_mask = time.perf_counter() - start
-        bound = masks_per_volume_bound(grid, options, top_k, folds)
-        take = budget_volumes(len(prepared), per_mask, bound, budget_hours * 3600)
-        budget = {"hours": budget_hours, "seconds_per_mask_measured": per_mask,
-                  "masks_per_volume_bound": bound, "volumes_available": len(prepared),
-                  "volumes_searched": take,
-                  "estimated_hours_at_most": take * bound * per_mask / 3600}
-        if progress:
-            progress(f"budget {budget_hours} h: {per_mask:.2f} s per mask, at most {bound} masks "
-                     f"per volume -> searching {take} of {len(prepared)} volume(s)")
+    with dask_client(scheduler, workers, progress) as client:
+        n_workers = worker_count(client)
+        budget, take, planned = _search_budget(prepared, grid, options, top_k, folds, exhaustive,
+                                               budget_hours, n_workers, progress)
         prepared = prepared[:take]
-    oof = out_of_fold(prepared, folds, grid, options, top_k, progress)
+        engine = SearchEngine(prepared, exhaustive=exhaustive, client=client, progress=progress)
+        engine.plan(planned * len(prepared))
+        oof = out_of_fold(prepared, folds, grid, options, top_k, progress, engine=engine)
     oof.budget = budget
     data_out = oof.final.calibration().to_json()
     data_out.update(maps_settings(made, maps_dir))
     data_out["evidence"] = {"maps": str(maps_dir), "volumes": [v.volume_id for v in prepared],
-                            "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json()}
+                            "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json(),
+                            "search_engine": {"exhaustive": exhaustive, "scheduler": scheduler,
+                                              "workers": n_workers,
+                                              "candidates_rescored_exactly": engine.rescored,
+                                              **engine.work}}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
     return oof
+
+
+def _search_budget(prepared, grid, options, top_k, folds, exhaustive, budget_hours, workers,
+                   progress):
+    """(budget record or None, volumes to search, masks planned per volume).
+
+    Masks per volume are bounded by the staged search's candidates
+    (:func:`~vesukit.calibrate.oof.masks_per_volume_bound`); a screened search may rescore each
+    with the full scorer, so its bound counts every mask twice, screened and exact. Volumes
+    are spread over the workers.
+    """
+    from vesukit.calibrate.engine import time_one_mask
+    from vesukit.calibrate.oof import budget_volumes, masks_per_volume_bound
+    from vesukit.calibrate.search import Candidate
+    from vesukit.decide import ThresholdRule
+
+    bound = masks_per_volume_bound(grid, options, top_k, folds)
+    planned = bound if exhaustive else 2 * bound
+    if budget_hours is None:
+        return None, len(prepared), planned
+    longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
+                    for slot, opts in options.items() if any(o is not None for o in opts))
+    candidate = Candidate(ThresholdRule(), longest)
+    exact_s = time_one_mask(prepared[0], candidate, exact=True)
+    screen_s = 0.0 if exhaustive else time_one_mask(prepared[0], candidate, exact=False)
+    per_mask = (exact_s + screen_s) / workers  # one candidate on one volume, at most
+    take = budget_volumes(len(prepared), per_mask, bound, budget_hours * 3600)
+    budget = {"hours": budget_hours, "seconds_per_mask_measured": per_mask,
+              "seconds_per_exact_mask": exact_s, "seconds_per_screened_mask": screen_s,
+              "workers": workers, "masks_per_volume_bound": bound,
+              "volumes_available": len(prepared), "volumes_searched": take,
+              "estimated_hours_at_most": take * bound * per_mask / 3600}
+    if progress:
+        progress(f"budget {budget_hours} h: {screen_s:.2f} s per screened mask + {exact_s:.2f} s "
+                 f"exact, at most {bound} candidates per volume on {workers} worker(s) -> "
+                 f"searching {take} of {len(prepared)} volume(s)")
+    return budget, take, planned

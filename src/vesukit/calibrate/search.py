@@ -129,6 +129,7 @@ class CandidateScore:
     scores: dict[str, float]        # volume id -> leaderboard score
     thresholds: dict[str, float]    # volume id -> threshold the rule chose
     stage: str = ""
+    exact: bool = True              # False: screened, scores are upper bounds (calibrate/engine.py)
 
     @property
     def mean(self) -> float:
@@ -153,6 +154,7 @@ class CandidateScore:
             "min": self.worst,
             "scores": dict(self.scores),
             "thresholds": dict(self.thresholds),
+            "exact": self.exact,
         }
 
 
@@ -198,6 +200,16 @@ class Evaluator:
             scores[volume.volume_id] = self._scores[key]
             thresholds[volume.volume_id] = threshold
         return CandidateScore(candidate, scores, thresholds, stage)
+
+    def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False) -> Evaluator:
+        """An evaluator of the same kind on ``volumes``, sharing this one's caches (``exact``:
+        one that never screens, for judging)."""
+        return Evaluator(volumes, self)
+
+    def rescore_exactly(self, result: CandidateScore) -> CandidateScore:
+        """``result`` with exact scores. Here every score already is; a screening evaluator
+        (:class:`vesukit.calibrate.engine.SearchEngine`) returns upper bounds first."""
+        return result
 
 
 def rule_candidates(grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
@@ -250,6 +262,30 @@ class _Ledger:
             self.results[candidate.key] = self.evaluator.score(candidate, stage)
         return self.results[candidate.key]
 
+    def exact(self, result: CandidateScore) -> CandidateScore:
+        """``result`` rescored exactly if it was screened (its ledger entry replaced)."""
+        if not result.exact:
+            result = self.evaluator.rescore_exactly(result)
+            self.results[result.candidate.key] = result
+        return result
+
+    def exact_if_above(self, result: CandidateScore, floor: float) -> CandidateScore:
+        """Exact when its (upper-bound) mean exceeds ``floor``; at or below, it loses to
+        ``floor`` whether screened or exact, so the search decides as if all were exact."""
+        return self.exact(result) if result.mean > floor else result
+
+    def settle(self, predicate: Callable[[CandidateScore], bool] = lambda c: True,
+               count: int = 1) -> None:
+        """Rescore screened entries, highest bound first, until ``count`` exact means are at
+        least every remaining bound: the top ``count`` are then those of an all-exact search."""
+        exact_means: list[float] = []
+        for key in sorted((k for k, c in self.results.items() if predicate(c)),
+                          key=lambda k: -self.results[k].mean):
+            if len(exact_means) >= count and \
+                    self.results[key].mean < sorted(exact_means)[-count]:
+                break
+            exact_means.append(self.exact(self.results[key]).mean)
+
     def best(self, predicate: Callable[[CandidateScore], bool] = lambda c: True):
         pool = [c for c in self.results.values() if predicate(c)]
         # max keeps the first of equal means: earlier (simpler) candidates win ties
@@ -260,13 +296,14 @@ def _descend(ledger: _Ledger, rule: ThresholdRule, options: Mapping[str, list],
              start: Mapping[str, Mapping | None], passes: int = 2) -> dict:
     """Coordinate descent over the post-processing slots for one rule."""
     choice = dict(start)
-    best = ledger.score(Candidate(rule, chain_from(choice)), "postprocess")
+    best = ledger.exact(ledger.score(Candidate(rule, chain_from(choice)), "postprocess"))
     for _ in range(passes):
         improved = False
         for slot in options:
             for option in options[slot]:
                 trial = {**choice, slot: option}
-                result = ledger.score(Candidate(rule, chain_from(trial)), "postprocess")
+                result = ledger.exact_if_above(
+                    ledger.score(Candidate(rule, chain_from(trial)), "postprocess"), best.mean + 1e-12)
                 if result.mean > best.mean + 1e-12:
                     best, choice, improved = result, trial, True
         if not improved:
@@ -284,12 +321,15 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
     if options is None:
         voxels = int(np.median([np.prod(np.shape(v.maps.mean)) for v in volumes]))
         options = postprocess_options(voxels)
-    evaluator = Evaluator(volumes, shared)
+    evaluator = shared.for_volumes(volumes) if shared is not None else Evaluator(volumes)
     ledger = _Ledger(evaluator)
     say = progress or (lambda text: None)
 
     say(f"stage 1: {sum(len(v) for v in grid.values())} rule candidates")
     stage1 = [ledger.score(c, "rules") for c in rule_candidates(grid)]
+    ledger.settle(count=top_k)  # screened scores: make the ranking's head exact
+    ledger.settle(lambda c: c.candidate.rule.name == "fixed")
+    stage1 = [ledger.results[c.candidate.key] for c in stage1]
     ranked = sorted(stage1, key=lambda c: -c.mean)
     starts = ranked[:top_k]
     fixed = [c for c in ranked if c.candidate.rule.name == "fixed"]
@@ -306,8 +346,11 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
     say("stage 3: every rule with the best chain")
     for candidate in rule_candidates(grid, chain_from(best_choice)):
         ledger.score(candidate, "rules+chain")
-    winner = ledger.best()
-    best_fixed = ledger.best(lambda c: c.candidate.rule.name == "fixed")
+    for pool in (lambda c: True, lambda c: c.candidate.rule.name == "fixed",
+                 lambda c: c.candidate.rule.name == "fixed" and not c.candidate.postprocess):
+        ledger.settle(pool)  # the winners below (and out-of-fold's baseline) are exact
+    winner = ledger.best(lambda c: c.exact)
+    best_fixed = ledger.best(lambda c: c.exact and c.candidate.rule.name == "fixed")
     return SearchResult(winner, list(ledger.results.values()), best_fixed,
                         evaluator.masks_scored)
 
@@ -375,11 +418,15 @@ class CalibrationOutcome:
 def calibrate_volumes(volumes: Sequence[LabelledVolume], holdout: float = 0.0,
                       grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
                       options: Mapping[str, list] | None = None, top_k: int = 3,
-                      progress: Callable[[str], None] | None = None) -> CalibrationOutcome:
-    """Search on the fit volumes, then check the winner on the held-back ones."""
+                      progress: Callable[[str], None] | None = None,
+                      engine: Evaluator | None = None) -> CalibrationOutcome:
+    """Search on the fit volumes, then check the winner on the held-back ones (``engine``:
+    the evaluator whose kind and caches the search uses, e.g. a screening
+    :class:`vesukit.calibrate.engine.SearchEngine`; default: every mask scored exactly)."""
     by_id = {v.volume_id: v for v in volumes}
     fit_ids, held_ids = split_volumes(list(by_id), holdout)
-    result = search([by_id[i] for i in fit_ids], grid, options, top_k, progress=progress)
+    result = search([by_id[i] for i in fit_ids], grid, options, top_k, progress=progress,
+                    shared=engine)
     if held_ids:
         result.held_back = check_held_back(result, [by_id[i] for i in held_ids], grid)
     return CalibrationOutcome(result, fit_ids, held_ids)

@@ -62,6 +62,15 @@ def register(subparsers) -> None:
                         help="also fit the teachers' weights and fusion mode (probability or "
                         "logit mean) out-of-fold from the cached maps; written into the output "
                         "with the evidence, plus teachers.fused.json beside it")
+    parser.add_argument("--exhaustive", action="store_true",
+                        help="run the full scorer on every candidate; by default candidates are "
+                        "screened with an upper bound (surface Dice, VOI, Betti numbers) and only "
+                        "those that could change a decision get the full scorer (same decision)")
+    parser.add_argument("--scheduler", default="local", metavar="ADDRESS",
+                        help="'local' (a Dask LocalCluster here, default), a Dask scheduler "
+                        "address (tcp://host:8786) or 'none' (no Dask, one process)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="with --scheduler local: worker processes (default: one per core)")
     parser.set_defaults(handler=run)
 
 
@@ -88,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--holdout {args.holdout}: must be in [0, 1).")
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be >= 1.")
+    if args.workers is not None and (args.workers < 1 or args.scheduler != "local"):
+        raise UsageError(f"--workers {args.workers}: must be >= 1, and only with --scheduler local; "
+                         "an existing scheduler uses the workers started with it "
+                         "(`dask worker ADDRESS`).")
     from vesukit.calibrate.search import RULE_GRID
 
     grid = RULE_GRID
@@ -105,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                                  overlap=args.overlap, holdout=args.holdout,
                                  dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
                                  winners=args.steps == "winners", fusion=args.fusion,
-                                 progress=progress_line)
+                                 progress=progress_line, exhaustive=args.exhaustive,
+                                 scheduler=args.scheduler, workers=args.workers)
     outcome, fusion = calibrated.outcome, calibrated.fusion
     if fusion is not None:
         oof = fusion["evidence"]["out_of_fold"]
@@ -117,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{oof['equal_probability']:.4f}")
         print(f"wrote {fusion['manifest']} (use it with predict --teachers)")
     result = outcome.search
-    ranked = sorted(result.evaluated, key=lambda c: -c.mean)
+    ranked = sorted((c for c in result.evaluated if c.exact), key=lambda c: -c.mean)
     print(f"{len(result.evaluated)} candidates on {len(outcome.fit_ids)} volume(s) "
           f"({result.masks_scored} masks scored). Best:")
     for c in ranked[:8]:
@@ -145,7 +159,9 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
     oof = run_calibration_from_maps(args.maps, args.data, args.out, volumes=args.volumes,
                                     folds=args.folds, top_k=args.top_k, grid=grid,
                                     winners=args.steps == "winners",
-                                    budget_hours=args.budget_hours, progress=progress_line)
+                                    budget_hours=args.budget_hours, progress=progress_line,
+                                    exhaustive=args.exhaustive, scheduler=args.scheduler,
+                                    workers=args.workers)
     if oof.budget:
         b = oof.budget
         print(f"budget {b['hours']} h: {b['seconds_per_mask_measured']:.2f} s per mask, at most "

@@ -90,8 +90,10 @@ class Timings:
         return out
 
 
-def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None) -> Counts:
-    """(m_k, p_k, g_k) of one block (docs/metric.md section 11)."""
+def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None, *,
+                bound_dim1: bool = False) -> Counts:
+    """(m_k, p_k, g_k) of one block (docs/metric.md section 11). With ``bound_dim1``, m_1 is
+    its upper bound min(p_1, g_1) instead of the two image reductions (most of the cost)."""
     k = kernels()
     timings = timings or Timings()
     n0, n1, n2 = f.shape
@@ -116,7 +118,9 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None) ->
 
     m2 = timings.timed("dim2", dim2)
     m1 = 0
-    if f.betti[1] > 0 and g.betti[1] > 0:
+    if bound_dim1:
+        m1 = min(f.betti[1], g.betti[1])
+    elif f.betti[1] > 0 and g.betti[1] > 0:
         cls, kus = timings.timed("dim1.clearing", lambda: k.square_classes(
             u, n0, n1, n2, ws.sq_u8[0], ws.vox_i32))
         m1 = timings.timed("dim1.reduction", lambda: k.dim1_matches(

@@ -47,15 +47,20 @@ def voi_from_runs(gt_runs: tuple, pred_runs: tuple) -> tuple[float, float]:
     if total == 0:
         return 0.0, 0.0
     joint_key = la * (int(lb.max()) + 1) + lb
-
-    def grouped(keys):
-        _, inverse = np.unique(keys, return_inverse=True)
-        return np.bincount(inverse, weights=ln).astype(np.int64)
-
-    h_ab = _entropy(grouped(joint_key), total)
-    h_a = _entropy(grouped(la), total)
-    h_b = _entropy(grouped(lb), total)
+    h_ab = _entropy(_grouped_sums(joint_key, ln), total)
+    # roots are run indices: a bincount groups them in the same (ascending) order
+    h_a = _entropy(np.bincount(la, weights=ln).astype(np.int64), total)
+    h_b = _entropy(np.bincount(lb, weights=ln).astype(np.int64), total)
     return h_ab - h_a, h_ab - h_b
+
+
+def _grouped_sums(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` per distinct key, in ascending key order (as np.unique groups them;
+    a sort and a reduceat is several times faster than unique's inverse)."""
+    order = np.argsort(keys)
+    keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return np.add.reduceat(values[order].astype(np.int64), starts)
 
 
 def voi_from_labels(gt_labels: np.ndarray, pred_labels: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,192 @@
+"""The calibration search at scale: the default (screened, on Dask) against the exhaustive one.
+
+    PYTHONPATH=src python benchmarks/bench_calibrate_search.py --volumes 4 --size 64 \
+        --steps winners --runs default,workers1,inprocess,exhaustive
+    PYTHONPATH=src python benchmarks/bench_calibrate_search.py --profile 320
+
+Writes a synthetic competition root with ``--volumes`` labelled train volumes of ``--size``^3
+and one defective probability map per volume (vesukit.synth_defects: holes, tears, bridges,
+merges, dust, a per-volume bias), then runs `vesukit calibrate --maps` (the library call the
+command makes) once per run:
+
+- ``default``: the command's defaults (screened search, a local Dask cluster, one worker per core);
+- ``workers1`` / ``workers2``: the same with 1 or 2 local workers;
+- ``inprocess``: the same screened search without Dask (``--scheduler none``);
+- ``exhaustive``: every mask through the full scorer (``--exhaustive``), on the local cluster.
+
+Per run: wall seconds, masks, candidates rescored exactly, the chosen decision, its exact mean
+score on all volumes (the final search), the out-of-fold figure, and the load average. The
+decisions of the screened runs are compared with the exhaustive one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RUNS = {
+    "default": {},
+    "workers1": {"workers": 1},
+    "workers2": {"workers": 2},
+    "inprocess": {"scheduler": "none"},
+    "exhaustive": {"exhaustive": True},
+}
+
+
+def make_data(folder: Path, volumes: int, size: int, seed: int) -> tuple[Path, Path]:
+    from vesukit.data import list_ids, read_volume
+    from vesukit.synth import make_competition_root
+    from vesukit.synth_defects import Defects, defective_map
+
+    root = make_competition_root(folder / "root", n_test=1, n_train=volumes,
+                                 shapes=[(size, size, size)], seed=seed)
+    maps = folder / "maps"
+    maps.mkdir()
+    biases = [-1.0, 0.5, 0.0, 1.0, -0.5, 1.5]
+    for index, volume_id in enumerate(list_ids(root, "train")):
+        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+        p = defective_map(label, seed + index, Defects(bias=biases[index % len(biases)]))
+        np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
+    return root, maps
+
+
+def one_run(name: str, root: Path, maps: Path, out: Path, steps: str, folds: int) -> dict:
+    from vesukit.calibrate.runner import run_calibration_from_maps
+
+    settings = RUNS[name]
+    start = time.perf_counter()
+    oof = run_calibration_from_maps(maps, root, out, folds=folds, winners=steps == "winners",
+                                    progress=lambda text: print("   ", text, flush=True),
+                                    **settings)
+    wall = time.perf_counter() - start
+    written = json.loads(out.read_text())
+    winner = oof.final.winner
+    return {"run": name, "settings": settings, "wall_s": round(wall, 1),
+            "masks": oof.masks_scored, "load_after": os.getloadavg()[0],
+            "engine": written["evidence"]["search_engine"],
+            "decision": winner.candidate.describe(), "decision_key": winner.candidate.key,
+            "exact_mean": winner.mean, "oof_winner_mean": oof.winner_mean,
+            "oof_gain": oof.winner_mean - oof.baseline_mean,
+            "candidates": {c.candidate.key: c.mean for c in oof.final.evaluated if c.exact}}
+
+
+def profile(size: int, seed: int) -> None:
+    """Where one candidate's time goes on one size^3 volume: its threshold, each
+    post-processing step, the exact scorer per term, the screening bound, prefix reuse."""
+    from vesukit.calibrate.engine import PrefixCache, chain_mask
+    from vesukit.calibrate.search import RULE_GRID, LabelledVolume, postprocess_options
+    from vesukit.decide import ThresholdRule, binarize
+    from vesukit.decide.steps import apply_postprocess
+    from vesukit.maps import maps_from_probability
+    from vesukit.metric import PreparedLabel
+    from vesukit.synth import synth_volume
+    from vesukit.synth_defects import defective_map
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+
+    _, label = synth_volume((size, size, size), seed)
+    maps = maps_from_probability(defective_map(label, seed).astype(np.float16))
+    PreparedLabel(label[:16, :16, :16]).score(label[:16, :16, :16])  # load the kernels
+    prepared, seconds = timed(lambda: PreparedLabel(label, name="profile", workers=1))
+    print(f"label preparation {seconds:.2f} s")
+    for name, options in RULE_GRID.items():
+        if name == "uncertainty":
+            continue  # saved maps carry no disagreement
+        threshold, seconds = timed(lambda n=name, o=options[0]: ThresholdRule(n, dict(o))(maps))
+        print(f"rule {name} {dict(options[0])}: threshold {threshold:.3f} in {seconds:.2f} s")
+    mask, seconds = timed(lambda: binarize(maps.mean, 0.5))
+    print(f"binarize {seconds:.2f} s (foreground {mask.mean():.3f})")
+    options = postprocess_options(mask.size, winners=True, disagreement=False)
+    for slot, choices in options.items():
+        for choice in choices:
+            if choice is not None:
+                step = {"step": slot, **choice}
+                _, seconds = timed(lambda s=step: apply_postprocess(mask, (s,), maps))
+                print(f"step {slot} {choice}: {seconds:.2f} s")
+    exact, seconds = timed(lambda: prepared.score(mask, workers=1))
+    print(f"exact score {exact.score:.6f} in {seconds:.2f} s, one thread; per term (s): "
+          f"{ {k: round(v, 2) for k, v in exact.timings.items()} }; counts {exact.topo_counts}")
+    bound, seconds = timed(lambda: prepared.bound(mask))
+    print(f"screening bound {bound.score:.6f} in {seconds:.2f} s; counts {bound.topo_counts}")
+    volume = LabelledVolume("profile", maps, prepared)
+    chain = ({"step": "zero_border", "width": 3}, {"step": "remove_small", "min_voxels": 3277},
+             {"step": "close", "radius": 1})
+    cache = PrefixCache()
+    _, cold = timed(lambda: chain_mask(volume, 0.5, chain, "p", cache))
+    other = chain[:2] + ({"step": "fill_holes", "max_voxels": 0},)
+    _, warm = timed(lambda: chain_mask(volume, 0.5, other, "p", cache))
+    print(f"chain of 3 steps from scratch {cold:.2f} s; another last step on the cached "
+          f"2-step prefix {warm:.2f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--volumes", type=int, default=4)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", default="basic", choices=["basic", "winners"])
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--runs", default="default,exhaustive")
+    parser.add_argument("--json", type=Path, default=None, help="also write the records here")
+    parser.add_argument("--profile", type=int, default=None, metavar="SIZE",
+                        help="instead: where one candidate's time goes on one SIZE^3 volume")
+    args = parser.parse_args()
+    if args.profile:
+        print(f"cores={os.cpu_count()} load={os.getloadavg()}", flush=True)
+        profile(args.profile, args.seed)
+        print(f"load at the end {os.getloadavg()}")
+        return 0
+    names = [n for n in args.runs.split(",") if n]
+    print(f"cores={os.cpu_count()} load={os.getloadavg()} volumes={args.volumes} "
+          f"size={args.size}^3 steps={args.steps} folds={args.folds}", flush=True)
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        root, maps = make_data(Path(tmp), args.volumes, args.size, args.seed)
+        print(f"data written in {time.perf_counter() - start:.1f} s", flush=True)
+        for name in names:
+            print(f"run {name} {RUNS[name]} (load {os.getloadavg()[0]:.1f})", flush=True)
+            record = one_run(name, root, maps, Path(tmp) / f"{name}.json", args.steps, args.folds)
+            records.append(record)
+            print(f"  {name}: {record['wall_s']} s, {record['masks']} masks, rescored "
+                  f"{record['engine']['candidates_rescored_exactly']}, workers "
+                  f"{record['engine']['workers']}, load {record['load_after']:.1f}\n"
+                  f"    work: {record['engine']['screened_masks']} screened masks "
+                  f"{record['engine']['screened_s']:.1f} s, {record['engine']['exact_masks']} exact "
+                  f"masks {record['engine']['exact_s']:.1f} s (worker seconds)\n"
+                  f"    decision {record['decision']}\n    exact mean {record['exact_mean']:.6f}"
+                  f"   out-of-fold {record['oof_winner_mean']:.6f} (gain {record['oof_gain']:+.4f})",
+                  flush=True)
+    by_name = {r["run"]: r for r in records}
+    if "exhaustive" in by_name:
+        reference = by_name["exhaustive"]
+        for r in records:
+            if r is reference:
+                continue
+            same = r["decision_key"] == reference["decision_key"]
+            # the screened decision's exact mean, as the exhaustive search measured it
+            print(f"{r['run']} vs exhaustive: same decision {same}; exact mean "
+                  f"{r['exact_mean']:.6f} vs {reference['exact_mean']:.6f} "
+                  f"(difference {reference['exact_mean'] - r['exact_mean']:+.6f}); wall "
+                  f"{reference['wall_s'] / r['wall_s']:.1f}x faster")
+    for r in records[1:]:
+        if r["run"] != "exhaustive" and records[0]["run"] != "exhaustive":
+            print(f"{r['run']} identical to {records[0]['run']}: "
+                  f"{r['candidates'] == records[0]['candidates'] and r['decision_key'] == records[0]['decision_key']}")
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
+    print(f"load at the end {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,325 @@
+"""The calibration search's evaluation engine: screened scoring, chain-prefix reuse, Dask.
+
+:class:`SearchEngine` is an :class:`~vesukit.calibrate.search.Evaluator` for the staged search.
+What it changes is the cost of a candidate, never the decision:
+
+- **screening** (unless ``exhaustive``, and while it pays: :meth:`SearchEngine.screening_pays`):
+  a mask is first scored with
+  :meth:`vesukit.metric.PreparedLabel.bound`, an upper bound on its leaderboard score made of
+  every term of the scorer exact but the dimension-1 matches, bounded by Betti numbers. The
+  search rescores a candidate with the full scorer (the Betti matching is most of its time)
+  only when its bound could change a decision: a descent trial whose bound does not beat the
+  current best loses either way, and rankings are settled best bound first until the exact
+  head beats every bound left. The decisions are those of the exhaustive search (every mask
+  through the full scorer), which ``exhaustive=True`` runs.
+- **chain prefixes**: the masks after each step of a chain are kept (bit-packed, per volume)
+  so candidates that differ in a late step do not rerun the early, costly ones, and a
+  screened mask rescored exactly is not made again;
+- **Dask**: with a client, each volume lives on one worker (scattered once) and a candidate is
+  scored on all volumes at once; the per-volume function is the same as in one process and
+  the mean is taken in volume order, so the results are identical.
+
+A progress line with an ETA (masks done of volumes x candidates planned) is printed at most
+every ``progress_every`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vesukit.calibrate.search import Candidate, CandidateScore, Evaluator, LabelledVolume
+from vesukit.decide import binarize
+from vesukit.decide.steps import STEPS
+
+PREFIX_CACHE_BYTES = 1 << 30  # per process: about 250 bit-packed 320^3 masks
+SCREEN_TRIAL = 40  # screened masks before judging whether screening pays
+# At 320^3 a bound costs about 1/9 of an exact score, so rescoring half the screened masks
+# still saves about 40 %; beyond that the saving shrinks to nothing (docs/benchmarks.md).
+SCREEN_STOP_SHARE = 0.5
+
+
+class PrefixCache:
+    """Masks after each chain prefix, bit-packed, least recently used dropped first."""
+
+    def __init__(self, max_bytes: int = PREFIX_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[np.ndarray, tuple, np.dtype]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key) -> np.ndarray | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+        packed, shape, dtype = item
+        bits = np.unpackbits(packed, count=int(np.prod(shape)))
+        return bits.reshape(shape).astype(dtype, copy=False)
+
+    def put(self, key, mask: np.ndarray) -> None:
+        mask = np.asarray(mask)
+        if not np.array_equal(mask, mask.astype(bool)):
+            return  # not a 0/1 mask: bits would not restore it
+        packed = np.packbits(mask.astype(bool).reshape(-1))
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (packed, mask.shape, mask.dtype)
+            self._bytes += packed.nbytes
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, (old, _, _) = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
+
+
+_PREFIXES = PrefixCache()  # one per process: the client's, or each Dask worker's
+
+
+def chain_mask(volume: LabelledVolume, threshold: float, chain: Sequence[Mapping[str, Any]],
+               token: str = "", cache: PrefixCache | None = None) -> np.ndarray:
+    """``apply_postprocess(binarize(mean, threshold), chain, maps)``, reusing cached prefixes
+    (``token`` names the search, so two searches never share a volume id's masks)."""
+    cache = _PREFIXES if cache is None else cache
+    chain = [dict(step) for step in chain]
+    keys = [(token, volume.volume_id, float(threshold), repr(chain[:n]))
+            for n in range(len(chain) + 1)]
+    done, mask = 0, None
+    for n in range(len(chain), 0, -1):  # the longest prefix already made (the whole chain
+        mask = cache.get(keys[n])       # when a screened mask is rescored exactly)
+        if mask is not None:
+            done = n
+            break
+    if mask is None:
+        mask = binarize(volume.maps.mean, threshold)
+    for n in range(done, len(chain)):
+        step = chain[n]
+        mask = STEPS[step["step"]](mask, volume.maps,
+                                   **{k: v for k, v in step.items() if k != "step"})
+        cache.put(keys[n + 1], mask)
+    return np.asarray(mask, dtype=np.uint8)  # as apply_postprocess returns it
+
+
+def evaluate_volume(volume: LabelledVolume, candidate: Candidate, threshold: float | None,
+                    exact: bool, token: str = "") -> tuple[float, float, float, float]:
+    """(threshold, score, seconds, of which scoring) of one candidate on one volume: the
+    exact leaderboard score, or the screening bound. Runs in this process or on a Dask
+    worker; the same either way."""
+    start = time.perf_counter()
+    if threshold is None:
+        threshold = float(candidate.rule(volume.maps))
+    mask = chain_mask(volume, threshold, candidate.postprocess, token)
+    scoring = time.perf_counter()
+    label = volume.label
+    if exact or not hasattr(label, "bound"):
+        value = float(label.score(mask).score)
+    else:
+        value = float(label.bound(mask).score)
+    end = time.perf_counter()
+    return threshold, value, end - start, end - scoring
+
+
+class _Progress:
+    """Masks done of masks planned, their rate, and an ETA, at most every ``every`` seconds."""
+
+    def __init__(self, say: Callable[[str], None] | None, every: float):
+        self.say, self.every = say, every
+        self.planned = 0
+        self.done = 0
+        self.start = time.perf_counter()
+        self._last = -1e9
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if self.say is None or now - self._last < self.every:
+            return
+        self._last = now
+        rate = (now - self.start) / max(self.done, 1)
+        planned = max(self.planned, self.done)
+        eta = rate * (planned - self.done)
+        self.say(f"search: {self.done}/{planned} masks (volumes x candidates, planned at most), "
+                 f"{rate:.2f} s/mask, ETA at most {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class SearchEngine(Evaluator):
+    """An Evaluator that screens, reuses chain prefixes and may run on a Dask client."""
+
+    def __init__(self, volumes: Sequence[LabelledVolume], shared: SearchEngine | None = None, *,
+                 exhaustive: bool = False, client=None,
+                 progress: Callable[[str], None] | None = None, progress_every: float = 10.0,
+                 screen: bool | None = None):
+        super().__init__(volumes, shared)
+        if shared is not None:
+            self.exhaustive, self.client = shared.exhaustive, shared.client
+            self._bounds, self._progress = shared._bounds, shared._progress
+            self._placed, self.token = shared._placed, shared.token
+        else:
+            self.exhaustive, self.client = bool(exhaustive), client
+            self._bounds: dict[tuple[str, float, str], float] = {}
+            self._progress = _Progress(progress, progress_every)
+            self._placed: dict[str, tuple[Any, str]] = {}  # volume id -> (future, worker)
+            self.token = uuid.uuid4().hex
+            self.rescored = 0  # candidates screened, then rescored with the full scorer
+            # masks made and scored, and the seconds they took where they ran (worker time)
+            self.work = {"screened_masks": 0, "exact_masks": 0, "screened_s": 0.0, "exact_s": 0.0,
+                         "screened_scoring_s": 0.0, "rescored_masks": 0,
+                         "screening_stopped_after": None}
+        self.screen = (not self.exhaustive) if screen is None else screen
+
+    def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False):
+        """An engine on ``volumes`` sharing this one's caches, cluster and progress (``exact``:
+        one that never screens, for judging)."""
+        return SearchEngine(volumes, self, screen=self.screen and not exact)
+
+    def plan(self, masks: int) -> None:
+        """Add ``masks`` (volumes x candidates) to the progress line's total."""
+        self._progress.planned += int(masks)
+
+    def rescore_exactly(self, result: CandidateScore) -> CandidateScore:
+        if result.exact:
+            return result
+        self._root.rescored += 1
+        return self.score(result.candidate, result.stage, exact=True)
+
+    def screening_pays(self) -> bool:
+        """Whether screening still spares the exact scorer: it stops once more than
+        ``SCREEN_STOP_SHARE`` of the screened masks had to be rescored (judged after
+        ``SCREEN_TRIAL`` of them), and the search then scores exactly up front. The rule
+        counts masks, not seconds, so the same search stops at the same point in one process
+        or on any cluster; the decisions are the same either way."""
+        work = self._root.work
+        if work["screening_stopped_after"] is not None:
+            return False
+        if work["screened_masks"] < SCREEN_TRIAL:
+            return True
+        if work["rescored_masks"] <= SCREEN_STOP_SHARE * work["screened_masks"]:
+            return True
+        work["screening_stopped_after"] = work["screened_masks"]
+        return False
+
+    def score(self, candidate: Candidate, stage: str = "", exact: bool | None = None
+              ) -> CandidateScore:
+        if exact is None:
+            exact = not (self.screen and self.screening_pays())
+        todo = []
+        for volume in self.volumes:
+            threshold = self._thresholds.get((volume.volume_id, candidate.rule_key))
+            if threshold is None or self._known(volume, threshold, candidate, exact) is None:
+                todo.append((volume, threshold))
+        work = self._root.work
+        for (volume, _), (threshold, value, seconds, scoring) in zip(
+                todo, self._run(todo, candidate, exact)):
+            kind = "exact" if exact else "screened"
+            work[f"{kind}_masks"] += 1
+            work[f"{kind}_s"] += seconds
+            self._thresholds[(volume.volume_id, candidate.rule_key)] = threshold
+            key = (volume.volume_id, round(threshold, 7), candidate.chain_key)
+            if exact:
+                work["rescored_masks"] += key in self._bounds
+            else:
+                work["screened_scoring_s"] += scoring
+            (self._scores if exact else self._bounds)[key] = value
+            self.masks_scored += 1
+            if self._root is not self:
+                self._root.masks_scored += 1
+        self._progress.add(len(todo))
+        scores, thresholds, all_exact = {}, {}, True
+        for volume in self.volumes:
+            threshold = self._thresholds[(volume.volume_id, candidate.rule_key)]
+            value, is_exact = self._known(volume, threshold, candidate, exact)
+            scores[volume.volume_id], thresholds[volume.volume_id] = value, threshold
+            all_exact &= is_exact
+        return CandidateScore(candidate, scores, thresholds, stage, exact=all_exact)
+
+    def _known(self, volume, threshold, candidate, exact):
+        """(score, is_exact) already known for this mask, or None. An exact score serves as
+        its own (tightest) bound."""
+        key = (volume.volume_id, round(threshold, 7), candidate.chain_key)
+        if key in self._scores:
+            return self._scores[key], True
+        if not exact and key in self._bounds:
+            return self._bounds[key], False
+        return None
+
+    def _run(self, todo, candidate, exact) -> list[tuple[float, float, float, float]]:
+        if not todo:
+            return []
+        if self.client is None:
+            return [evaluate_volume(volume, candidate, threshold, exact, self.token)
+                    for volume, threshold in todo]
+        futures = []
+        for volume, threshold in todo:
+            remote, worker = self._place(volume)
+            futures.append(self.client.submit(evaluate_volume, remote, candidate, threshold,
+                                              exact, self.token, workers=[worker],
+                                              allow_other_workers=False, pure=False))
+        return self.client.gather(futures)
+
+    def _place(self, volume: LabelledVolume):
+        """The volume's copy on its worker: scattered once, round robin over the workers."""
+        if volume.volume_id not in self._placed:
+            workers = sorted(self.client.scheduler_info()["workers"])
+            worker = workers[len(self._placed) % len(workers)]
+            [future] = self.client.scatter([volume], workers=[worker], hash=False)
+            self._placed[volume.volume_id] = (future, worker)
+        return self._placed[volume.volume_id]
+
+
+def connect(scheduler: str | None, workers: int | None):
+    """(client, cluster): a local cluster of ``workers`` single-threaded processes (default:
+    one per core), or the running scheduler at ``scheduler`` (tcp://host:8786)."""
+    import logging
+    import os
+
+    from vesukit._optional import require
+
+    distributed = require("distributed", "vesukit calibrate", "dask[distributed]")
+    if scheduler not in (None, "local"):
+        return distributed.Client(scheduler), None
+    cluster = distributed.LocalCluster(n_workers=workers or max(1, os.cpu_count() or 1),
+                                       threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=logging.ERROR)
+    return distributed.Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = "local", workers: int | None = None,
+                progress: Callable[[str], None] | None = None):
+    """``with dask_client(...) as client``: a Dask client for the search (None when
+    ``scheduler`` is "none": everything in this process), closed with its cluster on exit."""
+    if scheduler == "none":
+        yield None
+        return
+    client, cluster = connect(scheduler, workers)
+    try:
+        if progress:
+            progress(f"search on Dask: {worker_count(client)} worker(s), dashboard "
+                     f"{client.dashboard_link}")
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def worker_count(client) -> int:
+    return 1 if client is None else max(1, len(client.scheduler_info()["workers"]))
+
+
+def time_one_mask(volume: LabelledVolume, candidate: Candidate, exact: bool) -> float:
+    """Seconds for one mask of ``candidate`` on ``volume`` from scratch (no cached prefix)."""
+    return evaluate_volume(volume, candidate, None, exact, token=uuid.uuid4().hex)[2]
