@@ -92,7 +92,16 @@ STEP_PARAMETERS: dict[str, dict[str, Param]] = {
     "slice_gaps": {"passes": COUNT, "axis": AXIS},
     "gaussian_rethreshold": {"sigma": Param(float, 0.0, 64.0, lo_open=True), "level": PROBABILITY},
     "diagonal_bridge": {"axis": AXIS},
-    "median_filter": {"rounds": COUNT, "size": Param(int, 1, 63)},
+    "median_filter": {"rounds": COUNT, "size": Param(int, 1, 63), "connectivity": Param(int, choices=(6, 26))},
+    # the teams' whole chains (decide/first_place.py, decide/ninth_place.py)
+    "first_place": {"border_width": COUNT, "min_voxels": COUNT, "max_sheets": POSITIVE_COUNT,
+                    "max_patch": COUNT, "close_par": Param(int, 1, 63), "close_perp": Param(int, 1, 63)},
+    "ninth_place": {"min_voxels": COUNT, "line_radius": Param(float, 0.0, 64.0, lo_open=True),
+                    "max_link": Param(float, 0.0, 10000.0, lo_open=True),
+                    "max_angle": Param(float, 0.0, 180.0, lo_open=True),
+                    "sandwich_rounds": COUNT, "max_gap": COUNT, "min_support": Param(int, 0, 24),
+                    "sigma": Param(float, 0.0, 64.0, lo_open=True), "level": PROBABILITY,
+                    "final_dust": COUNT},
 }
 
 ORDERED: dict[str, tuple[tuple[str, str], ...]] = {
