@@ -27,7 +27,7 @@ def test_every_step_is_registered():
     assert set(STEPS) == {"zero_border", "remove_small", "drop_uncertain", "fill_holes", "close",
                           "keep_sheets", "hysteresis", "split_merged", "sheet_close", "patch_holes",
                           "plug_holes", "fill_tunnels", "slice_gaps", "gaussian_rethreshold",
-                          "diagonal_bridge", "median_filter", "first_place", "ninth_place"}
+                          "diagonal_bridge", "median_filter", "first_place", "ninth_place", "second_place"}
 
 
 def test_zero_border_clears_every_face():

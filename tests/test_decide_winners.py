@@ -83,6 +83,34 @@ def test_postprocess_cli_with_a_preset_gives_the_teams_output(preset, tmp_path, 
     assert np.array_equal(written != 0, expected != 0)
 
 
+SECOND_CASES = [((96, 96, 96), 1), ((96, 96, 96), 2),
+                pytest.param((200, 200, 200), 3, marks=pytest.mark.slow)]   # minutes: 100s of sheet fits
+
+
+@pytest.mark.parametrize("shape, seed", SECOND_CASES)
+def test_second_place_gives_the_teams_output_for_the_same_random_draws(shape, seed):
+    """The team's sheet fit draws a random subsample with numpy's unseeded global generator: its
+    outputs were made after ``numpy.random.seed(seed)``, and the step draws with that seed."""
+    from vesukit.maps import maps_from_probability
+
+    expected, input_sha = team_output("second_place", shape, seed)
+    probability = synthetic_map(shape, seed)
+    assert hashlib.sha256(probability.astype(np.float32).tobytes()).hexdigest() == input_sha, (
+        "the synthetic map changed: remake the stored team outputs as docs/winners.md says")
+    (step,) = PRESETS["second_place"]["postprocess"]
+    out = apply_postprocess(binarize(probability, PRESETS["second_place"]["threshold"]),
+                            [{**step, "seed": seed}], maps_from_probability(probability))
+    differ = int(np.count_nonzero(out != expected))
+    assert dice(out, expected) >= 0.999, f"{differ} voxels differ from the team's output"
+
+
+def test_second_place_needs_the_maps():
+    from vesukit.decide.second_place import SecondPlaceError
+
+    with pytest.raises(SecondPlaceError, match="needs the ensemble maps"):
+        apply_postprocess(np.zeros((8, 8, 8), np.uint8), PRESETS["second_place"]["postprocess"])
+
+
 # --- 1st place: the rules, crafted ------------------------------------------------------------
 
 def test_first_place_plug_table_is_the_teams_and_only_adds():

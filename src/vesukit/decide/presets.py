@@ -26,28 +26,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "missing": [],
     },
     "second_place": {
-        "source": "2nd place (0.6225 private), NOT its code: vesukit's own chain after the "
-                  "write-up (hysteresis, anisotropic closing, dust < 1000, 3 face voxels zeroed, "
-                  "per-component threshold escalation; hysteresis 0.3/0.6 chosen here). The "
-                  "team's code (mariuskern/spiral_fitting, surface_detection/original_code/"
-                  "local-interpolation-interference.ipynb, run_inference) is a different "
-                  "algorithm, listed under missing; docs/winners.md",
-        "threshold": 0.3,
+        "source": "2nd place (0.6225 private), its code: mariuskern/spiral_fitting, "
+                  "surface_detection/original_code/local-interpolation-interference.ipynb, "
+                  "run_inference's chain from the probability map (hysteresis 0.2/0.83 with "
+                  "retries at 0.5/0.6/0.7, Z-line closing, dust, faces, Euler-checked 80^3 cubes "
+                  "refitted by a PCA/griddata sheet); reproduced by the step second_place "
+                  "(vesukit.decide.second_place): the team's random subsample is drawn from a "
+                  "seeded generator (seed 0), as its code after numpy.random.seed(0). The rule's "
+                  "threshold is not used: the step thresholds the probability itself",
+        "threshold": 0.2,
         "postprocess": [
-            {"step": "hysteresis", "low": 0.3, "high": 0.6},
-            {"step": "sheet_close", "radius": 3, "thin": 1.5},
-            {"step": "remove_small", "min_voxels": 1000},
-            {"step": "zero_border", "width": 3},
-            {"step": "split_merged", "max_layered": 0.2, "increment": 0.05},
+            {"step": "second_place", "low": 0.2, "high": 0.83, "retry_low_1": 0.5, "retry_low_2": 0.6,
+             "retry_low_3": 0.7, "dust": 100, "face": 3, "min_voxels": 1000, "seed": 0},
         ],
-        "missing": ["the team's chain: hysteresis 0.2/0.83 (alternatives at low 0.5/0.6/0.7), a "
-                    "3x1x1 Z-line closing, dust < 100 (6-connected), 3 face voxels zeroed, "
-                    "components < 1000 (26-connected), fill holes, crop 3",
-                    "Euler check on 80^3 cubes (overlap 40, border 8) and the PCA/griddata sheet "
-                    "fit (grid 80, thickness 3, smoothing 1; a random 5000-point subsample) "
-                    "accepted at Dice >= 0.75 and coverage >= 0.75, else the alternatives at "
-                    "Dice >= 0.45 and coverage >= 0.80",
-                    "components < 1000 again, pad back"],
+        "missing": [],
     },
     "fifth_place": {
         "source": "5th place (0.619), from the write-up only (no public code): dust < 50k "

@@ -17,8 +17,9 @@ The steps, each with the solution it follows (docs/winners.md):
 - ``fill_tunnels``: topology-guided tunnel filling (5th; :mod:`vesukit.decide.tunnels`);
 - ``slice_gaps``, ``gaussian_rethreshold`` and ``diagonal_bridge`` (vesukit's own, after the
   9th place's ablation); ``median_filter`` per component (10th, as its code);
-- ``first_place`` and ``ninth_place``: those teams' whole chains as their code runs them, voxel
-  for voxel (:mod:`vesukit.decide.first_place`, :mod:`vesukit.decide.ninth_place`).
+- ``first_place``, ``second_place`` and ``ninth_place``: those teams' whole chains as their code
+  runs them (:mod:`vesukit.decide.first_place`, :mod:`vesukit.decide.second_place`,
+  :mod:`vesukit.decide.ninth_place`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from vesukit.decide.components import (  # noqa: F401 - label_components is used
 )
 from vesukit.decide.first_place import first_place
 from vesukit.decide.ninth_place import ninth_place
+from vesukit.decide.second_place import second_place
 from vesukit.decide.sheets import kernels, patch_holes, plug_holes, sheet_close
 from vesukit.decide.tunnels import close_tunnels
 from vesukit.errors import VesukitError
@@ -385,6 +387,7 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
     "median_filter": median_filter,
     "first_place": first_place,
     "ninth_place": ninth_place,
+    "second_place": second_place,
 }
 
 
