@@ -76,7 +76,7 @@ def test_whole_slice_teachers_and_whole_volume_steps_are_refused(tmp_path):
     # the winners' per-sheet steps need whole components too: refused, never run per chunk
     calibration.write_text(json.dumps({"threshold": {"rule": "fixed", "threshold": 0.5},
                                        "postprocess": "first_place"}))
-    with pytest.raises(UsageError, match="sheet_close"):
+    with pytest.raises(UsageError, match="first_place need whole connected components"):
         load_decision(calibration)
     # a fitted fusion (logit mean, its own weights) is refused, not silently averaged otherwise
     calibration.write_text(json.dumps({"threshold": {"rule": "fixed", "threshold": 0.5},

@@ -93,7 +93,10 @@ STEP_PARAMETERS: dict[str, dict[str, Param]] = {
     "gaussian_rethreshold": {"sigma": Param(float, 0.0, 64.0, lo_open=True), "level": PROBABILITY},
     "diagonal_bridge": {"axis": AXIS},
     "median_filter": {"rounds": COUNT, "size": Param(int, 1, 63), "connectivity": Param(int, choices=(6, 26))},
-    # the teams' whole chains (decide/first_place.py, decide/ninth_place.py)
+    # the teams' whole chains (decide/first_place.py, second_place.py, ninth_place.py)
+    "second_place": {"low": PROBABILITY, "high": PROBABILITY, "retry_low_1": PROBABILITY,
+                     "retry_low_2": PROBABILITY, "retry_low_3": PROBABILITY, "dust": COUNT,
+                     "face": POSITIVE_COUNT, "min_voxels": COUNT, "seed": Param(int, 0, 2 ** 32 - 1)},
     "first_place": {"border_width": COUNT, "min_voxels": COUNT, "max_sheets": POSITIVE_COUNT,
                     "max_patch": COUNT, "close_par": Param(int, 1, 63), "close_perp": Param(int, 1, 63)},
     "ninth_place": {"min_voxels": COUNT, "line_radius": Param(float, 0.0, 64.0, lo_open=True),
@@ -110,6 +113,8 @@ ORDERED: dict[str, tuple[tuple[str, str], ...]] = {
     "valley": (("lo", "hi"),),
     "uncertainty": (("lo", "hi"),),
     "hysteresis": (("low", "high"),),
+    "second_place": (("low", "high"), ("retry_low_1", "high"), ("retry_low_2", "high"),
+                     ("retry_low_3", "high")),
     "fill_tunnels": (("min_radius", "max_radius"),),
 }
 

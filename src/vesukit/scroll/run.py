@@ -228,9 +228,11 @@ def local_workers(config: SegmentConfig) -> int:
     return 1
 
 
-def resolve_settings(config: SegmentConfig, progress=sys.stderr):
+def resolve_settings(config: SegmentConfig, progress=None):
     """TTA per teacher and overlap as predict resolves them (the calibration's TTA included);
-    printed with their origins, and one warning line if the calibration was fitted otherwise."""
+    printed with their origins (on ``progress``, default the current stderr), and one warning
+    line if the calibration was fitted otherwise."""
+    progress = progress or sys.stderr  # looked up now: a default bound at import goes stale
     from vesukit.decide import load_calibration
     from vesukit.run_settings import fit_mismatches, mismatch_line, resolve_run_settings
     from vesukit.teachers import load_manifest
@@ -246,7 +248,8 @@ def resolve_settings(config: SegmentConfig, progress=sys.stderr):
     return settings
 
 
-def run_segment(config: SegmentConfig, progress=sys.stderr) -> SegmentResult:
+def run_segment(config: SegmentConfig, progress=None) -> SegmentResult:
+    progress = progress or sys.stderr
     source = find_source(config.input, config.level)
     shape = tuple(int(n) for n in source.open().shape)
     decision = load_decision(config.calibration)
