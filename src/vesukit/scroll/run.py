@@ -228,7 +228,7 @@ def local_workers(config: SegmentConfig) -> int:
     return 1
 
 
-def resolve_settings(config: SegmentConfig, progress=sys.stderr):
+def resolve_settings(config: SegmentConfig, progress):
     """TTA per teacher and overlap as predict resolves them (the calibration's TTA included);
     printed with their origins, and one warning line if the calibration was fitted otherwise."""
     from vesukit.decide import load_calibration
@@ -246,7 +246,8 @@ def resolve_settings(config: SegmentConfig, progress=sys.stderr):
     return settings
 
 
-def run_segment(config: SegmentConfig, progress=sys.stderr) -> SegmentResult:
+def run_segment(config: SegmentConfig, progress=None) -> SegmentResult:
+    progress = progress if progress is not None else sys.stderr  # the stream of the call, not of the import
     source = find_source(config.input, config.level)
     shape = tuple(int(n) for n in source.open().shape)
     decision = load_decision(config.calibration)
