@@ -154,3 +154,19 @@ def test_ablate_runs_the_active_teachers_with_the_calibrations_tta(root, tmp_pat
     assert [t["name"] for t in cache["teachers"]] == ["unet_0", "unet_2"]
     assert [t["tta"] for t in cache["fingerprint"]["teachers"]] == ["flip", "flip"]
     assert "unet_1" not in json_out.read_text()
+
+
+@pytest.mark.parametrize("fitted_on, named", [
+    ({"tta": {"unet_0": "sideways"}}, "fitted_on 'tta'"),
+    ({"overlap": 1.5}, "fitted_on 'overlap'"),
+    ("teachers", "'fitted_on' must be an object"),
+])
+def test_a_malformed_fitted_on_is_refused_before_any_compute(root, half_silent, tmp_path, capsys,
+                                                             fitted_on, named):
+    calibration = tmp_path / "c.json"
+    calibration.write_text(json.dumps({"threshold": {"rule": "fixed"}, "fitted_on": fitted_on}))
+    code = main(["predict", "--data", str(root), "--teachers", str(half_silent), "--out",
+                 str(tmp_path / "s.zip"), "--device", "cpu", "--calibration", str(calibration),
+                 "--workdir", str(tmp_path / "w")])
+    assert code == 1 and named in capsys.readouterr().err
+    assert not (tmp_path / "s.zip").exists()

@@ -75,7 +75,7 @@ def test_submit_applies_the_packed_decision(packed, tmp_path, monkeypatch, capsy
     assert out.is_file()
     captured = capsys.readouterr()
     assert "decision from" in captured.out and "sheet_close(radius=2)" in captured.out
-    assert "TTA applied: flip (calibration)" in captured.err
+    assert "=flip (calibration)" in captured.err      # each teacher's TTA, from the calibration
 
 
 def test_pack_without_an_owner_warns_before_the_upload_fails(packed, tmp_path, monkeypatch, capsys):

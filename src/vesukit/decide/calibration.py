@@ -202,10 +202,25 @@ class Calibration:
                                    f"{', '.join(TTA_CHOICES)}.")
         fusion = Fusion.from_json(data["fusion"], where) if data.get("fusion") is not None else None
         fitted_on = data.get("fitted_on")
-        if fitted_on is not None and not isinstance(fitted_on, Mapping):
-            raise CalibrationError(f"{where}: 'fitted_on' must be an object (what `vesukit "
-                                   "calibrate` fitted on); remove it from a hand-written file.")
+        if fitted_on is not None:
+            check_fitted_on(fitted_on, where)
         return cls(ThresholdRule(name, threshold), steps, tta, fusion, fitted_on)
+
+
+def check_fitted_on(fitted_on: Any, where: str) -> None:
+    """The ``fitted_on`` values predict applies (TTA per teacher, overlap) are well formed."""
+    fix = "remove 'fitted_on' from a hand-written file, or re-run `vesukit calibrate`."
+    if not isinstance(fitted_on, Mapping):
+        raise CalibrationError(f"{where}: 'fitted_on' must be an object; {fix}")
+    tta = fitted_on.get("tta") or {}
+    if not isinstance(tta, Mapping) or any(level not in TTA_CHOICES for level in tta.values()):
+        raise CalibrationError(f"{where}: fitted_on 'tta' must map teachers to one of "
+                               f"{', '.join(TTA_CHOICES)}; {fix}")
+    overlap = fitted_on.get("overlap")
+    if overlap is not None and (not isinstance(overlap, (int, float)) or isinstance(overlap, bool)
+                                or not 0 <= overlap < 1):
+        raise CalibrationError(f"{where}: fitted_on 'overlap' is {overlap!r}; expected a number "
+                               f"in [0, 1); {fix}")
 
 
 def check_rule_params(name: str, params: Mapping[str, Any], where: str = "calibration") -> dict:

@@ -228,11 +228,9 @@ def local_workers(config: SegmentConfig) -> int:
     return 1
 
 
-def resolve_settings(config: SegmentConfig, progress=None):
+def resolve_settings(config: SegmentConfig, progress):
     """TTA per teacher and overlap as predict resolves them (the calibration's TTA included);
-    printed with their origins (on ``progress``, default the current stderr), and one warning
-    line if the calibration was fitted otherwise."""
-    progress = progress or sys.stderr  # looked up now: a default bound at import goes stale
+    printed with their origins, and one warning line if the calibration was fitted otherwise."""
     from vesukit.decide import load_calibration
     from vesukit.run_settings import fit_mismatches, mismatch_line, resolve_run_settings
     from vesukit.teachers import load_manifest
@@ -249,7 +247,7 @@ def resolve_settings(config: SegmentConfig, progress=None):
 
 
 def run_segment(config: SegmentConfig, progress=None) -> SegmentResult:
-    progress = progress or sys.stderr
+    progress = progress if progress is not None else sys.stderr  # the stream of the call, not of the import
     source = find_source(config.input, config.level)
     shape = tuple(int(n) for n in source.open().shape)
     decision = load_decision(config.calibration)
