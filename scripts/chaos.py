@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vesukit.runtime.chaos import run_plans
+from vesukit.runtime.chaos import SCENARIOS, run_plans
 
 
 def main(argv=None) -> int:
@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--plans", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument("--kind", choices=SCENARIOS, default=None,
+                        help="run only scenarios of this kind")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="start no plan after this long; the summary says how many ran")
     args = parser.parse_args(argv)
@@ -34,7 +36,8 @@ def main(argv=None) -> int:
         folder = args.workdir or Path(temp)
         count, problems = run_plans(args.plans, args.seed, folder,
                                     log=lambda line: print(line, flush=True),
-                                    max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+                                    max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                                    kind=args.kind)
     for problem in problems:
         print(f"PROBLEM {problem}", file=sys.stderr)
     print(f"chaos: {count} plans (seed {args.seed}) in {time.perf_counter() - start:.0f}s, "

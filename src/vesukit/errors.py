@@ -40,7 +40,7 @@ EXIT_CODES = (
     (2, "usage error (a bad flag or value)"),
     (3, "`predict` only: the zip is valid and holds every test id, but some volumes were "
         "degraded (an empty fallback mask, a dropped teacher, less TTA, a fixed threshold, no "
-        "post-processing, a retry); the log and run.json say which and why"),
+        "post-processing, a retry, a worker that died); the log and run.json say which and why"),
     (130, "interrupted outside `predict` (Ctrl-C); `predict` finishes its zip on SIGTERM/SIGINT "
           "and exits 3"),
 )

@@ -123,11 +123,9 @@ def test_a_teacher_failing_on_volumes_in_a_row_leaves_the_run(fixture, tmp_path)
 # --------------------------------------------------------------------------- item 2
 
 
-def test_a_killed_worker_is_noticed_and_its_volume_recomputed(fixture, tmp_path):
-    root, teachers, clean = fixture
-    ids = list_test_ids(root)
-    out, work = tmp_path / "s.zip", tmp_path / "work"
-    # each forward pass takes a second: the workers are computing when one is killed
+def two_busy_workers(root, teachers, out, work):
+    """predict --workers 2, once the first volume is saved: (the process, its workers' pids).
+    Each forward pass takes a second, so the workers are computing when one is killed."""
     process = subprocess.Popen(predict_command(root, teachers, out, work, "--workers", "2"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env(VESUKIT_FAULTS="teacher:sleep1:*:0"))
@@ -136,6 +134,14 @@ def test_a_killed_worker_is_noticed_and_its_volume_recomputed(fixture, tmp_path)
         time.sleep(0.1)
     workers = worker_processes(process.pid)
     assert len(workers) == 2
+    return process, workers
+
+
+def test_a_killed_worker_is_noticed_and_its_volume_recomputed(fixture, tmp_path):
+    root, teachers, clean = fixture
+    ids = list_test_ids(root)
+    out, work = tmp_path / "s.zip", tmp_path / "work"
+    process, workers = two_busy_workers(root, teachers, out, work)
     os.kill(workers[1], signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 3, stderr
@@ -154,14 +160,7 @@ def test_a_killed_worker_is_noticed_and_its_volume_recomputed(fixture, tmp_path)
 def test_when_every_worker_is_dead_the_main_process_computes_the_rest(fixture, tmp_path):
     root, teachers, clean = fixture
     out, work = tmp_path / "s.zip", tmp_path / "work"
-    process = subprocess.Popen(predict_command(root, teachers, out, work, "--workers", "2"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env(VESUKIT_FAULTS="teacher:sleep1:*:0"))
-    deadline = time.time() + 300
-    while not list((work / "state").glob("*.json")) and time.time() < deadline:
-        time.sleep(0.1)
-    workers = worker_processes(process.pid)
-    assert len(workers) == 2
+    process, workers = two_busy_workers(root, teachers, out, work)
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
     _, stderr = process.communicate(timeout=600)

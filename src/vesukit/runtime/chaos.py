@@ -358,11 +358,12 @@ def make_fixture(folder: Path, n_test: int = 3, seed: int = 0) -> tuple[Path, Pa
     return root, teachers
 
 
-def run_plans(n: int, seed: int, folder: Path, log=print,
-              max_seconds: float | None = None) -> tuple[int, list[str]]:
+def run_plans(n: int, seed: int, folder: Path, log=print, max_seconds: float | None = None,
+              kind: str | None = None) -> tuple[int, list[str]]:
     """``n`` seeded plans over one fixture, every other one a scenario; (plans run, problems).
 
-    ``max_seconds``: start no plan after that long (the count returned says how many ran)."""
+    ``max_seconds``: start no plan after that long (the count returned says how many ran).
+    ``kind``: only scenarios of that kind (one of :data:`SCENARIOS`)."""
     from vesukit.data import list_test_ids
 
     root, teachers = make_fixture(folder / "fixture", n_test=4)
@@ -375,8 +376,8 @@ def run_plans(n: int, seed: int, folder: Path, log=print,
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             return index, problems
         run_folder = folder / f"plan{index:04d}"
-        if index % 2:
-            scenario = draw_scenario(rng, ids, SCENARIOS[(index // 2) % len(SCENARIOS)])
+        if index % 2 or kind:
+            scenario = draw_scenario(rng, ids, kind or SCENARIOS[(index // 2) % len(SCENARIOS)])
             label = scenario.describe()
             found = run_scenario(scenario, root, teachers, clean, run_folder)
         else:

@@ -1,13 +1,15 @@
 """The predict pipeline: test volumes in, a validated submission.zip out, whatever happens.
 
-Stages, each in its own module: discover the root and ids (:mod:`vesukit.data`) -> per device,
-teachers over volumes with faults isolated and the time budget kept
-(:mod:`~vesukit.runtime.worker`, :mod:`~vesukit.runtime.compute`,
-:mod:`~vesukit.runtime.budget`) -> each mask saved to the workdir
-(:mod:`~vesukit.runtime.state`) -> the zip assembled in test-id order as masks arrive
+A run is planned once (:func:`plan_run`: the root and the scorer's ids from
+:mod:`vesukit.data`, every volume's shape, the teachers and settings, the fingerprints a
+resume compares, the hard wall), then executed (:func:`execute`): per device, teachers over
+volumes with faults isolated and the time budget kept (:mod:`~vesukit.runtime.worker`,
+:mod:`~vesukit.runtime.compute`, :mod:`~vesukit.runtime.budget`) -> each mask saved to the
+workdir (:mod:`~vesukit.runtime.state`) -> the zip assembled in test-id order as masks arrive
 (:class:`vesukit.submission.SubmissionWriter`) -> validated. Volumes that could not be
-predicted (unreadable, interrupted, out of time) get flagged empty fallback masks, so the zip
-always holds every test id.
+predicted (unreadable, interrupted, out of time, missing) get flagged empty fallback masks, so
+the zip always holds every test id; at the hard wall (the budget less the measured time to
+finish the zip) the main process finishes it whatever the workers are doing.
 """
 
 from __future__ import annotations

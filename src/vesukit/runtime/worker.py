@@ -14,8 +14,8 @@ its claimed volumes go back to the table for a live worker, or to the main proce
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import signal
 import threading
 import time
@@ -66,6 +66,7 @@ class WorkerSetup:
 
 
 OPEN = 0  # a ClaimTable slot nobody has claimed; worker w's claims hold w + 1
+LOCK_HELD_TOO_LONG = 2.0  # seconds; see ClaimTable.recover
 
 
 class ClaimTable:
@@ -120,6 +121,14 @@ class ClaimTable:
         with self.lock:
             for index in indices:
                 self.slots[index] = -1
+
+    def recover(self) -> None:
+        """Free the lock if a dead worker held it: it is held for microseconds, so a lock not
+        free within :data:`LOCK_HELD_TOO_LONG` seconds has a holder that was killed."""
+        if not self.lock.acquire(timeout=LOCK_HELD_TOO_LONG):
+            self.lock.release()  # a multiprocessing.Lock may be released by any process
+        else:
+            self.lock.release()
 
     def _first_open(self) -> int | None:
         for index in range(self.size):
@@ -414,21 +423,28 @@ def run_worker_thread(worker: int, device_name: str, setup: WorkerSetup, claims:
 
 
 def _worker_process(worker: int, device_name: str, setup: WorkerSetup, claims: ClaimTable,
-                    messages, stop_event) -> None:
+                    connection, stop_event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     if device_name == "cpu":
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // setup.n_workers))
+    sending = threading.Lock()  # the loop and its saver thread share this worker's own pipe
+
+    def send(kind: str, payload) -> None:
+        with sending:
+            connection.send((kind, payload))
+
     try:
         process_volumes(worker, device_name, setup, claims,
-                        lambda state: messages.put(("state", state.to_json())),
-                        stop_event.is_set, lambda text: messages.put(("warn", text)),
-                        lambda key, value: messages.put(("note", (key, value))))
+                        lambda state: send("state", state.to_json()),
+                        stop_event.is_set, lambda text: send("warn", text),
+                        lambda key, value: send("note", (key, value)))
     except BaseException as exc:  # noqa: BLE001 - reported to the main process
-        messages.put(("error", f"worker {worker} ({device_name}): {type(exc).__name__}: {exc}"))
+        send("error", f"worker {worker} ({device_name}): {type(exc).__name__}: {exc}")
     finally:
-        messages.put(("exit", worker))
+        send("exit", worker)
+        connection.close()
 
 
 # a volume in flight when this many workers died is not handed out again: it gets a fallback
@@ -448,13 +464,17 @@ def run_worker_processes(devices: list[str], setup: WorkerSetup, claims: ClaimTa
     tells the caller to compute what is still open itself when no worker is left.
     """
     context = context or multiprocessing.get_context("spawn")
-    messages = context.Queue()
     stop_event = context.Event()
+    # one pipe per worker, not one shared queue: a worker killed while writing can then
+    # garble or block only its own channel, never the others'
+    pipes = [context.Pipe(duplex=False) for _ in devices]
     processes = [context.Process(target=_worker_process, name=f"vesukit-worker{i}",
-                                 args=(i, device, setup, claims, messages, stop_event))
+                                 args=(i, device, setup, claims, pipes[i][1], stop_event))
                  for i, device in enumerate(devices)]
-    for process in processes:
+    for process, (_, sender) in zip(processes, pipes):
         process.start()
+        sender.close()  # the worker holds the only write end: its death is an EOF here
+    channels = {reader: i for i, (reader, _) in enumerate(pipes)}
     watch = Watch()
     received: set[str] = set()
     ended: set[int] = set()               # workers that said "exit" or were found dead
@@ -475,16 +495,24 @@ def run_worker_processes(devices: list[str], setup: WorkerSetup, claims: ClaimTa
         elif kind == "exit":
             ended.add(payload)
 
-    def drain() -> None:
-        while True:
-            try:
-                handle(*messages.get_nowait())
-            except queue.Empty:
-                return
+    def receive(reader) -> None:
+        """Handle one message; a closed or garbled channel (its worker died) is dropped."""
+        try:
+            message = reader.recv()
+        except Exception:  # noqa: BLE001 - EOF, or a message cut short by a kill
+            channels.pop(reader, None)
+            return
+        handle(*message)
+
+    def drain(worker: int) -> None:
+        for reader in [r for r, w in channels.items() if w == worker]:
+            while reader in channels and reader.poll():
+                receive(reader)
 
     def bury(worker: int) -> None:
         process = processes[worker]
         ended.add(worker)
+        claims.recover()  # it may have died holding the claim table's lock
         lost = [i for i in claims.claimed_by(worker) if setup.ids[i] not in received]
         lost_ids = [setup.ids[i] for i in lost]
         death = {"worker": worker, "device": devices[worker], "exit_code": process.exitcode,
@@ -515,14 +543,14 @@ def run_worker_processes(devices: list[str], setup: WorkerSetup, claims: ClaimTa
         if time.time() >= setup.deadline:
             watch.hit_wall = True
             break
-        try:
-            handle(*messages.get(timeout=max(min(setup.deadline - time.time(), 0.5), 0.01)))
-            continue
-        except queue.Empty:
-            pass
+        timeout = max(min(setup.deadline - time.time(), 0.5), 0.01)
+        ready = multiprocessing.connection.wait(list(channels), timeout=timeout) if channels \
+            else time.sleep(timeout) or []
+        for reader in ready:
+            receive(reader)
         for worker, process in enumerate(processes):
             if worker not in ended and not process.is_alive():
-                drain()  # what it said before dying comes first
+                drain(worker)  # what it said before dying comes first
                 if worker not in ended:
                     bury(worker)
     if watch.hit_wall:
@@ -530,8 +558,12 @@ def run_worker_processes(devices: list[str], setup: WorkerSetup, claims: ClaimTa
         for process in processes:
             if process.is_alive():
                 process.kill()  # the zip is finished now, whatever the workers are doing
+        for process in processes:
+            process.join(timeout=10)
+        claims.recover()  # a worker killed here may have held the claim table's lock
     else:
-        drain()
+        for worker in range(len(processes)):
+            drain(worker)
         watch.leftover = bool(watch.deaths) and bool(claims.open_indices()) and not should_stop()
     for process in processes:
         process.join(timeout=10)
