@@ -29,11 +29,12 @@ cp -r "$DRY/train/train.csv" "$DRY/train/train_images" "$DRY/train/train_labels"
 echo "== 2/5 seed9 teachers ($SIZE, random weights)"
 vesukit teachers init "$DRY/teachers" --preset seed9 --size "$SIZE" --seed 0
 echo "== 3/5 calibrate the threshold rule and post-processing on the train volumes"
+# fitted with the TTA predict runs: predict takes it from the calibration (fit = apply)
 vesukit calibrate --data "$DRY/data" --teachers "$DRY/teachers" --out "$DRY/calibration.json" \
-  --device "$DEVICE"
-echo "== 4/5 predict on $DEVICE (tta $TTA)"
+  --device "$DEVICE" --tta "$TTA"
+echo "== 4/5 predict on $DEVICE (tta $TTA, from the calibration)"
 vesukit predict --data "$DRY/data" --teachers "$DRY/teachers" --out "$DRY/submission.zip" \
-  --device "$DEVICE" --tta "$TTA" --calibration "$DRY/calibration.json" \
+  --device "$DEVICE" --calibration "$DRY/calibration.json" \
   --workdir "$DRY/work" --audit "$DRY/audit"
 echo "== 5/5 validate"
 vesukit validate "$DRY/submission.zip" --data "$DRY/data"
