@@ -165,3 +165,35 @@ def test_pack_refuses_a_calibration_fitted_on_other_teachers(teachers, from_teac
     shipped = load_calibration(dataset / "calibration.json")
     packed = load_manifest(dataset)
     assert fit_mismatches(shipped, resolve_run_settings(packed, shipped), packed) == []
+
+
+def test_maps_a_run_made_otherwise_are_named_and_not_fitted_on(root, teachers, tmp_path, capsys,
+                                                               monkeypatch):
+    """A teacher that fails on one volume costs only that volume (issue 24), but that volume's
+    saved map is then the other teacher's alone: maps.json names it, and calibrate --maps
+    leaves it out of the fit rather than fit on a map predict would not make."""
+    from vesukit.runtime import faults
+
+    ids = sorted(p.stem for p in (root / "test_images").glob("*.tif"))
+    first = [row[0] for row in csv.reader(open(root / "test.csv"))][1]
+    monkeypatch.setenv(faults.ENV, f"teacher:MemoryError:{first}:2")  # both of unet_0's tries
+    faults.reset()
+    maps = tmp_path / "maps"
+    code = main(["predict", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(tmp_path / "s.zip"), "--device", "cpu", "--no-warm-up", "--tta", "none",
+                 "--workdir", str(tmp_path / "work"), "--save-maps", str(maps)])
+    monkeypatch.delenv(faults.ENV)
+    assert code == 3                                   # one volume degraded, named
+    made = json.loads((maps / "maps.json").read_text())
+    assert made["made_otherwise"] == {first: "without teacher 'unet_0'"}
+    assert sorted(p.stem for p in maps.glob("*.npy")) == ids   # every map was still saved
+    capsys.readouterr()
+    out = tmp_path / "from-maps.json"
+    assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
+                 "--folds", "2", "--steps", "basic", "--rules", "fixed", "--top-k", "1"]) == 0
+    printed = capsys.readouterr()
+    assert "map(s) left out" in printed.out + printed.err and first in printed.out + printed.err
+    evidence = json.loads(out.read_text())["evidence"]
+    assert first not in evidence["volumes"] and len(evidence["volumes"]) == len(ids) - 1
+    assert evidence["left_out"] == {first: "without teacher 'unet_0'"}
+    assert "made_otherwise" not in json.loads(out.read_text())["fitted_on"]

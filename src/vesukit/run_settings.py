@@ -286,8 +286,17 @@ def fitted_precision(calibration: Calibration) -> dict:
     return dict(precision) if isinstance(precision, Mapping) else {}
 
 
-def write_maps_provenance(folder, settings: RunSettings, manifest) -> Path:
-    """``maps.json`` beside saved maps: what made them (calibrate --maps records it)."""
+MADE_OTHERWISE = "made_otherwise"  # maps.json: volume id -> how its map differs from the settings
+
+
+def write_maps_provenance(folder, settings: RunSettings, manifest,
+                          made_otherwise: Mapping[str, str] | None = None) -> Path:
+    """``maps.json`` beside saved maps: what made them (calibrate --maps records it).
+
+    ``made_otherwise`` names the volumes whose map was not made with these settings (a teacher
+    failed on it or the time budget lowered TTA or dropped a teacher), and how: calibrate
+    leaves them out, since predict would not make such a map when all goes well.
+    """
     import json
 
     from vesukit.data import atomic_write_bytes
@@ -296,6 +305,8 @@ def write_maps_provenance(folder, settings: RunSettings, manifest) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / MAPS_PROVENANCE
     made = {**fitted_on(settings, manifest), "precision": {"mean": SAVED_MAP_DTYPE}}
+    if made_otherwise:
+        made[MADE_OTHERWISE] = dict(made_otherwise)
     atomic_write_bytes(path, json.dumps(made, indent=1).encode())
     return path
 

@@ -229,12 +229,13 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     from vesukit.calibrate.oof import out_of_fold
     from vesukit.calibrate.search import RULE_GRID, postprocess_options
     from vesukit.data import find_competition_root
-    from vesukit.run_settings import read_maps_provenance
+    from vesukit.run_settings import MADE_OTHERWISE, read_maps_provenance
 
     out = Path(out)
     root = find_competition_root(data)
     made = read_maps_provenance(maps_dir)
-    prepared = map_volumes(maps_dir, root, volumes, progress)
+    made_otherwise = dict((made or {}).pop(MADE_OTHERWISE, None) or {})
+    prepared = map_volumes(maps_dir, root, volumes, progress, left_out=made_otherwise)
     options = postprocess_options(_median_voxels(prepared), winners=winners, disagreement=False)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
     grid = without_disagreement(grid or RULE_GRID, progress)
@@ -250,6 +251,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     data_out = oof.final.calibration().to_json()
     data_out.update(maps_settings(made, maps_dir))
     data_out["evidence"] = {"maps": str(maps_dir), "volumes": [v.volume_id for v in prepared],
+                            "left_out": made_otherwise,
                             "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json(),
                             "search_engine": {"exhaustive": exhaustive, "scheduler": scheduler,
                                               "workers": n_workers,

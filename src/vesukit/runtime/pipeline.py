@@ -425,6 +425,10 @@ def execute(plan: RunPlan, wall_start: float, progress_stream=None,
                     on_state(state)
         zip_path = writer.finish()
 
+    if config.save_maps is not None:  # say which saved maps the run made otherwise
+        _guarded(warn, "the maps' record", write_maps_provenance, config.save_maps,
+                 plan.settings, manifest, maps_made_otherwise(states.values(), plan.settings,
+                                                              config.tta))
     report = validate_zip(zip_path, plan.root)
     result = RunResult(zip_path, [states[i] for i in ids], time.perf_counter() - wall_start,
                        report, record.path, warnings, list(resumed),
@@ -441,6 +445,22 @@ def execute(plan: RunPlan, wall_start: float, progress_stream=None,
         result.error = f"no volume could be predicted: {error}"
     record.finish(result)
     return result
+
+
+def maps_made_otherwise(states, settings, level: str | None) -> dict[str, str]:
+    """Volume id -> how its saved map differs from ``settings`` (a teacher left out, on this
+    volume or by the time budget, or the run's TTA ``level`` lowered by the budget)."""
+    otherwise = {}
+    for state in states:
+        if state.status != DONE:
+            continue  # no map was saved
+        why = [f"without teacher '{name}'" for name in settings.teachers
+               if name not in state.teachers]
+        if level is not None and state.tta is not None and state.tta != level:
+            why.append(f"TTA {state.tta} instead of {level}")
+        if why:
+            otherwise[state.volume_id] = ", ".join(why)
+    return otherwise
 
 
 def compute_volumes(devices: list[str], setup: WorkerSetup, on_state, warn, stop, note):
