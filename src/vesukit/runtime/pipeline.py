@@ -322,6 +322,12 @@ def execute(plan: RunPlan, wall_start: float, progress_stream=None,
         with lock:
             record.data.setdefault(key, []).append(value)
             record.save()
+            if key == "warm_up_seconds":
+                line = (f"worker {value['worker']}: teachers warmed up in "
+                        f"{sum(value['teachers'].values()):.1f}s before the first volume "
+                        "(not counted as the pace)")
+                record.event(line)
+                progress.note(line)
 
     for text in plan.notes:
         warn(text)

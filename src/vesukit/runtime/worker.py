@@ -209,9 +209,8 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup, claims: C
     computer.dropped.update(failures)  # every volume's state says it ran without them
     if setup.warm_up:
         warm = computer.warm_up()
+        # a fact, not a problem: the main process logs it as an info line
         note("warm_up_seconds", {"worker": worker, "device": device_name, "teachers": warm})
-        warn(f"worker {worker}: teachers warmed up in {sum(warm.values()):.1f}s before the "
-             "first volume (not counted as the pace)")
     views = _views_counter(specs)
     budget = TimeBudget(setup.deadline - time.time(), {s.name: s.weight for s in specs},
                         views, setup.tta)
