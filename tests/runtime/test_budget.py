@@ -61,3 +61,49 @@ def test_expiry():
     assert not budget.expired() and budget.remaining() == 5.0
     clock.now = 5.0
     assert budget.expired()
+
+
+def test_the_cost_model_counts_the_forward_passes_each_teacher_really_runs():
+    """The planner's view count per (teacher, level) is what predict runs: an nnU-Net teacher
+    mirrors over 8 views (not flip's 4), and a teacher whose own TTA is lower than the run's
+    level runs its own. Counted on the real networks, sample by sample."""
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("nnunetv2")
+    from tests.fixtures import teacher_spec
+    from vesukit.infer import predict_teacher
+    from vesukit.runtime.worker import _views_counter
+    from vesukit.teachers.nnunet import NnUNetSpec
+    from vesukit.teachers.nnunet_model import load_nnunet_teacher
+
+    folder = (Path(__file__).resolve().parents[1] / "data" / "nnunet" / "Dataset501_VesukitCT"
+              / "nnUNetTrainer__nnUNetPlans__3d_fullres")
+    nnunet = NnUNetSpec(name="nn", model=str(folder), folds=("all",), checkpoint="final")
+    unet = dataclasses.replace(teacher_spec("unet", "3d"), tta=("flip",))
+    models = [load_nnunet_teacher(nnunet, folder.parent),
+              torch.nn.Conv3d(1, 1, 3, padding=1)]
+    volume = np.random.default_rng(0).integers(0, 255, (16, 24, 16)).astype(np.uint8)
+
+    def samples(spec, model, level):
+        seen = []
+        hook = model.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[0]))
+        try:
+            predict_teacher(volume, model, spec, device="cpu", tta=level)
+        finally:
+            hook.remove()
+        return sum(seen)
+
+    count = _views_counter([nnunet, unet], models)
+    for spec, model in zip([nnunet, unet], models):
+        once = samples(spec, model, "none")
+        assert count(spec.name, "none") == 1
+        for level in ("flip", "full"):
+            assert samples(spec, model, level) == count(spec.name, level) * once
+    assert count("nn", "flip") == 8 and count("unet", "flip") == 4
+    own = _views_counter([nnunet, unet], models, teacher_tta={"unet": "none", "nn": "flip"})
+    assert own("unet", "full") == 1 and own("nn", "full") == 8 and own("nn", "none") == 1

@@ -33,6 +33,15 @@ def mirror_views(axes: tuple[int, ...]) -> tuple[TTAView, ...]:
     return (TTAView(),) + tuple(TTAView(flips=c) for c in combos)
 
 
+def nnunet_views(spec, model, tta: str) -> tuple[TTAView, ...]:
+    """The views an nnU-Net teacher runs at the run's TTA level ``tta``: nnU-Net's mirroring
+    over every combination of the checkpoint's axes (8 for three), or the identity alone when
+    the spec turns mirroring off or ``tta`` is ``"none"``."""
+    if bool(getattr(spec, "mirroring", True)) and tta != "none":
+        return mirror_views(tuple(model.mirror_axes))
+    return (TTAView(),)
+
+
 def nonzero_bbox(volume: np.ndarray) -> tuple[slice, ...]:
     """nnU-Net's crop: the bounding box of the non-zero voxels after filling holes (filling
     cannot grow a bounding box, so the box of the non-zero voxels is the same)."""
@@ -89,8 +98,7 @@ def predict_nnunet(volume, model: torch.nn.Module, spec, *, device: torch.device
     transposed = array.transpose(plan.transpose_forward)
     box = nonzero_bbox(transposed)
     x = normalize(transposed[box], plan, device)
-    mirroring = bool(getattr(spec, "mirroring", True)) and tta != "none"
-    views = mirror_views(tuple(model.mirror_axes)) if mirroring else (TTAView(),)
+    views = nnunet_views(spec, model, tta)
     step = spec.tile_step if getattr(spec, "tile_step", None) is not None else 1.0 - overlap
     model = model.to(device).eval()
     logits = blend_windows(x[None, None], model, plan.patch, overlap=1.0 - step,

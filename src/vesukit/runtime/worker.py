@@ -211,7 +211,7 @@ def process_volumes(worker: int, device_name: str, setup: WorkerSetup, claims: C
         warm = computer.warm_up()
         # a fact, not a problem: the main process logs it as an info line
         note("warm_up_seconds", {"worker": worker, "device": device_name, "teachers": warm})
-    views = _views_counter(specs)
+    views = _views_counter(specs, models, setup.teacher_tta)
     budget = TimeBudget(setup.deadline - time.time(), {s.name: s.weight for s in specs},
                         views, setup.tta)
     store = StateStore(setup.workdir)
@@ -348,14 +348,26 @@ def _remaining(setup: WorkerSetup, claims: ClaimTable) -> tuple[int, int]:
     return -(-len(rest) // share), voxels // share
 
 
-def _views_counter(specs) -> Callable[[str, str], int]:
-    """(teacher, TTA level) -> forward passes per window/slice, for the cost model."""
-    from vesukit.infer import tta_views
+def _views_counter(specs, models, teacher_tta: dict | None = None) -> Callable[[str, str], int]:
+    """(teacher, run TTA level) -> forward passes per window/slice, for the cost model.
 
-    by_name = {spec.name: spec for spec in specs}
+    Counts what the teacher really runs at that level: its own TTA capped by the level (as
+    VolumeComputer runs it), and for an nnU-Net teacher its mirroring views (8, not flip's 4).
+    A wrong count makes the budget's projection after lowering TTA wrong by the same factor.
+    """
+    from vesukit.infer import tta_views
+    from vesukit.infer.nnunet import nnunet_views
+    from vesukit.run_settings import capped_tta
+    from vesukit.teachers.nnunet import NnUNetSpec
+
+    by_name = {spec.name: (spec, model) for spec, model in zip(specs, models)}
+    own = dict(teacher_tta or {})
 
     def count(name: str, level: str) -> int:
-        spec = by_name[name]
+        spec, model = by_name[name]
+        level = capped_tta(own.get(name, level), level)
+        if isinstance(spec, NnUNetSpec):
+            return len(nnunet_views(spec, model, level))
         allowed = tuple(spec.tta)
         if spec.input_kind == "3d":
             return len(tta_views(level, 3, allowed))
