@@ -198,8 +198,10 @@ def _official_same_run(command: list[str], case: str, ours: dict) -> bool:
     seconds = official["seconds"]
     terms = ", ".join(f"{k} {v:.1f}" for k, v in official["seconds_by_term"].items())
     print(f"  official, same run: {seconds:.1f} s ({terms}); load {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"  same-run ratio: cold {seconds / ours['cold_s']:.1f}x, warm {seconds / ours['warm_s']:.1f}x "
-          f"(expected.json's official {ours['official_s']:.1f} s)")
+    cpu = official["cpu_seconds"]
+    print(f"  same-run ratio: cold {seconds / ours['cold_s']:.1f}x, warm {seconds / ours['warm_s']:.1f}x wall; "
+          f"official {cpu:.1f} CPU-s -> cold {cpu / ours['cold_cpu_s']:.1f}x, warm {cpu / ours['warm_cpu_s']:.1f}x "
+          f"CPU (expected.json's official: {ours['official_s']:.1f} s)")
     found = differences(ours["result"], official)
     print("  ours = official: every count and float equal" if not found
           else "  OURS DIFFERS FROM THE OFFICIAL SCORER: " + "; ".join(found))
