@@ -11,6 +11,17 @@ peak RSS, and whether the result equals expected.json. The numba JIT cost (compi
 empty cache, and load from a warm cache) is measured separately in fresh subprocesses.
 The surface-distance package (DeepMind, the official scorer's surface-Dice code) is run
 side by side on the same pair when installed.
+
+    PYTHONPATH=src python benchmarks/bench_score.py --official /tmp/official-scorer/venv/bin/python
+
+``--official PATH`` also runs the official scorer itself in the same run, after ours on each
+pair (its own subprocess, never at once with ours): Betti-Matching-3D rebuilt from source,
+surface-distance and cc3d, combined as the leaderboard does (benchmarks/official_metric.py).
+PATH is a python that imports ``betti_matching``, ``surface_distance`` and ``cc3d``, or a folder
+holding the compiled ``betti_matching`` (benchmarks/official_side_by_side.py; how to build it:
+docs/metric.md, "The official scorer, rebuilt"). Per pair it prints the official seconds (per
+term), the same-run ratios, and whether every topology count and float equals ours; the run
+exits 1 on any difference.
 """
 
 from __future__ import annotations
@@ -67,7 +78,7 @@ def one_volume(case: str, workers: int, repeat: int) -> dict:
         "case": case, "official_s": expected["official_seconds"], "cold_s": min(cold),
         "warm_s": min(warm), "prepare_label_s": prepare_s,
         "breakdown_thread_s": {k: round(v, 3) for k, v in warm_result.timings.items()},
-        "exact": bool(exact and warm_result == result),
+        "exact": bool(exact and warm_result == result), "result": got,
         "cold_cpu_s": min(cold_cpu), "warm_cpu_s": min(warm_cpu),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }
@@ -129,10 +140,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--official", metavar="PATH",
+                        help="also time the rebuilt official scorer: its python, or the folder of betti_matching")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one_volume(args.one, args.workers, args.repeat)))
         return 0
+    official = _official_or_exit(args.official) if args.official else None
     print(f"workers={args.workers} cores={os.cpu_count()} load={os.getloadavg()}")
     print("numba JIT (fresh process, 9^3 volume):", jit_seconds())
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -159,7 +173,39 @@ def main() -> int:
                   f"(equal: {r['peer_equal']})")
         print(f"  peak RSS of our scorer {r['peak_rss_gb']:.2f} GB   "
               f"load now {os.getloadavg()[0]:.1f}")
+        if official:
+            ok &= _official_same_run(official, case, r)
     return 0 if ok else 1
+
+
+def _official_or_exit(path: str) -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.official_side_by_side import OfficialUnavailable, official_command
+
+    try:
+        return official_command(path)
+    except OfficialUnavailable as error:
+        print(f"bench_score: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _official_same_run(command: list[str], case: str, ours: dict) -> bool:
+    """Times the official scorer on the pair ours just scored; True when every count and float is equal."""
+    from benchmarks.official_side_by_side import differences, run_official
+
+    load_before = os.getloadavg()[0]
+    official = run_official(command, VECTORS / "pred" / f"{case}.tif", VECTORS / "labels" / f"{case}.tif")
+    seconds = official["seconds"]
+    terms = ", ".join(f"{k} {v:.1f}" for k, v in official["seconds_by_term"].items())
+    print(f"  official, same run: {seconds:.1f} s ({terms}); load {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    cpu = official["cpu_seconds"]
+    print(f"  same-run ratio: cold {seconds / ours['cold_s']:.1f}x, warm {seconds / ours['warm_s']:.1f}x wall; "
+          f"official {cpu:.1f} CPU-s -> cold {cpu / ours['cold_cpu_s']:.1f}x, warm {cpu / ours['warm_cpu_s']:.1f}x "
+          f"CPU (expected.json's official: {ours['official_s']:.1f} s)")
+    found = differences(ours["result"], official)
+    print("  ours = official: every count and float equal" if not found
+          else "  OURS DIFFERS FROM THE OFFICIAL SCORER: " + "; ".join(found))
+    return not found
 
 
 if __name__ == "__main__":
