@@ -372,38 +372,108 @@ def _dual_nodes(sq, n0, n1, n2):
 
 
 @njit(**_JIT)
-def square_classes(u, n0, n1, n2, cls, parent):
-    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 a comparison dim-2 birth (cleared);
-    and the ids of the K(U) squares, ascending.
-
-    Births come from the dual union-find over cubes plus the outside node, squares in
-    descending (value, index) order (docs/metric.md section 4): a square that joins two dual
-    components creates a 2-cycle in the ascending filtration, so its column reduces to zero.
-    """
-    nvox = n0 * n1 * n2
-    nsq = 3 * nvox
-    cls = np.zeros(nsq, dtype=np.uint8)
+def _ku_squares(u, n0, n1, n2):
+    """The ids of the K(U) squares (all 4 voxels in U), ascending; only U voxels are visited."""
     kus = np.empty(1 << 12, dtype=np.int64)
     nku = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
+                if u[v] == 0:
+                    continue
                 for t in range(3):
-                    st = _square_state(u, v, t, x, y, z, n0, n1, n2)
-                    if st == 1:
-                        cls[3 * v + t] = 1
+                    if _square_state(u, v, t, x, y, z, n0, n1, n2) == 1:
                         if nku == kus.shape[0]:
                             grown = np.empty(2 * nku, dtype=np.int64)
                             grown[:nku] = kus
                             kus = grown
                         kus[nku] = 3 * v + t
                         nku += 1
-                    elif st == 0:
-                        cls[3 * v + t] = 2
+    return kus[:nku].copy()
+
+
+@njit(**_JIT)
+def _cube_node(c, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep):
+    """The dual node a cube belongs to once every square outside K(U) is in (see
+    :func:`kus_births`): the outside node for a missing cube or a face-touching component,
+    a representative voxel of its background component, or the cube itself when all its
+    voxels are in U."""
+    omega = n0 * n1 * n2
+    if c == omega:
+        return omega
+    s0 = n1 * n2
+    x = c // s0
+    y = (c // n2) % n1
+    z = c % n2
+    for dx in range(2):
+        for dy in range(2):
+            for dz in range(2):
+                w = c + dx * s0 + dy * n2 + dz
+                if u[w] != 0:
+                    continue
+                r = (x + dx) * n1 + y + dy
+                zz = z + dz
+                for i in range(row_start[r], row_start[r + 1]):
+                    if z0[i] <= zz <= z1[i]:
+                        top = root[i]
+                        return omega if bounded[top] == 0 else rep[top]
+    return c
+
+
+@njit(**_JIT)
+def kus_births(u, n0, n1, n2, parent):
+    """The K(U) squares (ascending ids) and, per square, 1 when it is a comparison dim-2 birth
+    (cleared: its column reduces to zero).
+
+    The dual union-find of docs/metric.md section 4 takes squares in descending (value,
+    index) order, so every square outside K(U) comes before any K(U) square. Those squares
+    join exactly the cubes that share a background (U^c) voxel, and join a cube to the
+    outside node through a block face: after them, the dual components are the 26-connected
+    background components (those touching a face merged with the outside), plus one node
+    per cube lying wholly in U. That partition does not depend on the order, so it comes
+    from the background's runs instead of a pass over all squares; only the K(U) squares
+    are then joined one by one. ``parent``: int32 work buffer of n0*n1*n2 + 1 entries.
+    """
+    kus = _ku_squares(u, n0, n1, n2)
+    nku = kus.shape[0]
+    cleared = np.zeros(nku, dtype=np.uint8)
+    if nku == 0 or n0 < 2 or n1 < 2 or n2 < 2:
+        return kus, cleared  # no cubes: every square joins the outside node to itself
+    row_start, z0, z1, root, bounded = runs26(u, n0, n1, n2, False)
+    rep = np.empty(z0.shape[0], dtype=np.int64)  # a background voxel of each run
+    for r in range(n0 * n1):
+        for i in range(row_start[r], row_start[r + 1]):
+            rep[i] = r * n2 + z0[i]
+    nvox = n0 * n1 * n2
     for i in range(nvox + 1):
         parent[i] = i
-    # value-1 squares (not in K(U)) first, then those of K(U); each by descending id
+    for i in range(nku - 1, -1, -1):
+        c1, c2 = _dual_nodes(kus[i], n0, n1, n2)
+        a = _cube_node(c1, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        b = _cube_node(c2, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        if _dual_join(parent, a, b):
+            cleared[i] = 1
+    return kus, cleared
+
+
+@njit(**_JIT)
+def nonu_square_classes(u, n0, n1, n2, cls, parent):
+    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 not in K(U) and a comparison
+    dim-2 birth (cleared). The births come from the dual union-find over cubes plus the
+    outside node, squares outside K(U) by descending id (docs/metric.md section 4): a square
+    that joins two dual components creates a 2-cycle, so its column reduces to zero.
+    ``cls``: uint8 of 3*n0*n1*n2 entries (filled here); ``parent``: int32 of n0*n1*n2 + 1."""
+    nvox = n0 * n1 * n2
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                for t in range(3):
+                    st = _square_state(u, v, t, x, y, z, n0, n1, n2)
+                    cls[3 * v + t] = 1 if st == 1 else (2 if st == 0 else 0)
+    for i in range(nvox + 1):
+        parent[i] = i
     s0 = n1 * n2
     omega = nvox
     for x in range(n0 - 1, -1, -1):
@@ -423,41 +493,7 @@ def square_classes(u, n0, n1, n2, cls, parent):
                         c2 = v - 1 if z >= 1 else omega
                     if _dual_join(parent, c1, c2):
                         cls[sq] = 3
-    for i in range(nku - 1, -1, -1):
-        sq = kus[i]
-        c1, c2 = _dual_nodes(sq, n0, n1, n2)
-        if _dual_join(parent, c1, c2):
-            cls[sq] = 3
-    return cls, kus[:nku].copy()
-
-
-@njit(**_JIT)
-def _xor_desc(a, na, b, nb, out):
-    """Symmetric difference of two strictly descending arrays into out; returns its length."""
-    i = 0
-    j = 0
-    k = 0
-    while i < na and j < nb:
-        if a[i] > b[j]:
-            out[k] = a[i]
-            i += 1
-            k += 1
-        elif a[i] < b[j]:
-            out[k] = b[j]
-            j += 1
-            k += 1
-        else:
-            i += 1
-            j += 1
-    while i < na:
-        out[k] = a[i]
-        i += 1
-        k += 1
-    while j < nb:
-        out[k] = b[j]
-        j += 1
-        k += 1
-    return k
+    return cls
 
 
 @njit(**_JIT)
@@ -496,15 +532,79 @@ def _a_edges(a, n0, n1, n2, is_a_edge):
     return is_a_edge
 
 
+# The column being reduced is a max-heap of row keys plus a mark per edge (its entry is in
+# the column): adding a 4-entry column toggles 4 marks and pushes at most 4 keys, instead of
+# merging two sorted columns of hundreds of entries. Keys whose mark was toggled off stay in
+# the heap until they reach the top (lazy deletion); a key can sit there more than once.
+
+
 @njit(**_JIT)
-def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, work, tmp,
+def _heap_push(heap, h, key):
+    if h == heap.shape[0]:
+        grown = np.empty(2 * h, dtype=np.int64)
+        grown[:h] = heap
+        heap = grown
+    i = h
+    while i > 0:
+        p = (i - 1) >> 1
+        if heap[p] >= key:
+            break
+        heap[i] = heap[p]
+        i = p
+    heap[i] = key
+    return heap, h + 1
+
+
+@njit(**_JIT)
+def _heap_pop(heap, h):
+    """Drop the largest key; returns the new size."""
+    h -= 1
+    last = heap[h]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= h:
+            break
+        if c + 1 < h and heap[c + 1] > heap[c]:
+            c += 1
+        if heap[c] <= last:
+            break
+        heap[i] = heap[c]
+        i = c
+    if h > 0:
+        heap[i] = last
+    return h
+
+
+@njit(**_JIT)
+def _toggle(key, big, mark, heap, h):
+    e = key - big if key >= big else key
+    mark[e] ^= 1
+    if mark[e] != 0:
+        return _heap_push(heap, h, key)
+    return heap, h
+
+
+@njit(**_JIT)
+def _heap_pivot(big, mark, heap, h):
+    """Drop toggled-off keys from the top; returns (size, pivot key or -1 for a zero column)."""
+    while h > 0:
+        top = heap[0]
+        if mark[top - big if top >= big else top] != 0:
+            return h, top
+        h = _heap_pop(heap, h)
+    return h, -1
+
+
+@njit(**_JIT)
+def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, heap, mark,
                    edges, other):
     """Reduce column s against the columns reduced so far; record its pivot.
 
     owner[edge] = 2*square (the column was never modified, so its boundary is recomputed
-    when needed) or 2*slot+1 (a modified column stored in the pool). meta holds
-    (pool entries used, slots used). Returns (pivot key or -1, and the possibly grown
-    arrays)."""
+    when needed) or 2*slot+1 (a modified column stored in the pool, keys descending). meta
+    holds (pool entries used, slots used); ``mark`` (uint8 per edge) is all zero between
+    calls. Returns (pivot key or -1, and the possibly grown arrays)."""
     # Fast path (most columns, far from both masks): the column has no K(A)-edge, so its
     # pivot is its largest edge id, and nobody owns that edge yet.
     v = s // 3
@@ -520,76 +620,76 @@ def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, w
         if (is_a_edge[edges[0]] | is_a_edge[edges[1]] | is_a_edge[edges[2]]
                 | is_a_edge[edges[3]]) == 0:
             owner[top] = 2 * s
-            return top + big, pool, pstart, plen, work, tmp
+            return top + big, pool, pstart, plen, heap
     _keys_of_square(s, n1, n2, is_a_edge, big, edges, other)
-    n = 4
+    piv = other[0]
+    o = owner[piv - big if piv >= big else piv]
+    if o < 0:  # an emergent pair: unmodified, its pivot is free
+        owner[piv - big if piv >= big else piv] = 2 * s
+        return piv, pool, pstart, plen, heap
+    h = 0
     for i in range(4):
-        work[i] = other[i]
-    modified = False
-    while n > 0:
-        piv = work[0]
-        e = piv - big if piv >= big else piv
-        o = owner[e]
-        if o < 0:
-            break
-        modified = True
+        heap, h = _toggle(other[i], big, mark, heap, h)
+    while True:
         if o % 2 == 0:
             _keys_of_square(o // 2, n1, n2, is_a_edge, big, edges, other)
-            ln = 4
-        else:
-            ln = plen[o // 2]
-        if n + ln > work.shape[0]:
-            cap = 2 * (n + ln)
-            nw = np.empty(cap, dtype=np.int64)
-            nw[:n] = work[:n]
-            work = nw
-            tmp = np.empty(cap, dtype=np.int64)
-        if o % 2 == 0:
-            n = _xor_desc(work, n, other, 4, tmp)
+            for i in range(4):
+                heap, h = _toggle(other[i], big, mark, heap, h)
         else:
             st = pstart[o // 2]
-            n = _xor_desc(work, n, pool[st:st + ln], ln, tmp)
-        work, tmp = tmp, work
-    if n == 0:
-        return -1, pool, pstart, plen, work, tmp
-    piv = work[0]
-    e = piv - big if piv >= big else piv
-    if not modified:
-        owner[e] = 2 * s
-    else:
-        used = meta[0]
-        slot = meta[1]
-        if slot == pstart.shape[0]:
-            ns_ = np.empty(2 * slot, dtype=np.int64)
-            ns_[:slot] = pstart
-            pstart = ns_
-            nl_ = np.empty(2 * slot, dtype=np.int64)
-            nl_[:slot] = plen
-            plen = nl_
-        if used + n > pool.shape[0]:
-            np_ = np.empty(2 * (used + n), dtype=np.int64)
-            np_[:used] = pool[:used]
-            pool = np_
-        pool[used:used + n] = work[:n]
-        pstart[slot] = used
-        plen[slot] = n
-        meta[0] = used + n
-        meta[1] = slot + 1
-        owner[e] = 2 * slot + 1
-    return piv, pool, pstart, plen, work, tmp
+            for i in range(st, st + plen[o // 2]):
+                heap, h = _toggle(pool[i], big, mark, heap, h)
+        h, piv = _heap_pivot(big, mark, heap, h)
+        if piv < 0:
+            return -1, pool, pstart, plen, heap  # zero column: every mark is off again
+        o = owner[piv - big if piv >= big else piv]
+        if o < 0:
+            break
+    # store the reduced column, descending, and turn its marks off
+    used = meta[0]
+    slot = meta[1]
+    if slot == pstart.shape[0]:
+        ns_ = np.empty(2 * slot, dtype=np.int64)
+        ns_[:slot] = pstart
+        pstart = ns_
+        nl_ = np.empty(2 * slot, dtype=np.int64)
+        nl_[:slot] = plen
+        plen = nl_
+    if used + h > pool.shape[0]:
+        np_ = np.empty(2 * (used + h), dtype=np.int64)
+        np_[:used] = pool[:used]
+        pool = np_
+    n = 0
+    while h > 0:
+        key = heap[0]
+        h = _heap_pop(heap, h)
+        e = key - big if key >= big else key
+        if mark[e] != 0:
+            mark[e] = 0
+            pool[used + n] = key
+            n += 1
+    pstart[slot] = used
+    plen[slot] = n
+    meta[0] = used + n
+    meta[1] = slot + 1
+    owner[piv - big if piv >= big else piv] = 2 * slot + 1
+    return piv, pool, pstart, plen, heap
 
 
 @njit(**_JIT)
-def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f, own_g):
+def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, isf, isg, mark_f,
+                 mark_g, own_f, own_g, cls, parent):
     """m_1 of one block: the two image reductions of docs/metric.md 6.5, run in lockstep.
 
     Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
-    largest key. Columns: K(U) squares, then the other squares in id (lexicographic) order,
-    cleared squares skipped. A non-U column "drops" for A when its pivot is a K(A)-edge;
-    m_1 counts the columns that drop for both. target_A = dim Z_1(K(A)) is the number of
-    K(A)-pivots of the complete reduction: once either input reaches it, neither can drop
-    again for both, and the reduction stops. isf, isg (uint8) and own_f, own_g (int32) are
-    work buffers of 3*nvox entries.
+    largest key. Columns: the K(U) squares ``kus`` (those with ``ku_cleared`` skipped), then
+    the other squares in id (lexicographic) order, cleared squares skipped. A non-U column
+    "drops" for A when its pivot is a K(A)-edge; m_1 counts the columns that drop for both.
+    target_A = dim Z_1(K(A)) is the number of K(A)-pivots of the complete reduction: once
+    either input reaches it, neither can drop again for both, and the reduction stops, often
+    before the non-U squares, whose classes (:func:`nonu_square_classes`) are then never
+    computed. isf, isg, mark_f, mark_g, cls (uint8) and own_f, own_g (int32) are work
+    buffers of 3*nvox entries; parent (int32) of nvox + 1.
     """
     nvox = n0 * n1 * n2
     nsq = 3 * nvox
@@ -598,8 +698,10 @@ def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f
         return 0
     _a_edges(f, n0, n1, n2, isf)
     _a_edges(g, n0, n1, n2, isg)
-    own_f[:3 * nvox] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
-    own_g[:3 * nvox] = -1
+    own_f[:nsq] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
+    own_g[:nsq] = -1
+    mark_f[:nsq] = 0
+    mark_g[:nsq] = 0
     pool_f = np.empty(1 << 16, dtype=np.int64)
     pool_g = np.empty(1 << 16, dtype=np.int64)
     ps_f = np.empty(1 << 10, dtype=np.int64)
@@ -608,10 +710,8 @@ def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f
     pl_g = np.empty(1 << 10, dtype=np.int64)
     meta_f = np.zeros(2, dtype=np.int64)
     meta_g = np.zeros(2, dtype=np.int64)
-    work_f = np.empty(1 << 12, dtype=np.int64)
-    tmp_f = np.empty(1 << 12, dtype=np.int64)
-    work_g = np.empty(1 << 12, dtype=np.int64)
-    tmp_g = np.empty(1 << 12, dtype=np.int64)
+    heap_f = np.empty(1 << 12, dtype=np.int64)
+    heap_g = np.empty(1 << 12, dtype=np.int64)
     edges = np.empty(4, dtype=np.int64)
     other = np.empty(4, dtype=np.int64)
     found_f = 0
@@ -619,16 +719,22 @@ def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f
     m1 = 0
     nku = kus.shape[0]
     for phase in range(2):
-        want = 1 if phase == 0 else 2
+        if phase == 1:
+            nonu_square_classes(u, n0, n1, n2, cls, parent)
         for idx in range(nku if phase == 0 else nsq):
-            s = kus[idx] if phase == 0 else idx
-            if cls[s] != want:
-                continue
-            pf, pool_f, ps_f, pl_f, work_f, tmp_f = _reduce_column(
-                s, n1, n2, isf, big, own_f, pool_f, ps_f, pl_f, meta_f, work_f, tmp_f,
+            if phase == 0:
+                if ku_cleared[idx] != 0:
+                    continue
+                s = kus[idx]
+            else:
+                if cls[idx] != 2:
+                    continue
+                s = idx
+            pf, pool_f, ps_f, pl_f, heap_f = _reduce_column(
+                s, n1, n2, isf, big, own_f, pool_f, ps_f, pl_f, meta_f, heap_f, mark_f,
                 edges, other)
-            pg, pool_g, ps_g, pl_g, work_g, tmp_g = _reduce_column(
-                s, n1, n2, isg, big, own_g, pool_g, ps_g, pl_g, meta_g, work_g, tmp_g,
+            pg, pool_g, ps_g, pl_g, heap_g = _reduce_column(
+                s, n1, n2, isg, big, own_g, pool_g, ps_g, pl_g, meta_g, heap_g, mark_g,
                 edges, other)
             drop_f = pf >= 0 and pf < big
             drop_g = pg >= 0 and pg < big
@@ -636,7 +742,7 @@ def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f
                 found_f += 1
             if drop_g:
                 found_g += 1
-            if want == 2 and drop_f and drop_g:
+            if phase == 1 and drop_f and drop_g:
                 m1 += 1
             if found_f >= target_f or found_g >= target_g:
                 return m1
