@@ -285,30 +285,6 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
 
 
 @njit(**_JIT)
-def _square_edges(s, n1, n2, out):
-    """The 4 boundary edge ids of square s (docs/metric.md section 2)."""
-    v = s // 3
-    t = s - 3 * v
-    s0 = n1 * n2
-    s1 = n2
-    if t == 0:  # {x} x {y,y+1} x {z,z+1}
-        out[0] = 3 * v + 1
-        out[1] = 3 * (v + 1) + 1
-        out[2] = 3 * v + 2
-        out[3] = 3 * (v + s1) + 2
-    elif t == 1:  # {x,x+1} x {y} x {z,z+1}
-        out[0] = 3 * v + 0
-        out[1] = 3 * (v + 1) + 0
-        out[2] = 3 * v + 2
-        out[3] = 3 * (v + s0) + 2
-    else:  # {x,x+1} x {y,y+1} x {z}
-        out[0] = 3 * v + 0
-        out[1] = 3 * (v + s1) + 0
-        out[2] = 3 * v + 1
-        out[3] = 3 * (v + s0) + 1
-
-
-@njit(**_JIT)
 def _square_state(u, v, t, x, y, z, n0, n1, n2):
     """-1: the square does not exist; 1: it is in K(U); 0: it exists, not in K(U)."""
     s0 = n1 * n2
@@ -497,39 +473,42 @@ def nonu_square_classes(u, n0, n1, n2, cls, parent):
 
 
 @njit(**_JIT)
-def _keys_of_square(s, n1, n2, is_a_edge, big, edges, out):
-    _square_edges(s, n1, n2, edges)
-    for i in range(4):
-        e = edges[i]
-        out[i] = e if is_a_edge[e] != 0 else e + big
-    # sort 4 keys descending (insertion sort)
-    for i in range(1, 4):
+def _square_keys(s, n1, n2, code, bit, big, out):
+    """The 4 row keys of square s for one input, descending: edge id, plus ``big`` unless
+    both ends are in the input (``code[voxel] & bit``: the input's bit of the voxel)."""
+    v = s // 3
+    t = s - 3 * v
+    s0 = n1 * n2
+    if t == 0:  # {x} x {y,y+1} x {z,z+1}
+        b = v + n2
+        c = v + 1
+        d = b + 1
+        ta = 1
+        tb = 2
+    elif t == 1:  # {x,x+1} x {y} x {z,z+1}
+        b = v + s0
+        c = v + 1
+        d = b + 1
+        ta = 0
+        tb = 2
+    else:  # {x,x+1} x {y,y+1} x {z}
+        b = v + s0
+        c = v + n2
+        d = b + n2
+        ta = 0
+        tb = 1
+    # edges v-b and c-d run along axis ta, v-c and b-d along tb
+    out[0] = 3 * v + ta + (0 if code[v] & code[b] & bit else big)
+    out[1] = 3 * c + ta + (0 if code[c] & code[d] & bit else big)
+    out[2] = 3 * v + tb + (0 if code[v] & code[c] & bit else big)
+    out[3] = 3 * b + tb + (0 if code[b] & code[d] & bit else big)
+    for i in range(1, 4):  # sort descending (insertion sort)
         key = out[i]
         j = i - 1
         while j >= 0 and out[j] < key:
             out[j + 1] = out[j]
             j -= 1
         out[j + 1] = key
-
-
-@njit(**_JIT)
-def _a_edges(a, n0, n1, n2, is_a_edge):
-    s0 = n1 * n2
-    s1 = n2
-    is_a_edge[:3 * n0 * n1 * n2] = 0
-    for x in range(n0):
-        for y in range(n1):
-            for z in range(n2):
-                v = (x * n1 + y) * n2 + z
-                if a[v] == 0:
-                    continue
-                if x + 1 < n0 and a[v + s0] != 0:
-                    is_a_edge[3 * v] = 1
-                if y + 1 < n1 and a[v + s1] != 0:
-                    is_a_edge[3 * v + 1] = 1
-                if z + 1 < n2 and a[v + 1] != 0:
-                    is_a_edge[3 * v + 2] = 1
-    return is_a_edge
 
 
 # The column being reduced is a max-heap of row keys plus a mark per edge (its entry is in
@@ -597,42 +576,27 @@ def _heap_pivot(big, mark, heap, h):
 
 
 @njit(**_JIT)
-def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, heap, mark,
-                   edges, other):
-    """Reduce column s against the columns reduced so far; record its pivot.
+def _reduce_column(s, n1, n2, code, bit, big, owner, which, pool, pstart, plen, meta, heap,
+                   mark, other):
+    """Reduce column s for one input (``bit`` of ``code``; ``owner[2*edge + which]``) against
+    the columns reduced so far; record its pivot. The caller has handled the fast path.
 
-    owner[edge] = 2*square (the column was never modified, so its boundary is recomputed
-    when needed) or 2*slot+1 (a modified column stored in the pool, keys descending). meta
-    holds (pool entries used, slots used); ``mark`` (uint8 per edge) is all zero between
-    calls. Returns (pivot key or -1, and the possibly grown arrays)."""
-    # Fast path (most columns, far from both masks): the column has no K(A)-edge, so its
-    # pivot is its largest edge id, and nobody owns that edge yet.
-    v = s // 3
-    t = s - 3 * v
-    if t == 0:
-        top = 3 * (v + n2) + 2
-    elif t == 1:
-        top = 3 * (v + n1 * n2) + 2
-    else:
-        top = 3 * (v + n1 * n2) + 1
-    if owner[top] < 0 and is_a_edge[top] == 0:
-        _square_edges(s, n1, n2, edges)
-        if (is_a_edge[edges[0]] | is_a_edge[edges[1]] | is_a_edge[edges[2]]
-                | is_a_edge[edges[3]]) == 0:
-            owner[top] = 2 * s
-            return top + big, pool, pstart, plen, heap
-    _keys_of_square(s, n1, n2, is_a_edge, big, edges, other)
+    owner = 2*square (the column was never modified, so its boundary is recomputed when
+    needed) or 2*slot+1 (a modified column stored in the pool, keys descending). meta holds
+    (pool entries used, slots used); ``mark`` (uint8 per edge) is all zero between calls.
+    Returns (pivot key or -1, and the possibly grown arrays)."""
+    _square_keys(s, n1, n2, code, bit, big, other)
     piv = other[0]
-    o = owner[piv - big if piv >= big else piv]
+    o = owner[2 * (piv - big if piv >= big else piv) + which]
     if o < 0:  # an emergent pair: unmodified, its pivot is free
-        owner[piv - big if piv >= big else piv] = 2 * s
+        owner[2 * (piv - big if piv >= big else piv) + which] = 2 * s
         return piv, pool, pstart, plen, heap
     h = 0
     for i in range(4):
         heap, h = _toggle(other[i], big, mark, heap, h)
     while True:
         if o % 2 == 0:
-            _keys_of_square(o // 2, n1, n2, is_a_edge, big, edges, other)
+            _square_keys(o // 2, n1, n2, code, bit, big, other)
             for i in range(4):
                 heap, h = _toggle(other[i], big, mark, heap, h)
         else:
@@ -642,7 +606,7 @@ def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, h
         h, piv = _heap_pivot(big, mark, heap, h)
         if piv < 0:
             return -1, pool, pstart, plen, heap  # zero column: every mark is off again
-        o = owner[piv - big if piv >= big else piv]
+        o = owner[2 * (piv - big if piv >= big else piv) + which]
         if o < 0:
             break
     # store the reduced column, descending, and turn its marks off
@@ -672,13 +636,13 @@ def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, h
     plen[slot] = n
     meta[0] = used + n
     meta[1] = slot + 1
-    owner[piv - big if piv >= big else piv] = 2 * slot + 1
+    owner[2 * (piv - big if piv >= big else piv) + which] = 2 * slot + 1
     return piv, pool, pstart, plen, heap
 
 
 @njit(**_JIT)
-def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, isf, isg, mark_f,
-                 mark_g, own_f, own_g, cls, parent):
+def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, code, mark_f,
+                 mark_g, owner, cls, parent):
     """m_1 of one block: the two image reductions of docs/metric.md 6.5, run in lockstep.
 
     Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
@@ -688,18 +652,22 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, isf, 
     target_A = dim Z_1(K(A)) is the number of K(A)-pivots of the complete reduction: once
     either input reaches it, neither can drop again for both, and the reduction stops, often
     before the non-U squares, whose classes (:func:`nonu_square_classes`) are then never
-    computed. isf, isg, mark_f, mark_g, cls (uint8) and own_f, own_g (int32) are work
-    buffers of 3*nvox entries; parent (int32) of nvox + 1.
+    computed.
+
+    Both reductions share one pass: ``code`` (uint8, nvox) holds f's bit (1) and g's bit (2)
+    per voxel, and ``owner`` (int32, 6*nvox) interleaves the two inputs' owners per edge, so
+    a column reads one small array and one cache line for both. mark_f, mark_g, cls (uint8)
+    are work buffers of 3*nvox entries; parent (int32) of nvox + 1.
     """
     nvox = n0 * n1 * n2
     nsq = 3 * nvox
     big = 3 * nvox
     if target_f <= 0 or target_g <= 0:
         return 0
-    _a_edges(f, n0, n1, n2, isf)
-    _a_edges(g, n0, n1, n2, isg)
-    own_f[:nsq] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
-    own_g[:nsq] = -1
+    s0 = n1 * n2
+    for v in range(nvox):
+        code[v] = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
+    owner[:2 * nsq] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
     mark_f[:nsq] = 0
     mark_g[:nsq] = 0
     pool_f = np.empty(1 << 16, dtype=np.int64)
@@ -712,7 +680,6 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, isf, 
     meta_g = np.zeros(2, dtype=np.int64)
     heap_f = np.empty(1 << 12, dtype=np.int64)
     heap_g = np.empty(1 << 12, dtype=np.int64)
-    edges = np.empty(4, dtype=np.int64)
     other = np.empty(4, dtype=np.int64)
     found_f = 0
     found_g = 0
@@ -730,12 +697,37 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, isf, 
                 if cls[idx] != 2:
                     continue
                 s = idx
-            pf, pool_f, ps_f, pl_f, heap_f = _reduce_column(
-                s, n1, n2, isf, big, own_f, pool_f, ps_f, pl_f, meta_f, heap_f, mark_f,
-                edges, other)
-            pg, pool_g, ps_g, pl_g, heap_g = _reduce_column(
-                s, n1, n2, isg, big, own_g, pool_g, ps_g, pl_g, meta_g, heap_g, mark_g,
-                edges, other)
+            # Fast path (most columns, far from both masks): no K(A)-edge in the column, so
+            # its pivot is its largest edge b-d (see _square_keys), if nobody owns it yet.
+            v = s // 3
+            t = s - 3 * v
+            if t == 0:
+                b = v + n2
+                c = v + 1
+            elif t == 1:
+                b = v + s0
+                c = v + 1
+            else:
+                b = v + s0
+                c = v + n2
+            d = b + c - v
+            top = 3 * b + (1 if t == 2 else 2)
+            codes = (code[v] & code[b]) | (code[c] & code[d]) | (code[v] & code[c]) | (
+                code[b] & code[d])
+            if (codes & 1) == 0 and owner[2 * top] < 0:
+                owner[2 * top] = 2 * s
+                pf = top + big
+            else:
+                pf, pool_f, ps_f, pl_f, heap_f = _reduce_column(
+                    s, n1, n2, code, 1, big, owner, 0, pool_f, ps_f, pl_f, meta_f, heap_f,
+                    mark_f, other)
+            if (codes & 2) == 0 and owner[2 * top + 1] < 0:
+                owner[2 * top + 1] = 2 * s
+                pg = top + big
+            else:
+                pg, pool_g, ps_g, pl_g, heap_g = _reduce_column(
+                    s, n1, n2, code, 2, big, owner, 1, pool_g, ps_g, pl_g, meta_g, heap_g,
+                    mark_g, other)
             drop_f = pf >= 0 and pf < big
             drop_g = pg >= 0 and pg < big
             if drop_f:
