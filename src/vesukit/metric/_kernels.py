@@ -249,11 +249,13 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
                 v = (x * n1 + y) * n2 + z
                 if flags[v] == 0:
                     continue
+                ra = -1
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
                     if w < 0 or flags[w] == 0:
                         continue
-                    ra = _find(parent, v)
+                    if ra < 0:
+                        ra = _find(parent, v)
                     rb = _find(parent, w)
                     if ra != rb:
                         parent[rb] = ra
@@ -264,20 +266,21 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
                 inu_v = f[v] != 0 or g[v] != 0
+                rv = -1  # v's root, found once: a join below keeps it the root
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
                     if w < 0:
                         continue
-                    inu_w = f[w] != 0 or g[w] != 0
-                    if inu_v and inu_w:
+                    if inu_v and (f[w] != 0 or g[w] != 0):
                         continue
-                    ra = _find(parent, v)
+                    if rv < 0:
+                        rv = _find(parent, v)
                     rb = _find(parent, w)
-                    if ra != rb:
-                        if flags[ra] == 3 and flags[rb] == 3:
+                    if rv != rb:
+                        if flags[rv] == 3 and flags[rb] == 3:
                             m0 += 1
-                        parent[rb] = ra
-                        flags[ra] |= flags[rb]
+                        parent[rb] = rv
+                        flags[rv] |= flags[rb]
     return m0
 
 
