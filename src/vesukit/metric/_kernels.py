@@ -674,16 +674,18 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, code,
     owner[:2 * nsq] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
     mark_f[:nsq] = 0
     mark_g[:nsq] = 0
-    pool_f = np.empty(1 << 16, dtype=np.int64)
-    pool_g = np.empty(1 << 16, dtype=np.int64)
-    ps_f = np.empty(1 << 10, dtype=np.int64)
-    pl_f = np.empty(1 << 10, dtype=np.int64)
-    ps_g = np.empty(1 << 10, dtype=np.int64)
-    pl_g = np.empty(1 << 10, dtype=np.int64)
+    # small first sizes on purpose: they grow by doubling (cheap), and small blocks in the
+    # tests then exercise the growth too
+    pool_f = np.empty(1 << 8, dtype=np.int64)
+    pool_g = np.empty(1 << 8, dtype=np.int64)
+    ps_f = np.empty(1 << 4, dtype=np.int64)
+    pl_f = np.empty(1 << 4, dtype=np.int64)
+    ps_g = np.empty(1 << 4, dtype=np.int64)
+    pl_g = np.empty(1 << 4, dtype=np.int64)
     meta_f = np.zeros(2, dtype=np.int64)
     meta_g = np.zeros(2, dtype=np.int64)
-    heap_f = np.empty(1 << 12, dtype=np.int64)
-    heap_g = np.empty(1 << 12, dtype=np.int64)
+    heap_f = np.empty(1 << 4, dtype=np.int64)
+    heap_g = np.empty(1 << 4, dtype=np.int64)
     other = np.empty(4, dtype=np.int64)
     found_f = 0
     found_g = 0
