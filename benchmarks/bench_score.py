@@ -6,7 +6,8 @@ Each volume runs in its own subprocess so its peak RSS is its own. Per volume it
 cold seconds (score_volume: label preparation + scoring), warm seconds
 (PreparedLabel.score with the label already prepared, as calibration uses it), the
 official scorer's seconds from expected.json (topometrics-3d 0.1.0 on a 2-core machine),
-the ratios, the breakdown (thread-seconds per stage; they overlap when workers > 1), the
+the ratios, the breakdown (CPU seconds of the thread that ran each stage, summed over the
+octants; stages overlap when workers > 1, and other load on the machine does not inflate them), the
 peak RSS, and whether the result equals expected.json. The numba JIT cost (compile from an
 empty cache, and load from a warm cache) is measured separately in fresh subprocesses.
 The surface-distance package (DeepMind, the official scorer's surface-Dice code) is run
@@ -166,7 +167,8 @@ def main() -> int:
         print(f"  warm (PreparedLabel.score)   {r['warm_s']:.2f} s wall -> "
               f"{r['official_s'] / r['warm_s']:.1f}x faster; {r['warm_cpu_s']:.2f} CPU-s "
               f"(prepare once: {r['prepare_label_s']:.2f} s)")
-        print(f"  breakdown, thread-seconds: {r['breakdown_thread_s']}")
+        print(f"  breakdown, thread CPU seconds per stage (wall: the call's wall time): "
+              f"{r['breakdown_thread_s']}")
         if "peer_surface_dice_s" in r:
             print(f"  surface Dice alone: ours {r['our_surface_dice_s']:.2f} s, "
                   f"surface-distance package {r['peer_surface_dice_s']:.2f} s "

@@ -249,11 +249,13 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
                 v = (x * n1 + y) * n2 + z
                 if flags[v] == 0:
                     continue
+                ra = -1
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
                     if w < 0 or flags[w] == 0:
                         continue
-                    ra = _find(parent, v)
+                    if ra < 0:
+                        ra = _find(parent, v)
                     rb = _find(parent, w)
                     if ra != rb:
                         parent[rb] = ra
@@ -264,48 +266,25 @@ def dim0_matches(f, g, n0, n1, n2, parent, flags):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
                 inu_v = f[v] != 0 or g[v] != 0
+                rv = -1  # v's root, found once: a join below keeps it the root
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
                     if w < 0:
                         continue
-                    inu_w = f[w] != 0 or g[w] != 0
-                    if inu_v and inu_w:
+                    if inu_v and (f[w] != 0 or g[w] != 0):
                         continue
-                    ra = _find(parent, v)
+                    if rv < 0:
+                        rv = _find(parent, v)
                     rb = _find(parent, w)
-                    if ra != rb:
-                        if flags[ra] == 3 and flags[rb] == 3:
+                    if rv != rb:
+                        if flags[rv] == 3 and flags[rb] == 3:
                             m0 += 1
-                        parent[rb] = ra
-                        flags[ra] |= flags[rb]
+                        parent[rb] = rv
+                        flags[rv] |= flags[rb]
     return m0
 
 
 # ---------------------------------------------------------------- dim 1
-
-
-@njit(**_JIT)
-def _square_edges(s, n1, n2, out):
-    """The 4 boundary edge ids of square s (docs/metric.md section 2)."""
-    v = s // 3
-    t = s - 3 * v
-    s0 = n1 * n2
-    s1 = n2
-    if t == 0:  # {x} x {y,y+1} x {z,z+1}
-        out[0] = 3 * v + 1
-        out[1] = 3 * (v + 1) + 1
-        out[2] = 3 * v + 2
-        out[3] = 3 * (v + s1) + 2
-    elif t == 1:  # {x,x+1} x {y} x {z,z+1}
-        out[0] = 3 * v + 0
-        out[1] = 3 * (v + 1) + 0
-        out[2] = 3 * v + 2
-        out[3] = 3 * (v + s0) + 2
-    else:  # {x,x+1} x {y,y+1} x {z}
-        out[0] = 3 * v + 0
-        out[1] = 3 * (v + s1) + 0
-        out[2] = 3 * v + 1
-        out[3] = 3 * (v + s0) + 1
 
 
 @njit(**_JIT)
@@ -372,38 +351,108 @@ def _dual_nodes(sq, n0, n1, n2):
 
 
 @njit(**_JIT)
-def square_classes(u, n0, n1, n2, cls, parent):
-    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 a comparison dim-2 birth (cleared);
-    and the ids of the K(U) squares, ascending.
-
-    Births come from the dual union-find over cubes plus the outside node, squares in
-    descending (value, index) order (docs/metric.md section 4): a square that joins two dual
-    components creates a 2-cycle in the ascending filtration, so its column reduces to zero.
-    """
-    nvox = n0 * n1 * n2
-    nsq = 3 * nvox
-    cls = np.zeros(nsq, dtype=np.uint8)
+def _ku_squares(u, n0, n1, n2):
+    """The ids of the K(U) squares (all 4 voxels in U), ascending; only U voxels are visited."""
     kus = np.empty(1 << 12, dtype=np.int64)
     nku = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
+                if u[v] == 0:
+                    continue
                 for t in range(3):
-                    st = _square_state(u, v, t, x, y, z, n0, n1, n2)
-                    if st == 1:
-                        cls[3 * v + t] = 1
+                    if _square_state(u, v, t, x, y, z, n0, n1, n2) == 1:
                         if nku == kus.shape[0]:
                             grown = np.empty(2 * nku, dtype=np.int64)
                             grown[:nku] = kus
                             kus = grown
                         kus[nku] = 3 * v + t
                         nku += 1
-                    elif st == 0:
-                        cls[3 * v + t] = 2
+    return kus[:nku].copy()
+
+
+@njit(**_JIT)
+def _cube_node(c, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep):
+    """The dual node a cube belongs to once every square outside K(U) is in (see
+    :func:`kus_births`): the outside node for a missing cube or a face-touching component,
+    a representative voxel of its background component, or the cube itself when all its
+    voxels are in U."""
+    omega = n0 * n1 * n2
+    if c == omega:
+        return omega
+    s0 = n1 * n2
+    x = c // s0
+    y = (c // n2) % n1
+    z = c % n2
+    for dx in range(2):
+        for dy in range(2):
+            for dz in range(2):
+                w = c + dx * s0 + dy * n2 + dz
+                if u[w] != 0:
+                    continue
+                r = (x + dx) * n1 + y + dy
+                zz = z + dz
+                for i in range(row_start[r], row_start[r + 1]):
+                    if z0[i] <= zz <= z1[i]:
+                        top = root[i]
+                        return omega if bounded[top] == 0 else rep[top]
+    return c
+
+
+@njit(**_JIT)
+def kus_births(u, n0, n1, n2, parent):
+    """The K(U) squares (ascending ids) and, per square, 1 when it is a comparison dim-2 birth
+    (cleared: its column reduces to zero).
+
+    The dual union-find of docs/metric.md section 4 takes squares in descending (value,
+    index) order, so every square outside K(U) comes before any K(U) square. Those squares
+    join exactly the cubes that share a background (U^c) voxel, and join a cube to the
+    outside node through a block face: after them, the dual components are the 26-connected
+    background components (those touching a face merged with the outside), plus one node
+    per cube lying wholly in U. That partition does not depend on the order, so it comes
+    from the background's runs instead of a pass over all squares; only the K(U) squares
+    are then joined one by one. ``parent``: int32 work buffer of n0*n1*n2 + 1 entries.
+    """
+    kus = _ku_squares(u, n0, n1, n2)
+    nku = kus.shape[0]
+    cleared = np.zeros(nku, dtype=np.uint8)
+    if nku == 0 or n0 < 2 or n1 < 2 or n2 < 2:
+        return kus, cleared  # no cubes: every square joins the outside node to itself
+    row_start, z0, z1, root, bounded = runs26(u, n0, n1, n2, False)
+    rep = np.empty(z0.shape[0], dtype=np.int64)  # a background voxel of each run
+    for r in range(n0 * n1):
+        for i in range(row_start[r], row_start[r + 1]):
+            rep[i] = r * n2 + z0[i]
+    nvox = n0 * n1 * n2
     for i in range(nvox + 1):
         parent[i] = i
-    # value-1 squares (not in K(U)) first, then those of K(U); each by descending id
+    for i in range(nku - 1, -1, -1):
+        c1, c2 = _dual_nodes(kus[i], n0, n1, n2)
+        a = _cube_node(c1, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        b = _cube_node(c2, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        if _dual_join(parent, a, b):
+            cleared[i] = 1
+    return kus, cleared
+
+
+@njit(**_JIT)
+def nonu_square_classes(u, n0, n1, n2, cls, parent):
+    """Per square id: 0 absent, 1 in K(U), 2 not in K(U), 3 not in K(U) and a comparison
+    dim-2 birth (cleared). The births come from the dual union-find over cubes plus the
+    outside node, squares outside K(U) by descending id (docs/metric.md section 4): a square
+    that joins two dual components creates a 2-cycle, so its column reduces to zero.
+    ``cls``: uint8 of 3*n0*n1*n2 entries (filled here); ``parent``: int32 of n0*n1*n2 + 1."""
+    nvox = n0 * n1 * n2
+    for x in range(n0):
+        for y in range(n1):
+            for z in range(n2):
+                v = (x * n1 + y) * n2 + z
+                for t in range(3):
+                    st = _square_state(u, v, t, x, y, z, n0, n1, n2)
+                    cls[3 * v + t] = 1 if st == 1 else (2 if st == 0 else 0)
+    for i in range(nvox + 1):
+        parent[i] = i
     s0 = n1 * n2
     omega = nvox
     for x in range(n0 - 1, -1, -1):
@@ -423,51 +472,40 @@ def square_classes(u, n0, n1, n2, cls, parent):
                         c2 = v - 1 if z >= 1 else omega
                     if _dual_join(parent, c1, c2):
                         cls[sq] = 3
-    for i in range(nku - 1, -1, -1):
-        sq = kus[i]
-        c1, c2 = _dual_nodes(sq, n0, n1, n2)
-        if _dual_join(parent, c1, c2):
-            cls[sq] = 3
-    return cls, kus[:nku].copy()
+    return cls
 
 
 @njit(**_JIT)
-def _xor_desc(a, na, b, nb, out):
-    """Symmetric difference of two strictly descending arrays into out; returns its length."""
-    i = 0
-    j = 0
-    k = 0
-    while i < na and j < nb:
-        if a[i] > b[j]:
-            out[k] = a[i]
-            i += 1
-            k += 1
-        elif a[i] < b[j]:
-            out[k] = b[j]
-            j += 1
-            k += 1
-        else:
-            i += 1
-            j += 1
-    while i < na:
-        out[k] = a[i]
-        i += 1
-        k += 1
-    while j < nb:
-        out[k] = b[j]
-        j += 1
-        k += 1
-    return k
-
-
-@njit(**_JIT)
-def _keys_of_square(s, n1, n2, is_a_edge, big, edges, out):
-    _square_edges(s, n1, n2, edges)
-    for i in range(4):
-        e = edges[i]
-        out[i] = e if is_a_edge[e] != 0 else e + big
-    # sort 4 keys descending (insertion sort)
-    for i in range(1, 4):
+def _square_keys(s, n1, n2, code, bit, big, out):
+    """The 4 row keys of square s for one input, descending: edge id, plus ``big`` unless
+    both ends are in the input (``code[voxel] & bit``: the input's bit of the voxel)."""
+    v = s // 3
+    t = s - 3 * v
+    s0 = n1 * n2
+    if t == 0:  # {x} x {y,y+1} x {z,z+1}
+        b = v + n2
+        c = v + 1
+        d = b + 1
+        ta = 1
+        tb = 2
+    elif t == 1:  # {x,x+1} x {y} x {z,z+1}
+        b = v + s0
+        c = v + 1
+        d = b + 1
+        ta = 0
+        tb = 2
+    else:  # {x,x+1} x {y,y+1} x {z}
+        b = v + s0
+        c = v + n2
+        d = b + n2
+        ta = 0
+        tb = 1
+    # edges v-b and c-d run along axis ta, v-c and b-d along tb
+    out[0] = 3 * v + ta + (0 if code[v] & code[b] & bit else big)
+    out[1] = 3 * c + ta + (0 if code[c] & code[d] & bit else big)
+    out[2] = 3 * v + tb + (0 if code[v] & code[c] & bit else big)
+    out[3] = 3 * b + tb + (0 if code[b] & code[d] & bit else big)
+    for i in range(1, 4):  # sort descending (insertion sort)
         key = out[i]
         j = i - 1
         while j >= 0 and out[j] < key:
@@ -476,167 +514,238 @@ def _keys_of_square(s, n1, n2, is_a_edge, big, edges, out):
         out[j + 1] = key
 
 
-@njit(**_JIT)
-def _a_edges(a, n0, n1, n2, is_a_edge):
-    s0 = n1 * n2
-    s1 = n2
-    is_a_edge[:3 * n0 * n1 * n2] = 0
-    for x in range(n0):
-        for y in range(n1):
-            for z in range(n2):
-                v = (x * n1 + y) * n2 + z
-                if a[v] == 0:
-                    continue
-                if x + 1 < n0 and a[v + s0] != 0:
-                    is_a_edge[3 * v] = 1
-                if y + 1 < n1 and a[v + s1] != 0:
-                    is_a_edge[3 * v + 1] = 1
-                if z + 1 < n2 and a[v + 1] != 0:
-                    is_a_edge[3 * v + 2] = 1
-    return is_a_edge
+# The column being reduced is a max-heap of row keys plus a mark per edge (its entry is in
+# the column): adding a 4-entry column toggles 4 marks and pushes at most 4 keys, instead of
+# merging two sorted columns of hundreds of entries. Keys whose mark was toggled off stay in
+# the heap until they reach the top (lazy deletion); a key can sit there more than once.
 
 
 @njit(**_JIT)
-def _reduce_column(s, n1, n2, is_a_edge, big, owner, pool, pstart, plen, meta, work, tmp,
-                   edges, other):
-    """Reduce column s against the columns reduced so far; record its pivot.
-
-    owner[edge] = 2*square (the column was never modified, so its boundary is recomputed
-    when needed) or 2*slot+1 (a modified column stored in the pool). meta holds
-    (pool entries used, slots used). Returns (pivot key or -1, and the possibly grown
-    arrays)."""
-    # Fast path (most columns, far from both masks): the column has no K(A)-edge, so its
-    # pivot is its largest edge id, and nobody owns that edge yet.
-    v = s // 3
-    t = s - 3 * v
-    if t == 0:
-        top = 3 * (v + n2) + 2
-    elif t == 1:
-        top = 3 * (v + n1 * n2) + 2
-    else:
-        top = 3 * (v + n1 * n2) + 1
-    if owner[top] < 0 and is_a_edge[top] == 0:
-        _square_edges(s, n1, n2, edges)
-        if (is_a_edge[edges[0]] | is_a_edge[edges[1]] | is_a_edge[edges[2]]
-                | is_a_edge[edges[3]]) == 0:
-            owner[top] = 2 * s
-            return top + big, pool, pstart, plen, work, tmp
-    _keys_of_square(s, n1, n2, is_a_edge, big, edges, other)
-    n = 4
-    for i in range(4):
-        work[i] = other[i]
-    modified = False
-    while n > 0:
-        piv = work[0]
-        e = piv - big if piv >= big else piv
-        o = owner[e]
-        if o < 0:
+def _heap_push(heap, h, key):
+    if h == heap.shape[0]:
+        grown = np.empty(2 * h, dtype=np.int64)
+        grown[:h] = heap
+        heap = grown
+    i = h
+    while i > 0:
+        p = (i - 1) >> 1
+        if heap[p] >= key:
             break
-        modified = True
+        heap[i] = heap[p]
+        i = p
+    heap[i] = key
+    return heap, h + 1
+
+
+@njit(**_JIT)
+def _heap_pop(heap, h):
+    """Drop the largest key; returns the new size."""
+    h -= 1
+    last = heap[h]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= h:
+            break
+        if c + 1 < h and heap[c + 1] > heap[c]:
+            c += 1
+        if heap[c] <= last:
+            break
+        heap[i] = heap[c]
+        i = c
+    if h > 0:
+        heap[i] = last
+    return h
+
+
+@njit(**_JIT)
+def _toggle(key, big, mark, heap, h):
+    e = key - big if key >= big else key
+    mark[e] ^= 1
+    if mark[e] != 0:
+        return _heap_push(heap, h, key)
+    return heap, h
+
+
+@njit(**_JIT)
+def _heap_pivot(big, mark, heap, h):
+    """Drop toggled-off keys from the top; returns (size, pivot key or -1 for a zero column)."""
+    while h > 0:
+        top = heap[0]
+        if mark[top - big if top >= big else top] != 0:
+            return h, top
+        h = _heap_pop(heap, h)
+    return h, -1
+
+
+@njit(**_JIT)
+def _reduce_column(s, n1, n2, code, bit, big, owner, which, pool, pstart, plen, meta, heap,
+                   mark, other):
+    """Reduce column s for one input (``bit`` of ``code``; ``owner[2*edge + which]``) against
+    the columns reduced so far; record its pivot. The caller has handled the fast path.
+
+    owner = 2*square (the column was never modified, so its boundary is recomputed when
+    needed) or 2*slot+1 (a modified column stored in the pool, keys descending). meta holds
+    (pool entries used, slots used); ``mark`` (uint8 per edge) is all zero between calls.
+    Returns (pivot key or -1, and the possibly grown arrays)."""
+    _square_keys(s, n1, n2, code, bit, big, other)
+    piv = other[0]
+    o = owner[2 * (piv - big if piv >= big else piv) + which]
+    if o < 0:  # an emergent pair: unmodified, its pivot is free
+        owner[2 * (piv - big if piv >= big else piv) + which] = 2 * s
+        return piv, pool, pstart, plen, heap
+    h = 0
+    for i in range(4):
+        heap, h = _toggle(other[i], big, mark, heap, h)
+    while True:
         if o % 2 == 0:
-            _keys_of_square(o // 2, n1, n2, is_a_edge, big, edges, other)
-            ln = 4
-        else:
-            ln = plen[o // 2]
-        if n + ln > work.shape[0]:
-            cap = 2 * (n + ln)
-            nw = np.empty(cap, dtype=np.int64)
-            nw[:n] = work[:n]
-            work = nw
-            tmp = np.empty(cap, dtype=np.int64)
-        if o % 2 == 0:
-            n = _xor_desc(work, n, other, 4, tmp)
+            _square_keys(o // 2, n1, n2, code, bit, big, other)
+            for i in range(4):
+                heap, h = _toggle(other[i], big, mark, heap, h)
         else:
             st = pstart[o // 2]
-            n = _xor_desc(work, n, pool[st:st + ln], ln, tmp)
-        work, tmp = tmp, work
-    if n == 0:
-        return -1, pool, pstart, plen, work, tmp
-    piv = work[0]
-    e = piv - big if piv >= big else piv
-    if not modified:
-        owner[e] = 2 * s
-    else:
-        used = meta[0]
-        slot = meta[1]
-        if slot == pstart.shape[0]:
-            ns_ = np.empty(2 * slot, dtype=np.int64)
-            ns_[:slot] = pstart
-            pstart = ns_
-            nl_ = np.empty(2 * slot, dtype=np.int64)
-            nl_[:slot] = plen
-            plen = nl_
-        if used + n > pool.shape[0]:
-            np_ = np.empty(2 * (used + n), dtype=np.int64)
-            np_[:used] = pool[:used]
-            pool = np_
-        pool[used:used + n] = work[:n]
-        pstart[slot] = used
-        plen[slot] = n
-        meta[0] = used + n
-        meta[1] = slot + 1
-        owner[e] = 2 * slot + 1
-    return piv, pool, pstart, plen, work, tmp
+            for i in range(st, st + plen[o // 2]):
+                heap, h = _toggle(pool[i], big, mark, heap, h)
+        h, piv = _heap_pivot(big, mark, heap, h)
+        if piv < 0:
+            return -1, pool, pstart, plen, heap  # zero column: every mark is off again
+        o = owner[2 * (piv - big if piv >= big else piv) + which]
+        if o < 0:
+            break
+    # store the reduced column, descending, and turn its marks off
+    used = meta[0]
+    slot = meta[1]
+    if slot == pstart.shape[0]:
+        ns_ = np.empty(2 * slot, dtype=np.int64)
+        ns_[:slot] = pstart
+        pstart = ns_
+        nl_ = np.empty(2 * slot, dtype=np.int64)
+        nl_[:slot] = plen
+        plen = nl_
+    if used + h > pool.shape[0]:
+        np_ = np.empty(2 * (used + h), dtype=np.int64)
+        np_[:used] = pool[:used]
+        pool = np_
+    n = 0
+    while h > 0:
+        key = heap[0]
+        h = _heap_pop(heap, h)
+        e = key - big if key >= big else key
+        if mark[e] != 0:
+            mark[e] = 0
+            pool[used + n] = key
+            n += 1
+    pstart[slot] = used
+    plen[slot] = n
+    meta[0] = used + n
+    meta[1] = slot + 1
+    owner[2 * (piv - big if piv >= big else piv) + which] = 2 * slot + 1
+    return piv, pool, pstart, plen, heap
 
 
 @njit(**_JIT)
-def dim1_matches(f, g, cls, kus, n0, n1, n2, target_f, target_g, isf, isg, own_f, own_g):
+def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, code, mark_f,
+                 mark_g, owner, cls, parent):
     """m_1 of one block: the two image reductions of docs/metric.md 6.5, run in lockstep.
 
     Rows are edges keyed by (not in K(A), id), so K(A)-edges come first; the pivot is the
-    largest key. Columns: K(U) squares, then the other squares in id (lexicographic) order,
-    cleared squares skipped. A non-U column "drops" for A when its pivot is a K(A)-edge;
-    m_1 counts the columns that drop for both. target_A = dim Z_1(K(A)) is the number of
-    K(A)-pivots of the complete reduction: once either input reaches it, neither can drop
-    again for both, and the reduction stops. isf, isg (uint8) and own_f, own_g (int32) are
-    work buffers of 3*nvox entries.
+    largest key. Columns: the K(U) squares ``kus`` (those with ``ku_cleared`` skipped; they
+    span the K(U) boundaries, so their order is free), then the other squares in id
+    (lexicographic) order, cleared squares skipped. A non-U column
+    "drops" for A when its pivot is a K(A)-edge; m_1 counts the columns that drop for both.
+    target_A = dim Z_1(K(A)) is the number of K(A)-pivots of the complete reduction: once
+    either input reaches it, neither can drop again for both, and the reduction stops, often
+    before the non-U squares, whose classes (:func:`nonu_square_classes`) are then never
+    computed.
+
+    Both reductions share one pass: ``code`` (uint8, nvox) holds f's bit (1) and g's bit (2)
+    per voxel, and ``owner`` (int32, 6*nvox) interleaves the two inputs' owners per edge, so
+    a column reads one small array and one cache line for both. mark_f, mark_g, cls (uint8)
+    are work buffers of 3*nvox entries; parent (int32) of nvox + 1.
     """
     nvox = n0 * n1 * n2
     nsq = 3 * nvox
     big = 3 * nvox
     if target_f <= 0 or target_g <= 0:
         return 0
-    _a_edges(f, n0, n1, n2, isf)
-    _a_edges(g, n0, n1, n2, isg)
-    own_f[:3 * nvox] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
-    own_g[:3 * nvox] = -1
-    pool_f = np.empty(1 << 16, dtype=np.int64)
-    pool_g = np.empty(1 << 16, dtype=np.int64)
-    ps_f = np.empty(1 << 10, dtype=np.int64)
-    pl_f = np.empty(1 << 10, dtype=np.int64)
-    ps_g = np.empty(1 << 10, dtype=np.int64)
-    pl_g = np.empty(1 << 10, dtype=np.int64)
+    s0 = n1 * n2
+    for v in range(nvox):
+        code[v] = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
+    owner[:2 * nsq] = -1  # owner ids are < 6*nvox < 2**31 (checked by the caller)
+    mark_f[:nsq] = 0
+    mark_g[:nsq] = 0
+    # small first sizes on purpose: they grow by doubling (cheap), and small blocks in the
+    # tests then exercise the growth too
+    pool_f = np.empty(1 << 8, dtype=np.int64)
+    pool_g = np.empty(1 << 8, dtype=np.int64)
+    ps_f = np.empty(1 << 4, dtype=np.int64)
+    pl_f = np.empty(1 << 4, dtype=np.int64)
+    ps_g = np.empty(1 << 4, dtype=np.int64)
+    pl_g = np.empty(1 << 4, dtype=np.int64)
     meta_f = np.zeros(2, dtype=np.int64)
     meta_g = np.zeros(2, dtype=np.int64)
-    work_f = np.empty(1 << 12, dtype=np.int64)
-    tmp_f = np.empty(1 << 12, dtype=np.int64)
-    work_g = np.empty(1 << 12, dtype=np.int64)
-    tmp_g = np.empty(1 << 12, dtype=np.int64)
-    edges = np.empty(4, dtype=np.int64)
+    heap_f = np.empty(1 << 4, dtype=np.int64)
+    heap_g = np.empty(1 << 4, dtype=np.int64)
     other = np.empty(4, dtype=np.int64)
     found_f = 0
     found_g = 0
     m1 = 0
     nku = kus.shape[0]
-    for phase in range(2):
-        want = 1 if phase == 0 else 2
-        for idx in range(nku if phase == 0 else nsq):
-            s = kus[idx] if phase == 0 else idx
-            if cls[s] != want:
+    # Phases: 0 and 1 the K(U) squares, those in neither K(F) nor K(G) first (any order of
+    # the K(U) columns gives the same result, and this one needs about half the additions on
+    # sheet-like inputs); 2 the other squares, in id order.
+    for phase in range(3):
+        if phase == 2:
+            nonu_square_classes(u, n0, n1, n2, cls, parent)
+        for idx in range(nku if phase < 2 else nsq):
+            if phase < 2:
+                if ku_cleared[idx] != 0:
+                    continue
+                s = kus[idx]
+            else:
+                if cls[idx] != 2:
+                    continue
+                s = idx
+            v = s // 3
+            t = s - 3 * v
+            if t == 0:
+                b = v + n2
+                c = v + 1
+            elif t == 1:
+                b = v + s0
+                c = v + 1
+            else:
+                b = v + s0
+                c = v + n2
+            d = b + c - v
+            if phase < 2 and ((code[v] & code[b] & code[c] & code[d]) == 0) != (phase == 0):
                 continue
-            pf, pool_f, ps_f, pl_f, work_f, tmp_f = _reduce_column(
-                s, n1, n2, isf, big, own_f, pool_f, ps_f, pl_f, meta_f, work_f, tmp_f,
-                edges, other)
-            pg, pool_g, ps_g, pl_g, work_g, tmp_g = _reduce_column(
-                s, n1, n2, isg, big, own_g, pool_g, ps_g, pl_g, meta_g, work_g, tmp_g,
-                edges, other)
+            # Fast path (most columns, far from both masks): no K(A)-edge in the column, so
+            # its pivot is its largest edge b-d (see _square_keys), if nobody owns it yet.
+            top = 3 * b + (1 if t == 2 else 2)
+            codes = (code[v] & code[b]) | (code[c] & code[d]) | (code[v] & code[c]) | (
+                code[b] & code[d])
+            if (codes & 1) == 0 and owner[2 * top] < 0:
+                owner[2 * top] = 2 * s
+                pf = top + big
+            else:
+                pf, pool_f, ps_f, pl_f, heap_f = _reduce_column(
+                    s, n1, n2, code, 1, big, owner, 0, pool_f, ps_f, pl_f, meta_f, heap_f,
+                    mark_f, other)
+            if (codes & 2) == 0 and owner[2 * top + 1] < 0:
+                owner[2 * top + 1] = 2 * s
+                pg = top + big
+            else:
+                pg, pool_g, ps_g, pl_g, heap_g = _reduce_column(
+                    s, n1, n2, code, 2, big, owner, 1, pool_g, ps_g, pl_g, meta_g, heap_g,
+                    mark_g, other)
             drop_f = pf >= 0 and pf < big
             drop_g = pg >= 0 and pg < big
             if drop_f:
                 found_f += 1
             if drop_g:
                 found_g += 1
-            if want == 2 and drop_f and drop_g:
+            if phase == 2 and drop_f and drop_g:
                 m1 += 1
             if found_f >= target_f or found_g >= target_g:
                 return m1

@@ -28,7 +28,7 @@ class _Workspace:
         self.vox_i32 = np.empty(nvox + 1, dtype=np.int32)
         self.vox_u8 = np.empty(nvox + 1, dtype=np.uint8)
         self.sq_u8 = [np.empty(3 * nvox, dtype=np.uint8) for _ in range(3)]
-        self.sq_i32 = [np.empty(3 * nvox, dtype=np.int32) for _ in range(2)]
+        self.owners = np.empty(6 * nvox, dtype=np.int32)  # two per edge: pred, label
 
 
 _local = threading.local()
@@ -75,16 +75,18 @@ class InputBlock:
 
 
 class Timings:
-    """Thread-safe accumulation of seconds per named stage."""
+    """Thread-safe accumulation of CPU seconds per named stage, counted on the thread that
+    runs it (the kernels release the GIL but run on the calling thread): unlike wall time,
+    this does not grow when other processes share the cores."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def timed(self, name, fn):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         out = fn()
-        dt = time.perf_counter() - t0
+        dt = time.thread_time() - t0
         with self._lock:
             self.seconds[name] = self.seconds.get(name, 0.0) + dt
         return out
@@ -121,11 +123,12 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None, *,
     if bound_dim1:
         m1 = min(f.betti[1], g.betti[1])
     elif f.betti[1] > 0 and g.betti[1] > 0:
-        cls, kus = timings.timed("dim1.clearing", lambda: k.square_classes(
-            u, n0, n1, n2, ws.sq_u8[0], ws.vox_i32))
+        kus, ku_cleared = timings.timed("dim1.clearing", lambda: k.kus_births(
+            u, n0, n1, n2, ws.vox_i32))
+        # the other squares' classes are computed inside, only if the reduction gets there
         m1 = timings.timed("dim1.reduction", lambda: k.dim1_matches(
-            f.mask, g.mask, cls, kus, n0, n1, n2, f.z1_dim, g.z1_dim, ws.sq_u8[1], ws.sq_u8[2],
-            ws.sq_i32[0], ws.sq_i32[1]))
+            f.mask, g.mask, u, kus, ku_cleared, n0, n1, n2, f.z1_dim, g.z1_dim, ws.vox_u8,
+            ws.sq_u8[1], ws.sq_u8[2], ws.owners, ws.sq_u8[0], ws.vox_i32))
     return {0: (int(m0), f.betti[0], g.betti[0]),
             1: (int(m1), f.betti[1], g.betti[1]),
             2: (int(m2), f.betti[2], g.betti[2])}
