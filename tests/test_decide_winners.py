@@ -257,3 +257,31 @@ def test_winners_search_options_hold_the_faithful_chains_at_320():
             chosen[slot] = option
         chain = chain_from(chosen)
         assert [with_defaults(step) for step in chain] == [with_defaults(s) for s in PRESETS[preset]["postprocess"]]
+
+
+def test_second_place_fits_sheets_with_blas_on_one_thread(monkeypatch):
+    """Each fit's Delaunay triangulation solves one tiny LAPACK system per triangle: on a
+    multi-threaded BLAS each pays a thread hand-off (docs/benchmarks.md). The fits run on one
+    thread, and the process's setting is back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.interpolate
+
+    from vesukit.decide.second_place import second_place
+    from vesukit.maps import maps_from_probability
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+    seen, real = [], scipy.interpolate.griddata
+    monkeypatch.setattr(scipy.interpolate, "griddata",
+                        lambda *a, **k: seen.append(blas_threads()) or real(*a, **k))
+    probability = np.zeros((90, 90, 90), np.float32)
+    probability[44:47, 8:82, 8:82] = 0.9                       # a sheet, 3 voxels thick
+    y, x = np.ogrid[:90, :90]
+    probability[:, (y - 45) ** 2 + (x - 45) ** 2 < 36] = 0     # with a hole: its cubes get a fit
+    before = blas_threads()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):   # as on a 2-core machine
+        out = second_place(np.zeros(probability.shape, np.uint8), maps_from_probability(probability))
+    assert seen and all(threads and set(threads) == {1} for threads in seen)
+    assert blas_threads() == before
+    assert out[45, 45, 45]                                      # the fit closed the hole
