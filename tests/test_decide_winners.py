@@ -66,6 +66,20 @@ def test_preset_gives_the_teams_output(preset, shape, seed):
     assert differ == 0                                   # in fact: voxel for voxel
 
 
+def test_tenth_place_gives_the_teams_output_at_320():
+    """At the competition's 320³, on the benchmark's map (docs/benchmarks.md): the team's code
+    ran on all its components there (tens of minutes); the preset takes seconds."""
+    from benchmarks.bench_decide_speed import make_probability
+
+    stored = np.load(DATA / "tenth_place_320x320x320_benchmap_seed3.npz")
+    expected = np.unpackbits(stored["mask"])[:320 ** 3].reshape(320, 320, 320)
+    mask = binarize(make_probability(320, seed=3), PRESETS["tenth_place"]["threshold"])
+    assert fingerprint(mask) == str(stored["input_sha256"]), (
+        "the benchmark's map changed (make_probability): remake the stored team output as docs/winners.md says")
+    out = apply_postprocess(mask, PRESETS["tenth_place"]["postprocess"])
+    assert int(np.count_nonzero(out != expected)) == 0
+
+
 @pytest.mark.parametrize("preset", ["first_place", "ninth_place", "tenth_place"])
 def test_postprocess_cli_with_a_preset_gives_the_teams_output(preset, tmp_path, capsys):
     """The user's path: saved maps in, `vesukit postprocess --preset` out, the zip's mask."""
