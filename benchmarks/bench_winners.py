@@ -13,15 +13,15 @@ compiled first on a 64^3 volume (not counted). The team's code works on the whol
 sheet (1st) or component (10th); ``--team-limit N`` runs it on the first N of them only and scales
 its time by their count (said in the output), since the 10th place's takes about a minute per
 component at 320^3 on 2 cores. With the limit off (0) the two masks are compared too (Dice).
-The 2nd place's code is compiled first too (its numba rasterisation). ``--team-one-blas-thread``
-times the team's code a second time with BLAS/LAPACK on one thread, as vesukit's
-``second_place`` runs its fits. The load average is printed before and after. ``--save DIR``
-writes the team's mask there (bit-packed npz with the fingerprint of its thresholded input, as
-tests/data/winners holds them).
+The 2nd place's code is compiled first too (its numba rasterisation). ``--team-blas one`` runs
+the team's code with BLAS/LAPACK on one thread, as vesukit's ``second_place`` runs its fits;
+``both`` times it as published and then again on one thread. The load average is printed
+before and after. ``--save DIR`` writes the team's mask there (bit-packed npz with the
+fingerprint of its thresholded input, as tests/data/winners holds them).
 
     PYTHONPATH=src python -m benchmarks.bench_winners --reference /tmp/winners-ref [--size 320] \
         [--presets first_place,second_place,ninth_place,tenth_place] [--team-limit N] [--repeat 1] \
-        [--cache DIR] [--save DIR] [--team-one-blas-thread]
+        [--cache DIR] [--save DIR] [--team-blas published|one|both]
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--cache", default=None)
     parser.add_argument("--save", default=None, help="folder for the team's masks (full runs only)")
-    parser.add_argument("--team-one-blas-thread", action="store_true",
-                        help="time the team's code a second time with BLAS on one thread (as second_place runs)")
+    parser.add_argument("--team-blas", choices=["published", "one", "both"], default="published",
+                        help="the team's code with BLAS as it comes, on one thread (as second_place runs), or both")
     args = parser.parse_args(argv)
     sys.path.insert(0, args.reference)
     print(f"load average before: {os.getloadavg()}")
@@ -154,17 +154,19 @@ def main(argv=None) -> int:
             team = seconds * count / args.team_limit
             note, agreement = f"{args.team_limit} of {count} units, scaled", "-"
         else:
-            team, reference = best_of(1, run_team, preset, team_function, mask, probability)
+            runner = one_blas_thread(run_team) if args.team_blas == "one" else run_team
+            team, reference = best_of(1, runner, preset, team_function, mask, probability)
             total = int(out.sum()) + int(reference.sum())
             differ = int(np.count_nonzero((out != 0) != (reference != 0)))
             agreement = f"{2 * int(np.count_nonzero(out & (reference != 0))) / max(total, 1):.6f}"
             agreement += " (equal)" if differ == 0 else f" ({differ} voxels differ)"
             note = f"all {count} units" if count else "whole volume"
+            note += ", team with BLAS on 1 thread" if args.team_blas == "one" else ""
             if args.save:
                 print(f"team's mask saved: {save_team_mask(args.save, preset, mask, reference, MAP_SEED)}")
         rows.append((preset, ours, team, note, agreement))
         print(f"{preset}: vesukit {ours:.2f} s, team {team:.2f} s ({note}), Dice {agreement}", flush=True)
-        if args.team_one_blas_thread:
+        if args.team_blas == "both":
             team, _ = best_of(1, one_blas_thread(run_team), preset, team_function, mask, probability)
             rows.append((preset, ours, team, note + ", team with BLAS on 1 thread", "-"))
             print(f"{preset}: team with BLAS on 1 thread {team:.2f} s", flush=True)

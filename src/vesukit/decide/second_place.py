@@ -44,6 +44,7 @@ _IN_SLICE = np.array([np.zeros((3, 3)), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.ze
 _DILATE = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]],
                     [[1, 1, 1], [1, 1, 1], [1, 1, 1]],
                     [[0, 1, 0], [1, 1, 1], [0, 1, 0]]], dtype=bool)
+_DILATE_OFFSETS = np.argwhere(_DILATE) - 1
 
 
 class SecondPlaceError(VesukitError):
@@ -300,13 +301,30 @@ def _fit_sheet(piece: np.ndarray, rng) -> np.ndarray:
         sheet[tuple(index)] = False
         index[axis] = slice(piece.shape[axis] - 5, None)
         sheet[tuple(index)] = False
-    sheet = ndimage.binary_dilation(sheet, _DILATE)
-    return _fill_holes_per_slice(sheet)
+    sheet = _dilated(sheet)
+    extent = ndimage.find_objects(sheet.view(np.uint8))
+    if extent:                        # holes lie inside the sheet's bounding box: fill only there
+        sheet[extent[0]] = _fill_holes_per_slice(sheet[extent[0]])
+    return sheet
+
+
+def _dilated(sheet: np.ndarray) -> np.ndarray:
+    """``binary_dilation(sheet, _DILATE)``, scattered from the sheet's voxels: a rasterised
+    sheet is one voxel thick, so this touches its voxels' neighbours, not the whole box."""
+    voxels = np.argwhere(sheet)
+    out = sheet.copy()
+    for offset in _DILATE_OFFSETS:
+        moved = voxels + offset
+        inside = np.all((moved >= 0) & (moved < sheet.shape), axis=1)
+        out[tuple(moved[inside].T)] = True
+    return out
 
 
 def _fill_holes_per_slice(volume: np.ndarray) -> np.ndarray:
     """``binary_fill_holes`` of each Z slice, all slices in one labelling: a slice's background
-    pixels not 4-connected, within the slice, to the slice's edge are holes."""
+    pixels not 4-connected, within the slice, to the slice's edge are holes. On a crop to the
+    foreground's bounding box the same: background at the crop's edge reaches the slice's edge
+    through the background around the box."""
     background, count = ndimage.label(~volume, _IN_SLICE)
     open_to_edge = np.zeros(count + 1, dtype=bool)
     for edge in (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]):
