@@ -176,6 +176,26 @@ def test_default_requirements_name_the_pillow_fallback(tmp_path, monkeypatch):
     assert any("Pillow decodes the LZW" in w for w in report.warnings)
 
 
+def test_default_requirements_check_the_presets_image_packages(tmp_path, monkeypatch):
+    """scikit-image (ninth_place) and threadpoolctl (second_place's one BLAS thread) are not
+    vendored: the notebook's report says they are present on the image, or names what is lost."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VESUKIT_INPUT_BASE", str(tmp_path / "input"))
+    monkeypatch.delenv("VESUKIT_WHEELS", raising=False)
+    for dist, module, lost in (("scikit-image", "skimage", "ninth_place"),
+                               ("threadpoolctl", "threadpoolctl", "second_place")):
+        wanted = next(r for r in bootstrap.DEFAULT_REQUIREMENTS if r.dist == dist)
+        assert wanted.optional and wanted.module == module
+        report = bootstrap.ensure((wanted,), [tmp_path / "empty"])      # this image has it
+        assert report.ok and [(row.dist, row.action) for row in report.rows] == [(dist, "present")]
+        missing = Requirement(dist + "-not-installed", module + "_not_installed", optional=True,
+                              fallback=wanted.fallback)
+        report = bootstrap.ensure((missing,), [tmp_path / "empty"])
+        assert report.ok and any(lost in w for w in report.warnings)
+    lock = (Path(bootstrap.__file__).parents[2] / "wheels" / "requirements.lock").read_text()
+    assert "scikit-image==" not in lock and "threadpoolctl==" not in lock
+
+
 def test_wrong_tags_are_not_installed_and_the_error_lists_them(env, tmp_path):
     wheels = tmp_path / "foreign"
     make_wheel(wheels, "delta", "1.0", tag="cp39-cp39-win_amd64")

@@ -91,6 +91,10 @@ DEFAULT_REQUIREMENTS = (
     Requirement("numba", "numba", ">=0.60", optional=True,
                 fallback="the local scorer and the fill_tunnels and first_place steps are unavailable; the per-sheet "
                          "post-processing steps run their slower numpy form"),
+    Requirement("scikit-image", "skimage", optional=True,
+                fallback="the ninth_place step and preset are unavailable (the Kaggle image has scikit-image)"),
+    Requirement("threadpoolctl", "threadpoolctl", optional=True,
+                fallback="the second_place step's sheet fits run with BLAS on every thread (slower)"),
     Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.4",
                 optional=True, fallback="nnU-Net v2 teachers cannot be built"),
 )

@@ -29,18 +29,22 @@ team's code gives after ``numpy.random.seed(seed)``, voxel for voxel. In order:
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 
 import numpy as np
 from scipy import ndimage
 
+from vesukit._optional import optional_import
 from vesukit.errors import VesukitError
 
 _CUBE, _STRIDE, _INTERIOR = 80, 40, 8       # Euler-check cubes and the border a refit keeps
 _SAMPLE = 5000                               # voxels the height interpolation is fitted to
+_IN_SLICE = np.array([np.zeros((3, 3)), [[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.zeros((3, 3))], dtype=bool)
 _DILATE = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]],
                     [[1, 1, 1], [1, 1, 1], [1, 1, 1]],
                     [[0, 1, 0], [1, 1, 1], [0, 1, 0]]], dtype=bool)
+_DILATE_OFFSETS = np.argwhere(_DILATE) - 1
 
 
 class SecondPlaceError(VesukitError):
@@ -70,11 +74,24 @@ def second_place(mask: np.ndarray, maps=None, low: float = 0.2, high: float = 0.
     masks[0] = ndimage.binary_fill_holes(masks[0])
     inner = tuple(slice(face, n - face) for n in probability.shape)
     cropped = [m[inner] for m in masks]
-    refitted = _refit_components(cropped[0], cropped[1:], np.random.RandomState(int(seed)))
+    with _one_blas_thread():
+        refitted = _refit_components(cropped[0], cropped[1:], np.random.RandomState(int(seed)))
     refitted = _drop_small(refitted, int(min_voxels), 26)
     out = np.zeros(probability.shape, dtype=np.uint8)
     out[inner] = refitted
     return out
+
+
+def _one_blas_thread():
+    """BLAS/LAPACK on one thread while fitting (when threadpoolctl is installed). Each fit's
+    Delaunay triangulation solves one tiny LAPACK system per triangle (its barycentric
+    transform, 10,000 of them for 5000 points); a multi-threaded OpenBLAS pays a thread
+    hand-off for each, which took 0.4-4.5 s per fit on 2 busy cores against 0.03 s on one
+    thread (docs/benchmarks.md). The results are the same: those systems are too small to split."""
+    threadpoolctl = optional_import("threadpoolctl")
+    if threadpoolctl is None:
+        return contextlib.nullcontext()
+    return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 def _threshold_chain(probability, low, high, dust, face, min_voxels) -> np.ndarray:
@@ -109,25 +126,37 @@ def _drop_small(volume, min_voxels, connectivity) -> np.ndarray:
 # --- 2: refitting the cubes with holes ----------------------------------------------------------
 
 def _refit_components(volume, alternatives, rng) -> np.ndarray:
+    """Each 26-connected component refitted on its own, in label order (the order the random
+    draws are taken in). A component is worked on inside the cubes that reach its bounding box:
+    cubes outside it hold none of its voxels and are never refitted, so the result is the same
+    as on the whole volume, at the cost of the component's neighbourhood only."""
     labels, count = ndimage.label(volume, np.ones((3, 3, 3), bool))
     out = np.zeros(volume.shape, dtype=bool)
-    for index in range(1, count + 1):
-        out |= _refit_component(labels == index, alternatives, rng)
+    cubes = _cubes(volume.shape)
+    for index, extent in enumerate(ndimage.find_objects(labels), start=1):
+        reaching = [cube for cube in cubes if all(c.start < e.stop and e.start < c.stop for c, e in zip(cube, extent))]
+        region = tuple(slice(min([e.start] + [c[a].start for c in reaching]),
+                             max([e.stop] + [c[a].stop for c in reaching])) for a, e in enumerate(extent))
+        component = labels[region] == index
+        local = [tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(cube, region)) for cube in reaching]
+        faces = tuple((r.start == 0, r.stop == n) for r, n in zip(region, volume.shape))
+        out[region] |= _refit_component(component, local, faces, [a[region] for a in alternatives], rng)
     return out
 
 
-def _refit_component(component, alternatives, rng) -> np.ndarray:
+def _refit_component(component, cubes, faces, alternatives, rng) -> np.ndarray:
+    """``component`` refitted where ``cubes`` (its reach, in the team's order) have holes;
+    ``faces``: per axis, whether the component's region starts and ends at the volume's faces."""
     from vesukit.decide._first_place_kernels import euler_6
 
-    shape = component.shape
-    holed = [box for box in _cubes(shape)          # cubes of >= 20 voxels whose Euler number
+    holed = [box for box in cubes                   # cubes of >= 20 voxels whose Euler number
              if np.count_nonzero(component[box]) >= 20     # says they have a hole
              and 1 - euler_6(np.ascontiguousarray(component[box]).view(np.uint8)) > 0]
     result = component.copy()
     for group in _groups(holed):
         box = tuple(slice(min(holed[i][a].start for i in group), max(holed[i][a].stop for i in group))
                     for a in range(3))
-        result = _refit_box(result, box, alternatives, rng)
+        _refit_box(result, box, faces, alternatives, rng)
     return result
 
 
@@ -171,10 +200,11 @@ def _groups(boxes) -> list[list[int]]:
     return groups
 
 
-def _refit_box(component, box, alternatives, rng) -> np.ndarray:
+def _refit_box(component, box, faces, alternatives, rng) -> None:
+    """Refit ``component[box]`` in place: the team's fit, its alternatives, its interior."""
     original = component[box].copy()
     if np.count_nonzero(original) < 20:
-        return component
+        return
     best = _fit_sheet(original, rng)
     best_dice = _dice(original, best)
     if best_dice < 0.75 or _coverage(original, best) < 0.75:
@@ -203,16 +233,13 @@ def _refit_box(component, box, alternatives, rng) -> np.ndarray:
     for axis, n in enumerate(original.shape):
         width = _INTERIOR if n > 2 * _INTERIOR else max(1, n // 4)
         index = [slice(None)] * 3
-        if box[axis].start != 0:
+        if not (box[axis].start == 0 and faces[axis][0]):            # not on the volume's face
             index[axis] = slice(0, width)
             interior[tuple(index)] = False
-        if box[axis].stop != component.shape[axis]:
+        if not (box[axis].stop == component.shape[axis] and faces[axis][1]):
             index[axis] = slice(n - width, None)
             interior[tuple(index)] = False
-    out = component.copy()
-    region = out[box]
-    region[interior] = best[interior]
-    return out
+    component[box][interior] = best[interior]
 
 
 def _dice(a, b) -> float:
@@ -229,6 +256,8 @@ def _fit_sheet(piece: np.ndarray, rng) -> np.ndarray:
     """The team's sheet fit of one cube's voxels (module docstring, step 2)."""
     from scipy.interpolate import griddata
     from scipy.spatial import cKDTree
+
+    from vesukit.decide._second_place_kernels import rasterised
 
     coords = np.column_stack(np.nonzero(piece))
     if len(coords) < 10:
@@ -265,36 +294,40 @@ def _fit_sheet(piece: np.ndarray, rng) -> np.ndarray:
     edge = np.unique(np.concatenate([far[0], far[-1], far[:, 0], far[:, -1]]))
     grid[np.isin(far, edge[edge > 0])] = np.nan
     points = mean + grid_u[..., None] * basis[0] + grid_v[..., None] * basis[1] + grid[..., None] * basis[2]
-    sheet = _rasterise(points, piece.shape)
+    sheet = rasterised(np.ascontiguousarray(points), np.zeros(piece.shape, dtype=bool), 8)
     for axis in range(3):
         index = [slice(None)] * 3
         index[axis] = slice(0, 5)
         sheet[tuple(index)] = False
         index[axis] = slice(piece.shape[axis] - 5, None)
         sheet[tuple(index)] = False
-    sheet = ndimage.binary_dilation(sheet, _DILATE)
-    for z in range(sheet.shape[0]):
-        if sheet[z].any():
-            sheet[z] = ndimage.binary_fill_holes(sheet[z])
+    sheet = _dilated(sheet)
+    extent = ndimage.find_objects(sheet.view(np.uint8))
+    if extent:                        # holes lie inside the sheet's bounding box: fill only there
+        sheet[extent[0]] = _fill_holes_per_slice(sheet[extent[0]])
     return sheet
 
 
-def _rasterise(points: np.ndarray, shape) -> np.ndarray:
-    """Mark the voxels nearest to 8 x 8 bilinear samples of every grid quad whose corners are
-    all defined."""
-    steps = np.arange(8) / 7.0
-    u, v = np.meshgrid(steps, steps, indexing="ij")
-    u, v = u.ravel()[:, None], v.ravel()[:, None]
-    corner = points[:-1, :-1], points[1:, :-1], points[:-1, 1:], points[1:, 1:]
-    defined = ~(np.isnan(corner[0][..., 0]) | np.isnan(corner[1][..., 0]) | np.isnan(corner[2][..., 0])
-                | np.isnan(corner[3][..., 0]))
-    p1, p2, p3, p4 = (c[defined] for c in corner)             # (quads, 3)
-    out = np.zeros(shape, dtype=bool)
-    if not len(p1):
-        return out
-    sampled = ((1 - u) * (1 - v))[None] * p1[:, None] + (u * (1 - v))[None] * p2[:, None] \
-        + ((1 - u) * v)[None] * p3[:, None] + (u * v)[None] * p4[:, None]
-    voxels = np.round(sampled.reshape(-1, 3)).astype(np.int64)
-    inside = np.all((voxels >= 0) & (voxels < np.array(shape)), axis=1)
-    out[tuple(voxels[inside].T)] = True
+def _dilated(sheet: np.ndarray) -> np.ndarray:
+    """``binary_dilation(sheet, _DILATE)``, scattered from the sheet's voxels: a rasterised
+    sheet is one voxel thick, so this touches its voxels' neighbours, not the whole box."""
+    voxels = np.argwhere(sheet)
+    out = sheet.copy()
+    for offset in _DILATE_OFFSETS:
+        moved = voxels + offset
+        inside = np.all((moved >= 0) & (moved < sheet.shape), axis=1)
+        out[tuple(moved[inside].T)] = True
     return out
+
+
+def _fill_holes_per_slice(volume: np.ndarray) -> np.ndarray:
+    """``binary_fill_holes`` of each Z slice, all slices in one labelling: a slice's background
+    pixels not 4-connected, within the slice, to the slice's edge are holes. On a crop to the
+    foreground's bounding box the same: background at the crop's edge reaches the slice's edge
+    through the background around the box."""
+    background, count = ndimage.label(~volume, _IN_SLICE)
+    open_to_edge = np.zeros(count + 1, dtype=bool)
+    for edge in (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]):
+        open_to_edge[edge] = True
+    open_to_edge[0] = False                                   # label 0: the volume's own voxels
+    return ~open_to_edge[background]
