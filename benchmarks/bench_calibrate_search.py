@@ -1,4 +1,4 @@
-"""The calibration search at scale: the default (screened, on Dask) against the exhaustive one.
+"""The calibration search at scale: the default (ranked, on Dask) against the exhaustive one.
 
     PYTHONPATH=src python benchmarks/bench_calibrate_search.py --volumes 4 --size 64 \
         --steps winners --runs default,workers1,inprocess,exhaustive
@@ -9,9 +9,11 @@ and one defective probability map per volume (vesukit.synth_defects: holes, tear
 merges, dust, a per-volume bias), then runs `vesukit calibrate --maps` (the library call the
 command makes) once per run:
 
-- ``default``: the command's defaults (screened search, a local Dask cluster, one worker per core);
+- ``default``: the command's defaults (the ranked search: bounds decide, the 3 finalists of
+  each search get the full scorer; a local Dask cluster, one worker per core);
 - ``workers1`` / ``workers2``: the same with 1 or 2 local workers;
-- ``inprocess``: the same screened search without Dask (``--scheduler none``);
+- ``inprocess``: the same search without Dask (``--scheduler none``);
+- ``screened``: the exact-by-construction screened search (``--finalists 0``);
 - ``exhaustive``: every mask through the full scorer (``--exhaustive``), on the local cluster.
 
 Per run: wall seconds, masks, candidates rescored exactly, the chosen decision, its exact mean
@@ -35,6 +37,7 @@ RUNS = {
     "workers1": {"workers": 1},
     "workers2": {"workers": 2},
     "inprocess": {"scheduler": "none"},
+    "screened": {"finalists": 0},
     "exhaustive": {"exhaustive": True},
 }
 
