@@ -87,11 +87,12 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
 
     from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client
 
-    settings, block = run.settings, None
+    settings, block, engines = run.settings, None, []
     with dask_client(scheduler, workers, progress) as client:
         def searched(volumes):
             engine = SearchEngine(volumes, exhaustive=exhaustive, client=client, progress=progress,
                                   finalists=FINALISTS if finalists is None else finalists)
+            engines.append(engine)
             return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
                                      options=options, top_k=top_k, progress=progress, engine=engine)
 
@@ -115,6 +116,9 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                weights={n: w for n, w in block["weights"].items() if w > 0})
     data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
+    engine = engines[-1]  # the search that chose the decision written
+    data_out["evidence"]["search_engine"] = {"mode": engine.mode, "finalists": engine.finalists,
+                                             "scheduler": scheduler, **engine.work}
     data_out["evidence"]["tta"] = dict(settings.tta)
     # predict and the notebook run the TTA, overlap and fusion the decision was fitted with
     data_out["tta"] = settings.run_tta
