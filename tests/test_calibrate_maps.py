@@ -117,3 +117,15 @@ def test_budget_bounds_the_volumes_searched(saved, tmp_path, capsys):
     # and it bounds what the search did
     assert work["screened_masks"] <= 2 * budget["screened_masks_per_volume_bound"]
     assert work["exact_masks"] <= 2 * budget["exact_masks_per_volume_bound"]
+
+
+def test_saved_fp16_maps_are_thresholded_as_predict_thresholds_them():
+    """calibrate --maps reads fp16 maps; predict decides on float32 (the mean rounded through
+    fp16). A voxel at fp16(0.4) = 0.39990234 is below 0.4 for both (numpy alone would round
+    the threshold to fp16 and set it, and fit would not equal apply)."""
+    from vesukit.decide import binarize
+    from vesukit.maps import maps_from_probability
+
+    saved = np.array([0.39990234, 0.40014648], dtype=np.float16)  # the fp16 values either side of 0.4
+    assert binarize(maps_from_probability(saved).mean, 0.4).tolist() == [0, 1]
+    assert np.array_equal(binarize(saved, 0.4), binarize(saved.astype(np.float32), 0.4))

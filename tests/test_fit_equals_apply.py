@@ -75,7 +75,7 @@ def from_teachers(root, teachers, tmp_path_factory):
     with contextlib.redirect_stdout(printed):
         code = main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
                      "--device", "cpu", "--tta", "flip", "--fusion", "--holdout", "0",
-                     "--steps", "basic", "--rules", "fixed,otsu", "--top-k", "1", "--finalists", "0"])
+                     "--steps", "basic", "--rules", "fixed,otsu", "--top-k", "1"])
     assert code == 0
     return out, reported_score(printed.getvalue())
 
@@ -105,13 +105,8 @@ def test_calibration_from_saved_maps_scores_the_same_under_predict(root, teacher
     made = json.loads((maps / "maps.json").read_text())
     assert made["tta"] == {"unet_0": "flip", "unet_1": "flip"}
     out = tmp_path / "from-maps.json"
-    # --finalists 0 here and in from_teachers: the decisions these tests were written on. With
-    # the ranked default both pick fixed(0.4) (+ zero_border(3) here), and predict then scores
-    # 0.562515 against the 0.562551 calibrate reports, on maps identical to the saved ones,
-    # which score 0.562551 directly: a predict-side difference, open (not this change's).
     assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
-                 "--folds", "2", "--steps", "basic", "--rules", "fixed,otsu", "--top-k", "1",
-                 "--finalists", "0"]) == 0
+                 "--folds", "2", "--steps", "basic", "--rules", "fixed,otsu", "--top-k", "1"]) == 0
     reported = reported_score(capsys.readouterr().out)
     data = json.loads(out.read_text())
     # the maps' TTA and fusion travel into the file, so predict makes the same maps again
