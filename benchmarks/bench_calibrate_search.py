@@ -1,17 +1,20 @@
-"""The calibration search at scale: the default (screened, on Dask) against the exhaustive one.
+"""The calibration search at scale: the default (ranked, on Dask) against the exhaustive one.
 
     PYTHONPATH=src python benchmarks/bench_calibrate_search.py --volumes 4 --size 64 \
         --steps winners --runs default,workers1,inprocess,exhaustive
     PYTHONPATH=src python benchmarks/bench_calibrate_search.py --profile 320
+    PYTHONPATH=src python benchmarks/bench_calibrate_search.py --median 320
 
 Writes a synthetic competition root with ``--volumes`` labelled train volumes of ``--size``^3
 and one defective probability map per volume (vesukit.synth_defects: holes, tears, bridges,
 merges, dust, a per-volume bias), then runs `vesukit calibrate --maps` (the library call the
 command makes) once per run:
 
-- ``default``: the command's defaults (screened search, a local Dask cluster, one worker per core);
+- ``default``: the command's defaults (the ranked search: bounds decide, the 3 finalists of
+  each search get the full scorer; a local Dask cluster, one worker per core);
 - ``workers1`` / ``workers2``: the same with 1 or 2 local workers;
-- ``inprocess``: the same screened search without Dask (``--scheduler none``);
+- ``inprocess``: the same search without Dask (``--scheduler none``);
+- ``screened``: the exact-by-construction screened search (``--finalists 0``);
 - ``exhaustive``: every mask through the full scorer (``--exhaustive``), on the local cluster.
 
 Per run: wall seconds, masks, candidates rescored exactly, the chosen decision, its exact mean
@@ -35,6 +38,7 @@ RUNS = {
     "workers1": {"workers": 1},
     "workers2": {"workers": 2},
     "inprocess": {"scheduler": "none"},
+    "screened": {"finalists": 0},
     "exhaustive": {"exhaustive": True},
 }
 
@@ -128,6 +132,33 @@ def profile(size: int, seed: int) -> None:
           f"2-step prefix {warm:.2f} s")
 
 
+def median_speed(size: int, seed: int) -> None:
+    """median_filter with its numba majority against its numpy one (the fallback without
+    numba), on the same size^3 mask in one process: seconds, ratio, equal voxel for voxel."""
+    from vesukit.decide import binarize, steps
+    from vesukit.maps import maps_from_probability
+    from vesukit.synth import synth_volume
+    from vesukit.synth_defects import defective_map
+
+    _, label = synth_volume((size, size, size), seed)
+    mask = binarize(maps_from_probability(defective_map(label, seed).astype(np.float16)).mean, 0.5)
+    steps.median_filter(mask[:24, :24, :24])  # load the compiled kernel
+    compiled = steps.kernels
+    for options in ({"rounds": 3}, {"rounds": 7, "size": 3, "connectivity": 6}):
+        start = time.perf_counter()
+        fast = steps.median_filter(mask, **options)
+        numba_s = time.perf_counter() - start
+        steps.kernels = lambda: None
+        try:
+            start = time.perf_counter()
+            slow = steps.median_filter(mask, **options)
+            numpy_s = time.perf_counter() - start
+        finally:
+            steps.kernels = compiled
+        print(f"median_filter {options} at {size}^3: numpy {numpy_s:.2f} s, numba {numba_s:.2f} s, "
+              f"{numpy_s / numba_s:.1f}x, equal {np.array_equal(fast, slow)}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=4)
@@ -139,7 +170,14 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the records here")
     parser.add_argument("--profile", type=int, default=None, metavar="SIZE",
                         help="instead: where one candidate's time goes on one SIZE^3 volume")
+    parser.add_argument("--median", type=int, default=None, metavar="SIZE",
+                        help="instead: median_filter's numba majority against its numpy one at SIZE^3")
     args = parser.parse_args()
+    if args.median:
+        print(f"cores={os.cpu_count()} load={os.getloadavg()}", flush=True)
+        median_speed(args.median, args.seed)
+        print(f"load at the end {os.getloadavg()}")
+        return 0
     if args.profile:
         print(f"cores={os.cpu_count()} load={os.getloadavg()}", flush=True)
         profile(args.profile, args.seed)

@@ -194,6 +194,10 @@ def test_calibrate_and_ablate_commands(root, teachers, tmp_path, capsys):
     assert calibration.rule.name == data["threshold"]["rule"]
     assert data["evidence"]["candidates"] and data["evidence"]["held_back"]["winner"]
     assert (tmp_path / "run" / "calibration-cache" / "cache.json").is_file()
+    # the default search from the teachers is the ranked one: its winner was scored exactly
+    engine = data["evidence"]["search_engine"]
+    assert engine["mode"] == "ranked" and engine["finalists"] == 3 and data["evidence"]["winner"]["exact"]
+    assert 0 < engine["exact_masks"] < engine["screened_masks"]
 
     report = tmp_path / "run" / "ablation.json"
     code = main(["ablate", "--data", str(root), "--teachers", str(teachers), "--volumes", "2",

@@ -86,15 +86,19 @@ def test_calibrate_needs_exactly_one_source(saved, tmp_path, capsys):
 
 
 def test_budget_bounds_the_volumes_searched(saved, tmp_path, capsys):
-    from vesukit.calibrate.oof import budget_volumes, masks_per_volume_bound
+    from vesukit.calibrate.oof import budget_volumes, exact_masks_per_volume_bound, masks_per_volume_bound
     from vesukit.calibrate.search import RULE_GRID, postprocess_options
 
     options = postprocess_options(320 ** 3, winners=True, disagreement=False)
     grid = {k: v for k, v in RULE_GRID.items() if k != "uncertainty"}
     bound = masks_per_volume_bound(grid, options, top_k=3, folds=3)
-    # 100 volumes of 320^3 at 20 s per mask cannot all be searched in 8 hours
-    take = budget_volumes(100, 20.0, bound, 8 * 3600)
-    assert 2 <= take < 100 and take * bound * 20.0 <= 8 * 3600 or take == 2
+    exact = exact_masks_per_volume_bound(options, folds=3, finalists=3)
+    assert exact * 10 < bound  # the default gives the full scorer to a few masks per volume
+    # 100 volumes of 320^3 (3 s per screened mask, 26 s per exact one) cannot all be
+    # searched in 8 hours
+    per_volume = bound * 3.0 + exact * 26.0
+    take = budget_volumes(100, per_volume, 8 * 3600)
+    assert 2 <= take < 100 and take * per_volume <= 8 * 3600 or take == 2
     root, maps = saved
     out = tmp_path / "c.json"
     assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
@@ -102,4 +106,26 @@ def test_budget_bounds_the_volumes_searched(saved, tmp_path, capsys):
                  "--budget-hours", "0.0001"]) == 0
     printed = capsys.readouterr().out
     assert "searched 2 of 6 volume(s)" in printed
-    assert json.loads(out.read_text())["evidence"]["budget"]["volumes_searched"] == 2
+    evidence = json.loads(out.read_text())["evidence"]
+    budget, work = evidence["budget"], evidence["search_engine"]
+    assert budget["volumes_searched"] == 2 and work["mode"] == "ranked"
+    # the budget was planned with the default's costs: every candidate screened, a few exact
+    assert budget["exact_masks_per_volume_bound"] < budget["screened_masks_per_volume_bound"]
+    assert budget["seconds_per_volume_at_most"] == pytest.approx(
+        (budget["screened_masks_per_volume_bound"] * budget["seconds_per_screened_mask"]
+         + budget["exact_masks_per_volume_bound"] * budget["seconds_per_exact_mask"]) / budget["workers"])
+    # and it bounds what the search did
+    assert work["screened_masks"] <= 2 * budget["screened_masks_per_volume_bound"]
+    assert work["exact_masks"] <= 2 * budget["exact_masks_per_volume_bound"]
+
+
+def test_saved_fp16_maps_are_thresholded_as_predict_thresholds_them():
+    """calibrate --maps reads fp16 maps; predict decides on float32 (the mean rounded through
+    fp16). A voxel at fp16(0.4) = 0.39990234 is below 0.4 for both (numpy alone would round
+    the threshold to fp16 and set it, and fit would not equal apply)."""
+    from vesukit.decide import binarize
+    from vesukit.maps import maps_from_probability
+
+    saved = np.array([0.39990234, 0.40014648], dtype=np.float16)  # the fp16 values either side of 0.4
+    assert binarize(maps_from_probability(saved).mean, 0.4).tolist() == [0, 1]
+    assert np.array_equal(binarize(saved, 0.4), binarize(saved.astype(np.float32), 0.4))

@@ -149,3 +149,24 @@ def test_check_steps_names_the_problem():
     with pytest.raises(PostprocessError, match="expected an integer >= 0"):
         check_steps([{"step": "close", "radius": "big"}])
     check_steps([{"step": name} for name in STEPS])
+
+
+def test_median_filter_numba_majority_equals_the_numpy_one_faces_and_all(monkeypatch):
+    """median_filter's compiled majority (the search runs it many times) is the numpy one's
+    voxel for voxel: blocks thinner than the window, mirrored faces and open edges."""
+    pytest.importorskip("numba")
+    from vesukit.decide import _kernels, steps
+
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        shape = tuple(int(n) for n in rng.integers(1, 10, 3))
+        reach = int(rng.integers(1, 4))
+        block = rng.random(shape) < rng.random()
+        faces = [(bool(rng.integers(2)), bool(rng.integers(2))) for _ in range(3)]
+        got = _kernels.box_majority(block.view(np.uint8), reach, np.array([f[0] for f in faces]),
+                                    np.array([f[1] for f in faces]))
+        assert np.array_equal(got, steps._majority(block, reach, faces)), (shape, reach, faces)
+    mask = (rng.random((30, 34, 38)) < 0.45).astype(np.uint8)
+    fast = apply_postprocess(mask, [{"step": "median_filter", "rounds": 7, "size": 3}])
+    monkeypatch.setattr(steps, "kernels", lambda: None)
+    assert np.array_equal(fast, apply_postprocess(mask, [{"step": "median_filter", "rounds": 7, "size": 3}]))

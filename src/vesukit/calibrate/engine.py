@@ -1,17 +1,24 @@
 """The calibration search's evaluation engine: screened scoring, chain-prefix reuse, Dask.
 
 :class:`SearchEngine` is an :class:`~vesukit.calibrate.search.Evaluator` for the staged search.
-What it changes is the cost of a candidate, never the decision:
+Every mask is first scored with :meth:`vesukit.metric.PreparedLabel.bound`, the leaderboard
+score with every term exact but the dimension-1 matches (most of the full scorer's time),
+bounded by Betti numbers. What happens next is the engine's mode:
 
-- **screening** (unless ``exhaustive``, and while it pays: :meth:`SearchEngine.screening_pays`):
-  a mask is first scored with
-  :meth:`vesukit.metric.PreparedLabel.bound`, an upper bound on its leaderboard score made of
-  every term of the scorer exact but the dimension-1 matches, bounded by Betti numbers. The
-  search rescores a candidate with the full scorer (the Betti matching is most of its time)
-  only when its bound could change a decision: a descent trial whose bound does not beat the
-  current best loses either way, and rankings are settled best bound first until the exact
-  head beats every bound left. The decisions are those of the exhaustive search (every mask
-  through the full scorer), which ``exhaustive=True`` runs.
+- **ranked** (``finalists`` N > 0, the default, N = :data:`FINALISTS`): the search decides on
+  the bounds alone (which rules start the descent, which steps it keeps) and only the N best
+  candidates of each search (and the best fixed threshold) get the full scorer; the winner is
+  the best of those exact scores. A heuristic: measured against the exhaustive search in
+  docs/benchmarks.md ("Calibration at scale").
+- **screened** (``finalists=0``; while screening pays: :meth:`SearchEngine.screening_pays`):
+  a candidate is rescored with the full scorer only when its bound could change a decision:
+  a descent trial whose bound does not beat the current best loses either way, and rankings
+  are settled best bound first until the exact head beats every bound left. The decisions are
+  those of the exhaustive search by construction.
+- **exhaustive** (``exhaustive=True``): every mask through the full scorer.
+
+Whatever the mode:
+
 - **chain prefixes**: the masks after each step of a chain are kept (bit-packed, per volume)
   so candidates that differ in a late step do not rerun the early, costly ones, and a
   screened mask rescored exactly is not made again;
@@ -39,6 +46,7 @@ from vesukit.calibrate.search import Candidate, CandidateScore, Evaluator, Label
 from vesukit.decide import binarize
 from vesukit.decide.steps import STEPS
 
+FINALISTS = 3  # ranked mode: candidates per search given the full scorer (docs/benchmarks.md)
 PREFIX_CACHE_BYTES = 1 << 30  # per process: about 250 bit-packed 320^3 masks
 SCREEN_TRIAL = 40  # screened masks before judging whether screening pays
 # At 320^3 a bound costs about 1/9 of an exact score, so rescoring half the screened masks
@@ -161,14 +169,16 @@ class SearchEngine(Evaluator):
     def __init__(self, volumes: Sequence[LabelledVolume], shared: SearchEngine | None = None, *,
                  exhaustive: bool = False, client=None,
                  progress: Callable[[str], None] | None = None, progress_every: float = 10.0,
-                 screen: bool | None = None):
+                 screen: bool | None = None, finalists: int = FINALISTS):
         super().__init__(volumes, shared)
         if shared is not None:
             self.exhaustive, self.client = shared.exhaustive, shared.client
+            self.finalists = shared.finalists
             self._bounds, self._progress = shared._bounds, shared._progress
             self._placed, self.token = shared._placed, shared.token
         else:
             self.exhaustive, self.client = bool(exhaustive), client
+            self.finalists = 0 if self.exhaustive else max(0, int(finalists))
             self._bounds: dict[tuple[str, float, str], float] = {}
             self._progress = _Progress(progress, progress_every)
             self._placed: dict[str, tuple[Any, str]] = {}  # volume id -> (future, worker)
@@ -179,6 +189,13 @@ class SearchEngine(Evaluator):
                          "screened_scoring_s": 0.0, "rescored_masks": 0,
                          "screening_stopped_after": None}
         self.screen = (not self.exhaustive) if screen is None else screen
+        if not self.screen:
+            self.finalists = 0  # a judging engine (every score exact) ranks nothing
+
+    @property
+    def mode(self) -> str:
+        """"exhaustive", "screened" (exact by construction) or "ranked" (finalists)."""
+        return "exhaustive" if self.exhaustive else "ranked" if self.finalists else "screened"
 
     def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False):
         """An engine on ``volumes`` sharing this one's caches, cluster and progress (``exact``:
@@ -188,6 +205,11 @@ class SearchEngine(Evaluator):
     def plan(self, masks: int) -> None:
         """Add ``masks`` (volumes x candidates) to the progress line's total."""
         self._progress.planned += int(masks)
+
+    @property
+    def planned(self) -> int:
+        """The masks planned so far: the progress line's total, an upper bound."""
+        return self._progress.planned
 
     def rescore_exactly(self, result: CandidateScore) -> CandidateScore:
         if result.exact:
@@ -213,8 +235,8 @@ class SearchEngine(Evaluator):
 
     def score(self, candidate: Candidate, stage: str = "", exact: bool | None = None
               ) -> CandidateScore:
-        if exact is None:
-            exact = not (self.screen and self.screening_pays())
+        if exact is None:  # ranked: always screened first; screened: while it pays
+            exact = not (self.screen and (self.finalists or self.screening_pays()))
         todo = []
         for volume in self.volumes:
             threshold = self._thresholds.get((volume.volume_id, candidate.rule_key))
@@ -247,8 +269,11 @@ class SearchEngine(Evaluator):
 
     def _known(self, volume, threshold, candidate, exact):
         """(score, is_exact) already known for this mask, or None. An exact score serves as
-        its own (tightest) bound."""
+        its own (tightest) bound, except while ranking: candidates are then compared on
+        bounds only, whichever of them another fold happened to score exactly."""
         key = (volume.volume_id, round(threshold, 7), candidate.chain_key)
+        if not exact and self.finalists:
+            return (self._bounds[key], False) if key in self._bounds else None
         if key in self._scores:
             return self._scores[key], True
         if not exact and key in self._bounds:

@@ -150,8 +150,19 @@ def masks_per_volume_bound(grid: Mapping[str, Sequence[Mapping]], options: Mappi
     return max(folds, 1) * per_search
 
 
-def budget_volumes(available: int, seconds_per_mask: float, masks_per_volume: int,
-                   budget_seconds: float, minimum: int = 2) -> int:
+def exact_masks_per_volume_bound(options: Mapping[str, list], folds: int, finalists: int) -> int:
+    """An upper bound on the masks one volume gets the full scorer for in a ranked search
+    (:class:`~vesukit.calibrate.engine.SearchEngine` with ``finalists``): in each of its
+    ``folds`` searches the finalists and the best fixed threshold with and without
+    post-processing; once as a held fold, the fold's winner, its baseline and the winner's
+    chain with each step and with every step removed."""
+    per_search = finalists + 2
+    judged = 2 + len(options) + 1
+    return max(folds, 1) * per_search + judged
+
+
+def budget_volumes(available: int, seconds_per_volume: float, budget_seconds: float,
+                   minimum: int = 2) -> int:
     """How many volumes the out-of-fold search can take within ``budget_seconds``."""
-    cost = max(seconds_per_mask * masks_per_volume, 1e-9)
+    cost = max(seconds_per_volume, 1e-9)
     return int(min(available, max(minimum, budget_seconds // cost)))

@@ -55,14 +55,15 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                     grid=None, winners: bool = False, fusion: bool = False,
                     progress: Callable[[str], None] | None = None,
                     exhaustive: bool = False, scheduler: str = "local",
-                    workers: int | None = None):
+                    workers: int | None = None, finalists: int | None = None):
     """Build (or reuse) the cache, search, write ``out``; returns what was chosen (Calibrated).
 
     With ``fusion``, the teachers' weights and mode are fitted (with the first search's rule),
     then the rule and chain are searched again on the fused maps, so the file holds a rule,
     chain and fusion scored together, as predict applies them. Each search runs on
-    :class:`~vesukit.calibrate.engine.SearchEngine` (screened unless ``exhaustive``; on Dask
-    unless ``scheduler`` is "none").
+    :class:`~vesukit.calibrate.engine.SearchEngine` (ranked with ``finalists``, default
+    :data:`~vesukit.calibrate.engine.FINALISTS`; screened with 0; every mask exact if
+    ``exhaustive``; on Dask unless ``scheduler`` is "none").
     """
     from vesukit.calibrate.search import (
         RULE_GRID,
@@ -84,12 +85,14 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                   disagreement=disagreement)
     grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
 
-    from vesukit.calibrate.engine import SearchEngine, dask_client
+    from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client
 
-    settings, block = run.settings, None
+    settings, block, engines = run.settings, None, []
     with dask_client(scheduler, workers, progress) as client:
         def searched(volumes):
-            engine = SearchEngine(volumes, exhaustive=exhaustive, client=client, progress=progress)
+            engine = SearchEngine(volumes, exhaustive=exhaustive, client=client, progress=progress,
+                                  finalists=FINALISTS if finalists is None else finalists)
+            engines.append(engine)
             return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
                                      options=options, top_k=top_k, progress=progress, engine=engine)
 
@@ -113,6 +116,9 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                weights={n: w for n, w in block["weights"].items() if w > 0})
     data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
+    engine = engines[-1]  # the search that chose the decision written
+    data_out["evidence"]["search_engine"] = {"mode": engine.mode, "finalists": engine.finalists,
+                                             "scheduler": scheduler, **engine.work}
     data_out["evidence"]["tta"] = dict(settings.tta)
     # predict and the notebook run the TTA, overlap and fusion the decision was fitted with
     data_out["tta"] = settings.run_tta
@@ -215,15 +221,19 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
                               budget_hours: float | None = None,
                               progress: Callable[[str], None] | None = None,
                               exhaustive: bool = False, scheduler: str = "local",
-                              workers: int | None = None):
+                              workers: int | None = None, finalists: int | None = None):
     """Saved maps + labels -> out-of-fold search -> ``out``; returns the OutOfFold result.
 
-    The search runs on :class:`~vesukit.calibrate.engine.SearchEngine` (screened unless
-    ``exhaustive``; on Dask unless ``scheduler`` is "none"). With ``budget_hours``, one
-    mask of the first volume is timed (threshold, the longest chain, the scorer as the search
-    uses it) and the search takes only as many volumes (the first ones, in id order) as the
-    upper bound on its masks allows within the budget; the result says so.
+    The search runs on :class:`~vesukit.calibrate.engine.SearchEngine` (ranked with
+    ``finalists``, default :data:`~vesukit.calibrate.engine.FINALISTS`; screened with 0; every
+    mask exact if ``exhaustive``; on Dask unless ``scheduler`` is "none"). With
+    ``budget_hours``, one mask of the first volume is timed (threshold, the longest chain, the
+    bound and the full scorer) and the search takes only as many volumes (the first ones, in
+    id order) as the upper bound on its masks allows within the budget; the result says so.
     """
+    from vesukit.calibrate.engine import FINALISTS
+
+    finalists = FINALISTS if finalists is None else finalists
     from vesukit.calibrate.engine import SearchEngine, dask_client, worker_count
     from vesukit.calibrate.maps import map_volumes
     from vesukit.calibrate.oof import out_of_fold
@@ -242,9 +252,10 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     with dask_client(scheduler, workers, progress) as client:
         n_workers = worker_count(client)
         budget, take, planned = _search_budget(prepared, grid, options, top_k, folds, exhaustive,
-                                               budget_hours, n_workers, progress)
+                                               finalists, budget_hours, n_workers, progress)
         prepared = prepared[:take]
-        engine = SearchEngine(prepared, exhaustive=exhaustive, client=client, progress=progress)
+        engine = SearchEngine(prepared, exhaustive=exhaustive, client=client, progress=progress,
+                              finalists=finalists)
         engine.plan(planned * len(prepared))
         oof = out_of_fold(prepared, folds, grid, options, top_k, progress, engine=engine)
     oof.budget = budget
@@ -253,8 +264,9 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     data_out["evidence"] = {"maps": str(maps_dir), "volumes": [v.volume_id for v in prepared],
                             "left_out": made_otherwise,
                             "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json(),
-                            "search_engine": {"exhaustive": exhaustive, "scheduler": scheduler,
-                                              "workers": n_workers,
+                            "search_engine": {"mode": engine.mode, "finalists": engine.finalists,
+                                              "exhaustive": exhaustive, "scheduler": scheduler,
+                                              "workers": n_workers, "masks_planned": engine.planned,
                                               "candidates_rescored_exactly": engine.rescored,
                                               **engine.work}}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -262,22 +274,27 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     return oof
 
 
-def _search_budget(prepared, grid, options, top_k, folds, exhaustive, budget_hours, workers,
-                   progress):
+def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists, budget_hours,
+                   workers, progress):
     """(budget record or None, volumes to search, masks planned per volume).
 
     Masks per volume are bounded by the staged search's candidates
-    (:func:`~vesukit.calibrate.oof.masks_per_volume_bound`); a screened search may rescore each
-    with the full scorer, so its bound counts every mask twice, screened and exact. Volumes
-    are spread over the workers.
+    (:func:`~vesukit.calibrate.oof.masks_per_volume_bound`), each screened unless
+    ``exhaustive``; then the full scorer runs on every one of them (exhaustive, and at most so
+    when screening with ``finalists`` 0) or on the finalists and what judges the folds
+    (:func:`~vesukit.calibrate.oof.exact_masks_per_volume_bound`). Volumes are spread over the
+    workers.
     """
     from vesukit.calibrate.engine import time_one_mask
-    from vesukit.calibrate.oof import budget_volumes, masks_per_volume_bound
+    from vesukit.calibrate.oof import budget_volumes, exact_masks_per_volume_bound, masks_per_volume_bound
     from vesukit.calibrate.search import Candidate
     from vesukit.decide import ThresholdRule
 
     bound = masks_per_volume_bound(grid, options, top_k, folds)
-    planned = bound if exhaustive else 2 * bound
+    screened = 0 if exhaustive else bound
+    exact = bound if exhaustive or not finalists else \
+        exact_masks_per_volume_bound(options, folds, finalists)
+    planned = screened + exact
     if budget_hours is None:
         return None, len(prepared), planned
     longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
@@ -285,15 +302,16 @@ def _search_budget(prepared, grid, options, top_k, folds, exhaustive, budget_hou
     candidate = Candidate(ThresholdRule(), longest)
     exact_s = time_one_mask(prepared[0], candidate, exact=True)
     screen_s = 0.0 if exhaustive else time_one_mask(prepared[0], candidate, exact=False)
-    per_mask = (exact_s + screen_s) / workers  # one candidate on one volume, at most
-    take = budget_volumes(len(prepared), per_mask, bound, budget_hours * 3600)
-    budget = {"hours": budget_hours, "seconds_per_mask_measured": per_mask,
+    per_volume = (screened * screen_s + exact * exact_s) / workers  # at most
+    take = budget_volumes(len(prepared), per_volume, budget_hours * 3600)
+    budget = {"hours": budget_hours, "seconds_per_volume_at_most": per_volume,
               "seconds_per_exact_mask": exact_s, "seconds_per_screened_mask": screen_s,
               "workers": workers, "masks_per_volume_bound": bound,
+              "screened_masks_per_volume_bound": screened, "exact_masks_per_volume_bound": exact,
               "volumes_available": len(prepared), "volumes_searched": take,
-              "estimated_hours_at_most": take * bound * per_mask / 3600}
+              "estimated_hours_at_most": take * per_volume / 3600}
     if progress:
-        progress(f"budget {budget_hours} h: {screen_s:.2f} s per screened mask + {exact_s:.2f} s "
-                 f"exact, at most {bound} candidates per volume on {workers} worker(s) -> "
+        progress(f"budget {budget_hours} h: at most {screened} screened masks ({screen_s:.2f} s "
+                 f"each) and {exact} exact ({exact_s:.2f} s) per volume on {workers} worker(s) -> "
                  f"searching {take} of {len(prepared)} volume(s)")
     return budget, take, planned

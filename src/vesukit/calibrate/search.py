@@ -11,7 +11,8 @@ search is staged, because scoring is what costs:
 3. every rule candidate again with the best chain found (a chain that removes small
    components can favour a lower threshold, and the reverse).
 
-The winner is the best mean over everything scored (ties go to the earlier, simpler one).
+The winner is the best mean over everything scored (ties go to the earlier, simpler one;
+with a ranking evaluator, over the finalists scored exactly: :class:`_Ledger`).
 Masks are scored once per (volume, threshold, chain), so rules that land on the same
 threshold cost nothing extra. With held-back volumes, the winner and the best fixed threshold
 (chosen on the fit volumes, and the best one measured on the held-back volumes themselves)
@@ -251,11 +252,20 @@ class SearchResult:
 
 
 class _Ledger:
-    """Every candidate scored so far, once each, in order."""
+    """Every candidate scored so far, once each, in order.
+
+    Two ways to use an evaluator that screens (returns cheap scores first,
+    :class:`vesukit.calibrate.engine.SearchEngine`): with ``finalists`` 0 its screened scores
+    are upper bounds, rescored wherever they could change a decision (the exhaustive search's
+    decisions); with ``finalists`` N > 0 the search decides on the screened scores alone and
+    only the N best of each pool are scored exactly, at the end (a heuristic, measured in
+    docs/benchmarks.md).
+    """
 
     def __init__(self, evaluator: Evaluator):
         self.evaluator = evaluator
         self.results: dict[str, CandidateScore] = {}
+        self.finalists = int(getattr(evaluator, "finalists", 0) or 0)
 
     def score(self, candidate: Candidate, stage: str) -> CandidateScore:
         if candidate.key not in self.results:
@@ -263,10 +273,15 @@ class _Ledger:
         return self.results[candidate.key]
 
     def exact(self, result: CandidateScore) -> CandidateScore:
-        """``result`` rescored exactly if it was screened (its ledger entry replaced)."""
-        if not result.exact:
-            result = self.evaluator.rescore_exactly(result)
-            self.results[result.candidate.key] = result
+        """``result`` rescored exactly if it was screened (its ledger entry replaced); while
+        ranking by screened scores (``finalists``), ``result`` as it is."""
+        if not result.exact and not self.finalists:
+            result = self._rescore(result)
+        return result
+
+    def _rescore(self, result: CandidateScore) -> CandidateScore:
+        result = self.evaluator.rescore_exactly(result)
+        self.results[result.candidate.key] = result
         return result
 
     def exact_if_above(self, result: CandidateScore, floor: float) -> CandidateScore:
@@ -277,14 +292,17 @@ class _Ledger:
     def settle(self, predicate: Callable[[CandidateScore], bool] = lambda c: True,
                count: int = 1) -> None:
         """Rescore screened entries, highest bound first, until ``count`` exact means are at
-        least every remaining bound: the top ``count`` are then those of an all-exact search."""
+        least every remaining bound: the top ``count`` are then those of an all-exact search.
+        While ranking (``finalists``): rescore the ``count`` highest screened means only."""
         exact_means: list[float] = []
         for key in sorted((k for k, c in self.results.items() if predicate(c)),
                           key=lambda k: -self.results[k].mean):
+            if self.finalists and len(exact_means) >= count:
+                break
             if len(exact_means) >= count and \
                     self.results[key].mean < sorted(exact_means)[-count]:
                 break
-            exact_means.append(self.exact(self.results[key]).mean)
+            exact_means.append(self._rescore(self.results[key]).mean)
 
     def best(self, predicate: Callable[[CandidateScore], bool] = lambda c: True):
         pool = [c for c in self.results.values() if predicate(c)]
@@ -327,8 +345,9 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
 
     say(f"stage 1: {sum(len(v) for v in grid.values())} rule candidates")
     stage1 = [ledger.score(c, "rules") for c in rule_candidates(grid)]
-    ledger.settle(count=top_k)  # screened scores: make the ranking's head exact
-    ledger.settle(lambda c: c.candidate.rule.name == "fixed")
+    if not ledger.finalists:  # screened bounds: make the ranking's head exact
+        ledger.settle(count=top_k)
+        ledger.settle(lambda c: c.candidate.rule.name == "fixed")
     stage1 = [ledger.results[c.candidate.key] for c in stage1]
     ranked = sorted(stage1, key=lambda c: -c.mean)
     starts = ranked[:top_k]
@@ -346,9 +365,12 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
     say("stage 3: every rule with the best chain")
     for candidate in rule_candidates(grid, chain_from(best_choice)):
         ledger.score(candidate, "rules+chain")
-    for pool in (lambda c: True, lambda c: c.candidate.rule.name == "fixed",
-                 lambda c: c.candidate.rule.name == "fixed" and not c.candidate.postprocess):
-        ledger.settle(pool)  # the winners below (and out-of-fold's baseline) are exact
+    # the winners below (and out-of-fold's baseline) are exact; while ranking, the winner is
+    # the best exact score of the ``finalists`` best screened candidates
+    for pool, count in ((lambda c: True, ledger.finalists or 1),
+                        (lambda c: c.candidate.rule.name == "fixed", 1),
+                        (lambda c: c.candidate.rule.name == "fixed" and not c.candidate.postprocess, 1)):
+        ledger.settle(pool, count)
     winner = ledger.best(lambda c: c.exact)
     best_fixed = ledger.best(lambda c: c.exact and c.candidate.rule.name == "fixed")
     return SearchResult(winner, list(ledger.results.values()), best_fixed,

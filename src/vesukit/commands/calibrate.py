@@ -62,10 +62,15 @@ def register(subparsers) -> None:
                         help="also fit the teachers' weights and fusion mode (probability or "
                         "logit mean) out-of-fold from the cached maps; written into the output "
                         "with the evidence, plus teachers.fused.json beside it")
+    parser.add_argument("--finalists", type=int, default=3, metavar="N",
+                        help="candidates are scored with a cheap upper bound (surface Dice, VOI, "
+                        "Betti numbers exact; dimension-1 matches bounded); the search decides "
+                        "on it and gives only the N best of each search the full scorer (3; a "
+                        "heuristic, measured against --exhaustive in docs/benchmarks.md). 0: "
+                        "the full scorer wherever a bound could change a decision (the "
+                        "exhaustive search's decisions, at close to its cost)")
     parser.add_argument("--exhaustive", action="store_true",
-                        help="run the full scorer on every candidate; by default candidates are "
-                        "screened with an upper bound (surface Dice, VOI, Betti numbers) and only "
-                        "those that could change a decision get the full scorer (same decision)")
+                        help="run the full scorer on every candidate")
     parser.add_argument("--scheduler", default="local", metavar="ADDRESS",
                         help="'local' (a Dask LocalCluster here, default), a Dask scheduler "
                         "address (tcp://host:8786) or 'none' (no Dask, one process)")
@@ -95,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                          "already made (their maps.json says with which settings).")
     if not 0 <= args.holdout < 1:
         raise UsageError(f"--holdout {args.holdout}: must be in [0, 1).")
+    if args.finalists < 0:
+        raise UsageError(f"--finalists {args.finalists}: must be >= 0 (0: exact screening).")
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be >= 1.")
     if args.workers is not None and (args.workers < 1 or args.scheduler != "local"):
@@ -119,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                                  dtype=args.cache_dtype, top_k=args.top_k, grid=grid,
                                  winners=args.steps == "winners", fusion=args.fusion,
                                  progress=progress_line, exhaustive=args.exhaustive,
-                                 scheduler=args.scheduler, workers=args.workers)
+                                 scheduler=args.scheduler, workers=args.workers,
+                                 finalists=args.finalists)
     outcome, fusion = calibrated.outcome, calibrated.fusion
     if fusion is not None:
         oof = fusion["evidence"]["out_of_fold"]
@@ -161,12 +169,13 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
                                     winners=args.steps == "winners",
                                     budget_hours=args.budget_hours, progress=progress_line,
                                     exhaustive=args.exhaustive, scheduler=args.scheduler,
-                                    workers=args.workers)
+                                    workers=args.workers, finalists=args.finalists)
     if oof.budget:
         b = oof.budget
-        print(f"budget {b['hours']} h: {b['seconds_per_mask_measured']:.2f} s per mask, at most "
-              f"{b['masks_per_volume_bound']} masks per volume: searched {b['volumes_searched']} "
-              f"of {b['volumes_available']} volume(s) (at most {b['estimated_hours_at_most']:.2f} h)")
+        print(f"budget {b['hours']} h: at most {b['seconds_per_volume_at_most']:.1f} s per volume "
+              f"({b['screened_masks_per_volume_bound']} screened + {b['exact_masks_per_volume_bound']} "
+              f"exact masks): searched {b['volumes_searched']} of {b['volumes_available']} volume(s) "
+              f"(at most {b['estimated_hours_at_most']:.2f} h)")
     print(f"out-of-fold ({len(oof.folds)} fold(s), {sum(map(len, oof.folds))} volume(s), "
           f"{oof.masks_scored} masks scored in {oof.seconds:.1f} s, "
           f"{oof.seconds / max(oof.masks_scored, 1):.2f} s/mask):")

@@ -257,7 +257,12 @@ def load_calibration(path: str | Path | None) -> Calibration:
 
 
 def binarize(probability, threshold: float) -> np.ndarray:
-    """uint8 0/1 mask of ``probability >= threshold`` (tensor or array in, numpy out)."""
+    """uint8 0/1 mask of ``probability >= threshold`` (tensor or array in, numpy out).
+
+    An fp16 array (saved maps) is compared in float32, as predict compares its maps: numpy
+    would round the threshold to fp16 first (0.4 -> 0.39990234) and set the voxels there."""
+    if isinstance(probability, np.ndarray) and probability.dtype == np.float16:
+        probability = probability.astype(np.float32)
     mask = probability >= threshold
     if hasattr(mask, "cpu"):
         mask = mask.cpu().numpy()
