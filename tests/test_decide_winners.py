@@ -273,6 +273,42 @@ def test_winners_search_options_hold_the_faithful_chains_at_320():
         assert [with_defaults(step) for step in chain] == [with_defaults(s) for s in PRESETS[preset]["postprocess"]]
 
 
+def test_winners_search_holds_the_second_place_chain_as_a_whole_candidate(tmp_path, capsys):
+    """The 2nd place's chain ignores the rule's mask, so it is not a slot (each rule would re-run
+    it for the same mask): it is one candidate, the preset's exact chain at 320^3, scored once
+    per volume and search; `calibrate --maps --steps winners` has it in its candidate table."""
+    import json
+
+    from vesukit.calibrate.search import whole_chains
+    from vesukit.cli import main
+    from vesukit.decide import Calibration
+    from vesukit.synth import make_competition_root
+
+    (at_320,) = whole_chains(320 ** 3, winners=True)
+    assert at_320.rule.params["threshold"] == PRESETS["second_place"]["threshold"]
+    assert [dict(s) for s in at_320.postprocess] == PRESETS["second_place"]["postprocess"]
+    assert whole_chains(320 ** 3, winners=False) == []
+    (small,) = whole_chains(32 ** 3, winners=True)
+    Calibration(small.rule, small.postprocess)          # valid for the parameter table
+    root = make_competition_root(tmp_path / "root", n_test=0, n_train=3, shapes=[(32, 32, 32)],
+                                 seed=5)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for index, label in enumerate(sorted((root / "train_labels").glob("*.tif"))):
+        from vesukit.data import read_volume
+
+        truth = read_volume(label) == 1
+        noise = np.random.default_rng(index).random(truth.shape)
+        np.save(maps / f"{label.stem}.npy", (0.6 * truth + 0.4 * noise).astype(np.float16))
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
+                 "--folds", "2", "--rules", "fixed", "--top-k", "1", "--scheduler", "none"]) == 0
+    table = json.loads(out.read_text())["evidence"]["candidates"]
+    rows = [row for row in table if row["stage"] == "whole chain"]
+    assert len(rows) == 1 and "second_place" in json.dumps(rows[0])
+    assert len(rows[0]["scores"]) == 3
+
+
 def test_second_place_fits_sheets_with_blas_on_one_thread(monkeypatch):
     """Each fit's Delaunay triangulation solves one tiny LAPACK system per triangle: on a
     multi-threaded BLAS each pays a thread hand-off (docs/benchmarks.md). The fits run on one

@@ -84,7 +84,8 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
                 grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
                 options: Mapping[str, list] | None = None, top_k: int = 3,
                 progress: Callable[[str], None] | None = None,
-                engine: Evaluator | None = None) -> OutOfFold:
+                engine: Evaluator | None = None,
+                whole: Sequence[Candidate] = ()) -> OutOfFold:
     """The out-of-fold search described in the module docstring (``engine``: an evaluator on
     ``volumes`` whose kind the searches use, e.g. a screening SearchEngine; default: exact
     scoring)."""
@@ -104,7 +105,8 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
         fit_ids = [i for i in by_id if i not in held_ids] or held_ids
         say(f"fold {index + 1}/{len(dealt)}: search on {len(fit_ids)} volume(s), judge on "
             f"{len(held_ids)}")
-        result = search([by_id[i] for i in fit_ids], grid, options, top_k, shared=root)
+        result = search([by_id[i] for i in fit_ids], grid, options, top_k, shared=root,
+                        whole=whole)
         held = root.for_volumes([by_id[i] for i in held_ids], exact=True)
         winner = result.winner.candidate
         fold_winners.append(winner.describe())
@@ -130,23 +132,23 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
         ablation.append({"step": step, "folds": len(rows), "with": with_step,
                          "without": without, "delta": with_step - without})
     say(f"final: search on all {len(by_id)} volume(s)")
-    final = search(list(volumes), grid, options, top_k, shared=root)
+    final = search(list(volumes), grid, options, top_k, shared=root, whole=whole)
     return OutOfFold(dealt, fold_winners, winner_scores, baseline_scores, ablation, final,
                      root.masks_scored, time.perf_counter() - start, notes)
 
 
 def masks_per_volume_bound(grid: Mapping[str, Sequence[Mapping]], options: Mapping[str, list],
-                           top_k: int, folds: int, passes: int = 2) -> int:
+                           top_k: int, folds: int, passes: int = 2, whole: int = 0) -> int:
     """An upper bound on the masks one volume costs in :func:`out_of_fold`.
 
     A volume is fitted in ``folds - 1`` fold searches plus the final one; each search scores
     at most every rule twice (alone, then with the chain) and, per started candidate and pass,
-    every option of every slot. Rules landing on one threshold share a mask, so the real
+    every option of every slot, and the ``whole`` chains once. Rules landing on one threshold share a mask, so the real
     count is lower (docs/benchmarks.md has measured counts).
     """
     rules = sum(len(v) for v in grid.values())
     slots = sum(len(v) for v in options.values())
-    per_search = 2 * rules + (top_k + 1) * passes * slots
+    per_search = 2 * rules + (top_k + 1) * passes * slots + whole
     return max(folds, 1) * per_search
 
 

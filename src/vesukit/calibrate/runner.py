@@ -70,6 +70,7 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
         LabelledVolume,
         calibrate_volumes,
         postprocess_options,
+        whole_chains,
     )
     from vesukit.run_settings import fitted_on
 
@@ -83,6 +84,7 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     disagreement = len(run.settings.teachers) > 1
     options = postprocess_options(_median_voxels(prepared), winners=winners,
                                   disagreement=disagreement)
+    whole = whole_chains(_median_voxels(prepared), winners=winners)
     grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
 
     from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client
@@ -94,7 +96,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                   finalists=FINALISTS if finalists is None else finalists)
             engines.append(engine)
             return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
-                                     options=options, top_k=top_k, progress=progress, engine=engine)
+                                     options=options, top_k=top_k, progress=progress, engine=engine,
+                                     whole=whole)
 
         outcome = searched(prepared)
         if fusion:
@@ -237,7 +240,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     from vesukit.calibrate.engine import SearchEngine, dask_client, worker_count
     from vesukit.calibrate.maps import map_volumes
     from vesukit.calibrate.oof import out_of_fold
-    from vesukit.calibrate.search import RULE_GRID, postprocess_options
+    from vesukit.calibrate.search import RULE_GRID, postprocess_options, whole_chains
     from vesukit.data import find_competition_root
     from vesukit.run_settings import MADE_OTHERWISE, read_maps_provenance
 
@@ -247,17 +250,20 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     made_otherwise = dict((made or {}).pop(MADE_OTHERWISE, None) or {})
     prepared = map_volumes(maps_dir, root, volumes, progress, left_out=made_otherwise)
     options = postprocess_options(_median_voxels(prepared), winners=winners, disagreement=False)
+    whole = whole_chains(_median_voxels(prepared), winners=winners)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
     grid = without_disagreement(grid or RULE_GRID, progress)
     with dask_client(scheduler, workers, progress) as client:
         n_workers = worker_count(client)
         budget, take, planned = _search_budget(prepared, grid, options, top_k, folds, exhaustive,
-                                               finalists, budget_hours, n_workers, progress)
+                                               finalists, budget_hours, n_workers, progress,
+                                               whole=len(whole))
         prepared = prepared[:take]
         engine = SearchEngine(prepared, exhaustive=exhaustive, client=client, progress=progress,
                               finalists=finalists)
         engine.plan(planned * len(prepared))
-        oof = out_of_fold(prepared, folds, grid, options, top_k, progress, engine=engine)
+        oof = out_of_fold(prepared, folds, grid, options, top_k, progress, engine=engine,
+                          whole=whole)
     oof.budget = budget
     data_out = oof.final.calibration().to_json()
     data_out.update(maps_settings(made, maps_dir))
@@ -275,7 +281,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
 
 
 def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists, budget_hours,
-                   workers, progress):
+                   workers, progress, whole: int = 0):
     """(budget record or None, volumes to search, masks planned per volume).
 
     Masks per volume are bounded by the staged search's candidates
@@ -290,7 +296,7 @@ def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists,
     from vesukit.calibrate.search import Candidate
     from vesukit.decide import ThresholdRule
 
-    bound = masks_per_volume_bound(grid, options, top_k, folds)
+    bound = masks_per_volume_bound(grid, options, top_k, folds, whole=whole)
     screened = 0 if exhaustive else bound
     exact = bound if exhaustive or not finalists else \
         exact_masks_per_volume_bound(options, folds, finalists)

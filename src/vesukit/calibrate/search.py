@@ -92,6 +92,25 @@ def postprocess_options(voxels: int, winners: bool = False,
     return {slot: options[slot] for slot in WINNER_STEP_ORDER}
 
 
+def whole_chains(voxels: int, winners: bool = False) -> list[Candidate]:
+    """Chains that make their own mask from the probability, searched as candidates of their
+    own: scored once per volume, never as a slot. A slot is tried with every rule, and these
+    ignore the rule's mask, so each try would re-run the same costly chain (the 2nd place's
+    sheet fits: tens of seconds per 320^3 volume) for the same mask.
+
+    With ``winners``: the 2nd place's chain with the team's parameters (its own hysteresis
+    0.2/0.83 and retries), dust and component sizes scaled from 320^3 to the volume. The rule
+    (fixed at its low threshold 0.2, as the preset) does not change its mask.
+    """
+    if not winners:
+        return []
+    scale = voxels / 320 ** 3
+    step = {"step": "second_place", "low": 0.2, "high": 0.83, "retry_low_1": 0.5,
+            "retry_low_2": 0.6, "retry_low_3": 0.7, "dust": max(2, round(100 * scale)), "face": 3,
+            "min_voxels": max(2, round(1000 * scale)), "seed": 0}
+    return [Candidate(ThresholdRule("fixed", {"threshold": 0.2}), (step,))]
+
+
 @dataclass(frozen=True)
 class Candidate:
     rule: ThresholdRule
@@ -332,8 +351,10 @@ def _descend(ledger: _Ledger, rule: ThresholdRule, options: Mapping[str, list],
 def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
            options: Mapping[str, list] | None = None, top_k: int = 3, passes: int = 2,
            progress: Callable[[str], None] | None = None,
-           shared: Evaluator | None = None) -> SearchResult:
-    """The staged search described in the module docstring, on ``volumes``."""
+           shared: Evaluator | None = None,
+           whole: Sequence[Candidate] = ()) -> SearchResult:
+    """The staged search described in the module docstring, on ``volumes``; ``whole``:
+    candidates scored once beside the stages (:func:`whole_chains`)."""
     if not volumes:
         raise ValueError("the search needs at least one labelled volume")
     if options is None:
@@ -365,6 +386,10 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
     say("stage 3: every rule with the best chain")
     for candidate in rule_candidates(grid, chain_from(best_choice)):
         ledger.score(candidate, "rules+chain")
+    if whole:
+        say(f"whole chains: {len(whole)}")
+    for candidate in whole:
+        ledger.score(candidate, "whole chain")
     # the winners below (and out-of-fold's baseline) are exact; while ranking, the winner is
     # the best exact score of the ``finalists`` best screened candidates
     for pool, count in ((lambda c: True, ledger.finalists or 1),
@@ -441,14 +466,15 @@ def calibrate_volumes(volumes: Sequence[LabelledVolume], holdout: float = 0.0,
                       grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
                       options: Mapping[str, list] | None = None, top_k: int = 3,
                       progress: Callable[[str], None] | None = None,
-                      engine: Evaluator | None = None) -> CalibrationOutcome:
+                      engine: Evaluator | None = None,
+                      whole: Sequence[Candidate] = ()) -> CalibrationOutcome:
     """Search on the fit volumes, then check the winner on the held-back ones (``engine``:
     the evaluator whose kind and caches the search uses, e.g. a screening
     :class:`vesukit.calibrate.engine.SearchEngine`; default: every mask scored exactly)."""
     by_id = {v.volume_id: v for v in volumes}
     fit_ids, held_ids = split_volumes(list(by_id), holdout)
     result = search([by_id[i] for i in fit_ids], grid, options, top_k, progress=progress,
-                    shared=engine)
+                    shared=engine, whole=whole)
     if held_ids:
         result.held_back = check_held_back(result, [by_id[i] for i in held_ids], grid)
     return CalibrationOutcome(result, fit_ids, held_ids)
