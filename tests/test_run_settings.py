@@ -74,6 +74,11 @@ def test_segment_skips_a_weight_0_teacher_and_applies_the_calibrations_tta(root,
         expected = predict_teacher(read_volume(volume_path), load_teacher(spec, manifest.root, "cpu"),
                                    spec, device="cpu", tta="flip").numpy()
     assert np.abs(probability - expected).max() < 1e-3   # float16 output, flip TTA applied
+    # the run's record says what it used and where each setting came from, as predict's does
+    record = json.loads((out / ".vesukit" / "settings.json").read_text())
+    assert record["settings"]["tta"] == {"unet_0": "flip"}
+    assert record["settings"]["sources"]["tta:unet_0"] == "calibration"
+    assert record["calibration_mismatch"] == []
 
 
 @pytest.mark.parametrize("decision, named", [

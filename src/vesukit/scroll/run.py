@@ -229,8 +229,9 @@ def local_workers(config: SegmentConfig) -> int:
 
 
 def resolve_settings(config: SegmentConfig, progress):
-    """TTA per teacher and overlap as predict resolves them (the calibration's TTA included);
-    printed with their origins, and one warning line if the calibration was fitted otherwise."""
+    """(settings, mismatches): TTA per teacher and overlap as predict resolves them (the
+    calibration's TTA included); printed with their origins, and one warning line if the
+    calibration was fitted otherwise."""
     from vesukit.decide import load_calibration
     from vesukit.run_settings import fit_mismatches, mismatch_line, resolve_run_settings
     from vesukit.teachers import load_manifest
@@ -243,7 +244,7 @@ def resolve_settings(config: SegmentConfig, progress):
     problems = fit_mismatches(calibration, settings, manifest) if calibration else []
     if problems:
         print(f"WARNING {mismatch_line(config.calibration, problems)}", file=progress, flush=True)
-    return settings
+    return settings, problems
 
 
 def run_segment(config: SegmentConfig, progress=None) -> SegmentResult:
@@ -251,10 +252,12 @@ def run_segment(config: SegmentConfig, progress=None) -> SegmentResult:
     source = find_source(config.input, config.level)
     shape = tuple(int(n) for n in source.open().shape)
     decision = load_decision(config.calibration)
-    settings = resolve_settings(config, progress)
+    settings, fit_problems = resolve_settings(config, progress)
     _check_teachers(config.teachers, shape, settings.overlap)
     store = OutputStore(Path(config.out), shape, tuple(config.chunk), config.dtype, decision is not None)
     store.create(_fingerprint(config, settings, source, decision), config.resume)
+    # what this run used and where each setting came from, as predict's run.json has it
+    store.write_settings({"settings": settings.to_json(), "calibration_mismatch": fit_problems})
     chunks = chunk_grid(shape, store.chunk)
     finished = store.finished() if config.resume else {}
     todo = [c for c in chunks if c not in finished]

@@ -7,6 +7,7 @@ napari)::
       0/                 (Z, Y, X) uint8 0-255 or float16, chunked like the tasks
       labels/mask/0/     uint8 0/1 mask (only with a calibration), same chunks
       .vesukit/run.json  the settings; a resume must match them
+      .vesukit/settings.json  the resolved settings and where each came from (as predict's run.json)
       .vesukit/chunks/   one record per finished chunk (z_y_x.json), written atomically
                          after the chunk's data, so a killed run loses at most the chunks
                          being written, and those are simply done again
@@ -56,6 +57,12 @@ class OutputStore:
     @property
     def records(self) -> Path:
         return self.path / ".vesukit" / "chunks"
+
+    def write_settings(self, record: dict) -> None:
+        """``.vesukit/settings.json``: the resolved run settings with their sources (this run's;
+        a resume rewrites it). Not part of the resume check, which ``run.json`` holds."""
+        atomic_write_bytes(self.path / ".vesukit" / "settings.json",
+                           json.dumps(record, indent=1).encode())
 
     def create(self, settings: dict, resume: bool) -> None:
         """Create the arrays and metadata, or check that ``settings`` match the run resumed."""
