@@ -82,9 +82,9 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     prepared = [LabelledVolume(i, run.cache.ensemble(i), labels[i]) for i in run.ids]
     # one teacher has no disagreement: a rule or step reading it would silently do nothing
     disagreement = len(run.settings.teachers) > 1
-    options = postprocess_options(_median_voxels(prepared), winners=winners,
-                                  disagreement=disagreement)
-    whole = whole_chains(_median_voxels(prepared), winners=winners)
+    voxels = _median_voxels(prepared)
+    options = postprocess_options(voxels, winners=winners, disagreement=disagreement)
+    whole = whole_chains(voxels, winners=winners)
     grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
 
     from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client
@@ -249,8 +249,9 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     made = read_maps_provenance(maps_dir)
     made_otherwise = dict((made or {}).pop(MADE_OTHERWISE, None) or {})
     prepared = map_volumes(maps_dir, root, volumes, progress, left_out=made_otherwise)
-    options = postprocess_options(_median_voxels(prepared), winners=winners, disagreement=False)
-    whole = whole_chains(_median_voxels(prepared), winners=winners)
+    voxels = _median_voxels(prepared)
+    options = postprocess_options(voxels, winners=winners, disagreement=False)
+    whole = whole_chains(voxels, winners=winners)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
     grid = without_disagreement(grid or RULE_GRID, progress)
     with dask_client(scheduler, workers, progress) as client:

@@ -102,13 +102,16 @@ def whole_chains(voxels: int, winners: bool = False) -> list[Candidate]:
     0.2/0.83 and retries), dust and component sizes scaled from 320^3 to the volume. The rule
     (fixed at its low threshold 0.2, as the preset) does not change its mask.
     """
+    from vesukit.decide.presets import PRESETS
+
     if not winners:
         return []
+    preset = PRESETS["second_place"]
+    (step,) = preset["postprocess"]
     scale = voxels / 320 ** 3
-    step = {"step": "second_place", "low": 0.2, "high": 0.83, "retry_low_1": 0.5,
-            "retry_low_2": 0.6, "retry_low_3": 0.7, "dust": max(2, round(100 * scale)), "face": 3,
-            "min_voxels": max(2, round(1000 * scale)), "seed": 0}
-    return [Candidate(ThresholdRule("fixed", {"threshold": 0.2}), (step,))]
+    step = {**step, "dust": max(2, round(step["dust"] * scale)),
+            "min_voxels": max(2, round(step["min_voxels"] * scale))}
+    return [Candidate(ThresholdRule("fixed", {"threshold": preset["threshold"]}), (step,))]
 
 
 @dataclass(frozen=True)
