@@ -262,7 +262,7 @@ def binarize(probability, threshold: float) -> np.ndarray:
     An fp16 array (saved maps) is compared in float32, as predict compares its maps: numpy
     would round the threshold to fp16 first (0.4 -> 0.39990234) and set the voxels there."""
     if isinstance(probability, np.ndarray) and probability.dtype == np.float16:
-        probability = probability.astype(np.float32)
+        threshold = np.float32(threshold)  # promotes the comparison, without a float32 copy
     mask = probability >= threshold
     if hasattr(mask, "cpu"):
         mask = mask.cpu().numpy()
