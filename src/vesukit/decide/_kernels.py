@@ -327,14 +327,16 @@ def _root(parent, i):
 
 
 @njit(**_JIT)
-def tunnel_deaths(zs, ys, xs, work, count, euler_table):
-    """Where tunnels die when the voxels (zs, ys, xs) are added to ``work`` in that order.
+def tunnel_deaths(zs, ys, xs, labels, count, euler_table):
+    """Where tunnels die when the voxels (zs, ys, xs) are added to the mask in that order.
 
-    ``work``: the mask's component labels 1..count (int32, framed), updated in place; the
-    coordinates are the volume's. A voxel whose addition raises the Euler number while touching
+    ``labels``: the mask's component labels 1..count (int32, framed), 0 at every (zs, ys, xs);
+    the coordinates are the volume's. A voxel whose addition raises the Euler number while touching
     a single component closes a loop of that component (its 26-neighbourhood meets the component
     in a ring): the loop's death in the filtration by falling probability. Returns the indices
-    (into zs) of those voxels.
+    (into zs) of those voxels. The added voxels are written into ``labels`` as their set's id
+    while the filtration runs (so neighbours of one set mostly carry one id and are looked up
+    once) and cleared before it returns: ``labels`` is as it was.
     """
     parent = np.arange(count + zs.size + 1)
     deaths = np.empty(zs.size, np.int64)
@@ -343,12 +345,15 @@ def tunnel_deaths(zs, ys, xs, work, count, euler_table):
     for i in range(zs.size):
         z, y, x = zs[i] + 1, ys[i] + 1, xs[i] + 1
         touched = 0
+        seen = 0  # the last id looked up: runs of one id need one lookup
         for a in range(z - 1, z + 2):
             for b in range(y - 1, y + 2):
                 for c in range(x - 1, x + 2):
-                    if work[a, b, c] == 0:
+                    v = labels[a, b, c]
+                    if v == 0 or v == seen:
                         continue
-                    r = _root(parent, work[a, b, c])
+                    seen = v
+                    r = _root(parent, v)
                     new = True
                     for j in range(touched):
                         if roots[j] == r:
@@ -356,14 +361,45 @@ def tunnel_deaths(zs, ys, xs, work, count, euler_table):
                     if new:
                         roots[touched] = r
                         touched += 1
-        if touched == 1 and _gain(work, z, y, x, euler_table) > 0:
+        if touched == 1 and _gain(labels, z, y, x, euler_table) > 0:
             deaths[found] = i
             found += 1
-        own = count + 1 + i
-        work[z, y, x] = own
-        for j in range(touched):
-            parent[roots[j]] = own
+        if touched == 0:
+            own = count + 1 + i  # a new set
+        else:
+            own = roots[0]       # joins the first set; the others join it
+            for j in range(1, touched):
+                parent[roots[j]] = own
+        labels[z, y, x] = own
+    for i in range(zs.size):
+        labels[zs[i] + 1, ys[i] + 1, xs[i] + 1] = 0
     return deaths[:found]
+
+
+@njit(**_JIT)
+def fill_deaths(zs, ys, xs, mask, labels, probability, low, min_radius, max_radius, euler_table,
+                changed):
+    """One round's balls: at each tunnel death (zs, ys, xs), in order, unless an earlier ball
+    covered it, :func:`fill_ball`; when that ball is one sheet's but closes no tunnel, one more
+    at :func:`deepest_nearby` (the hole's middle). ``changed`` (bool, the volume's shape) is set
+    around each death whose ball was kept, as far as a ball's test reads (its recentring
+    included)."""
+    reach = int(np.ceil(max_radius))
+    margin = 2 * reach + 2
+    n0, n1, n2 = changed.shape
+    for i in range(zs.size):
+        z, y, x = zs[i], ys[i], xs[i]
+        if mask[z + 1, y + 1, x + 1]:
+            continue  # covered by an earlier ball of this round
+        outcome = fill_ball(z, y, x, mask, labels, min_radius, max_radius, euler_table)
+        if outcome == OPEN:
+            cz, cy, cx = deepest_nearby(z, y, x, mask, probability, low, reach)
+            if cz >= 0:
+                outcome = fill_ball(cz, cy, cx, mask, labels, min_radius, max_radius, euler_table)
+        if outcome == CLOSED:
+            changed[max(z - margin, 0):min(z + margin + 1, n0),
+                    max(y - margin, 0):min(y + margin + 1, n1),
+                    max(x - margin, 0):min(x + margin + 1, n2)] = True
 
 
 @njit(**_JIT)
@@ -434,36 +470,42 @@ def deepest_nearby(z, y, x, mask, probability, low, reach):
     z0, y0, x0 = max(z - reach, 0), max(y - reach, 0), max(x - reach, 0)
     m0, m1, m2 = min(z + reach + 1, n0) - z0, min(y + reach + 1, n1) - y0, min(x + reach + 1, n2) - x0
     far = 1e9
-    depth = np.full((m0, m1, m2), far)
+    # the box with a frame of ``far``: a neighbour in the frame never lowers a distance (far +
+    # step > far >= every distance), as if it were not there
+    depth = np.full((m0 + 2, m1 + 2, m2 + 2), far)
     for a in range(m0):
         for b in range(m1):
             for c in range(m2):
                 if mask[z0 + a + 1, y0 + b + 1, x0 + c + 1]:
-                    depth[a, b, c] = 0.0
+                    depth[a + 1, b + 1, c + 1] = 0.0
+    # the 13 neighbours a forward sweep has already passed (the backward sweep: their mirror)
+    passed = np.empty((13, 3), np.int64)
+    steps = np.empty(13)
+    count = 0
+    for da in (-1, 0, 1):
+        for db in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if 9 * da + 3 * db + dc < 0:
+                    passed[count, 0], passed[count, 1], passed[count, 2] = da, db, dc
+                    steps[count] = np.sqrt(da * da + db * db + dc * dc)
+                    count += 1
     for sweep in (1, -1):
         for i in range(m0):
-            a = i if sweep == 1 else m0 - 1 - i
+            a = (i if sweep == 1 else m0 - 1 - i) + 1
             for j in range(m1):
-                b = j if sweep == 1 else m1 - 1 - j
+                b = (j if sweep == 1 else m1 - 1 - j) + 1
                 for k in range(m2):
-                    c = k if sweep == 1 else m2 - 1 - k
+                    c = (k if sweep == 1 else m2 - 1 - k) + 1
                     best = depth[a, b, c]
-                    for da in (-1, 0, 1):
-                        for db in (-1, 0, 1):
-                            for dc in (-1, 0, 1):
-                                # the 13 neighbours the sweep has already passed
-                                if sweep * (9 * da + 3 * db + dc) >= 0:
-                                    continue
-                                a2, b2, c2 = a + da, b + db, c + dc
-                                if 0 <= a2 < m0 and 0 <= b2 < m1 and 0 <= c2 < m2:
-                                    step = np.sqrt(da * da + db * db + dc * dc)
-                                    best = min(best, depth[a2, b2, c2] + step)
+                    for n in range(13):
+                        best = min(best, depth[a + sweep * passed[n, 0], b + sweep * passed[n, 1],
+                                               c + sweep * passed[n, 2]] + steps[n])
                     depth[a, b, c] = best
     found, most = -1, -1.0
     for a in range(m0):
         for b in range(m1):
             for c in range(m2):
-                d = depth[a, b, c]
+                d = depth[a + 1, b + 1, c + 1]
                 if 0 < d < far and d > most and probability[z0 + a, y0 + b, x0 + c] >= low:
                     found, most = (a * m1 + b) * m2 + c, d
     if found < 0:

@@ -36,48 +36,44 @@ def close_tunnels(mask: np.ndarray, probability: np.ndarray, low: float, rounds:
     """The mask with the tunnels the probability supports filled by balls (see the module)."""
     framed = np.pad(np.asarray(mask, dtype=np.uint8), 1)   # the kernels' one-voxel frame
     inner = (slice(1, -1),) * 3
+    # Labelled once: a kept ball touches one sheet, so giving its voxels that sheet's label
+    # keeps the labels a labelling of the mask's components, round after round.
+    labels, count = label_components(framed)               # the frame is empty: framed labels
+    if count == 0:
+        return framed[inner].copy()
+    labels = labels.view(np.int32) if labels.dtype == np.uint32 else labels.astype(np.int32)
+    probability = np.ascontiguousarray(probability, dtype=np.float32)
+    # The filtration's order, sorted once: a round's candidates are a subset, in the same order.
+    flat = probability.ravel()
+    order = np.flatnonzero((framed[inner] == 0) & (probability >= low))
+    order = order[np.argsort(-flat[order], kind="stable")]
     changed = None                                         # round 1 looks everywhere
     for _ in range(int(rounds)):
-        changed = _one_round(framed, inner, probability, float(low), float(min_radius),
-                             float(max_radius), kernels, changed)
+        open_now = framed[inner].ravel()[order] == 0
+        if changed is not None:
+            open_now &= changed.ravel()[order]
+        candidates = order[open_now]
+        if candidates.size == 0:
+            break
+        changed = _one_round(framed, labels, count, candidates, probability, float(low),
+                             float(min_radius), float(max_radius), kernels)
         if not changed.any():
             break
     return framed[inner].copy()
 
 
-def _one_round(framed: np.ndarray, inner, probability: np.ndarray, low: float, min_radius: float,
-               max_radius: float, kernels, near: np.ndarray | None) -> np.ndarray:
-    """Fill the tunnels found in one filtration, in place. Returns where a ball's test can have
-    changed (around this round's balls); ``near`` (the previous round's answer) limits the
-    filtration and the tests to those places: elsewhere the mask, and so each test's answer, is
-    as before. (A loop through voxels outside ``near`` is then not proposed again; a tunnel of
-    the mask is, since the mask's own components are labelled whole.)"""
-    mask = framed[inner]
-    changed = np.zeros(mask.shape, dtype=bool)
-    labels, count = label_components(framed)               # the frame is empty: framed labels
-    if count == 0:
-        return changed
-    labels = labels.view(np.int32) if labels.dtype == np.uint32 else labels.astype(np.int32)
-    candidate = (mask == 0) & (probability >= low)
-    if near is not None:
-        candidate &= near
-    candidates = np.flatnonzero(candidate)
-    if candidates.size == 0:
-        return changed
-    candidates = candidates[np.argsort(-probability.ravel()[candidates], kind="stable")]
-    zs, ys, xs = np.unravel_index(candidates, mask.shape)
-    deaths = kernels.tunnel_deaths(zs, ys, xs, labels.copy(), count, EULER_BLOCK_TABLE)
-    reach = 2 * int(np.ceil(max_radius)) + 2  # a ball's test reads this far (with its recentring)
-    for i in deaths:
-        death = (int(zs[i]), int(ys[i]), int(xs[i]))
-        if mask[death]:
-            continue  # covered by an earlier ball of this round
-        outcome = kernels.fill_ball(*death, framed, labels, min_radius, max_radius, EULER_BLOCK_TABLE)
-        if outcome == kernels.OPEN:  # one sheet, but no tunnel closed: try the hole's middle
-            centre = kernels.deepest_nearby(*death, framed, probability, low, int(np.ceil(max_radius)))
-            if centre[0] >= 0:
-                outcome = kernels.fill_ball(*centre, framed, labels, min_radius, max_radius,
-                                            EULER_BLOCK_TABLE)
-        if outcome == kernels.CLOSED:
-            changed[tuple(slice(max(c - reach, 0), c + reach + 1) for c in death)] = True
+def _one_round(framed: np.ndarray, labels: np.ndarray, count: int, candidates: np.ndarray,
+               probability: np.ndarray, low: float, min_radius: float, max_radius: float,
+               kernels) -> np.ndarray:
+    """Fill the tunnels found in one filtration of ``candidates`` (flat volume indices, most
+    probable first), in place. Returns where a ball's test can have changed (around this
+    round's balls); the next round's filtration and tests are limited to those places:
+    elsewhere the mask, and so each test's answer, is as before. (A loop through voxels outside
+    them is then not proposed again; a tunnel of the mask is, since the mask's own components
+    are labelled whole.)"""
+    zs, ys, xs = np.unravel_index(candidates, probability.shape)
+    deaths = kernels.tunnel_deaths(zs, ys, xs, labels, count, EULER_BLOCK_TABLE)
+    changed = np.zeros(probability.shape, dtype=np.bool_)
+    kernels.fill_deaths(zs[deaths], ys[deaths], xs[deaths], framed, labels, probability, low,
+                        min_radius, max_radius, EULER_BLOCK_TABLE, changed)
     return changed
