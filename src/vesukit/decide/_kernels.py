@@ -460,6 +460,22 @@ def fill_ball(z, y, x, mask, labels, min_radius, max_radius, euler_table):
     return CLOSED
 
 
+_ROOT2, _ROOT3 = np.sqrt(2.0), np.sqrt(3.0)
+
+
+@njit(**_JIT)
+def _chamfer_step(depth, a, b, c, sweep):
+    """The distance at (a, b, c) from the 13 neighbours a sweep in direction ``sweep`` has
+    already passed: the whole plane a - sweep, the row b - sweep of plane a, and c - sweep."""
+    p, q, r = a - sweep, b - sweep, c - sweep
+    return min(depth[a, b, c],
+               depth[p, b - 1, c - 1] + _ROOT3, depth[p, b - 1, c] + _ROOT2, depth[p, b - 1, c + 1] + _ROOT3,
+               depth[p, b, c - 1] + _ROOT2, depth[p, b, c] + 1.0, depth[p, b, c + 1] + _ROOT2,
+               depth[p, b + 1, c - 1] + _ROOT3, depth[p, b + 1, c] + _ROOT2, depth[p, b + 1, c + 1] + _ROOT3,
+               depth[a, q, c - 1] + _ROOT2, depth[a, q, c] + 1.0, depth[a, q, c + 1] + _ROOT2,
+               depth[a, b, r] + 1.0)
+
+
 @njit(**_JIT)
 def deepest_nearby(z, y, x, mask, probability, low, reach):
     """The voxel within ``reach`` (a box) of volume voxel (z, y, x), outside the (framed) mask
@@ -478,17 +494,6 @@ def deepest_nearby(z, y, x, mask, probability, low, reach):
             for c in range(m2):
                 if mask[z0 + a + 1, y0 + b + 1, x0 + c + 1]:
                     depth[a + 1, b + 1, c + 1] = 0.0
-    # the 13 neighbours a forward sweep has already passed (the backward sweep: their mirror)
-    passed = np.empty((13, 3), np.int64)
-    steps = np.empty(13)
-    count = 0
-    for da in (-1, 0, 1):
-        for db in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                if 9 * da + 3 * db + dc < 0:
-                    passed[count, 0], passed[count, 1], passed[count, 2] = da, db, dc
-                    steps[count] = np.sqrt(da * da + db * db + dc * dc)
-                    count += 1
     for sweep in (1, -1):
         for i in range(m0):
             a = (i if sweep == 1 else m0 - 1 - i) + 1
@@ -496,11 +501,8 @@ def deepest_nearby(z, y, x, mask, probability, low, reach):
                 b = (j if sweep == 1 else m1 - 1 - j) + 1
                 for k in range(m2):
                     c = (k if sweep == 1 else m2 - 1 - k) + 1
-                    best = depth[a, b, c]
-                    for n in range(13):
-                        best = min(best, depth[a + sweep * passed[n, 0], b + sweep * passed[n, 1],
-                                               c + sweep * passed[n, 2]] + steps[n])
-                    depth[a, b, c] = best
+                    if depth[a, b, c] > 0.0:  # a mask voxel stays at 0
+                        depth[a, b, c] = _chamfer_step(depth, a, b, c, sweep)
     found, most = -1, -1.0
     for a in range(m0):
         for b in range(m1):
