@@ -47,9 +47,10 @@ def close_tunnels(mask: np.ndarray, probability: np.ndarray, low: float, rounds:
     flat = probability.ravel()
     order = np.flatnonzero((framed[inner] == 0) & (probability >= low))
     order = order[np.argsort(-flat[order], kind="stable")]
+    in_frame = np.ravel_multi_index(tuple(i + 1 for i in np.unravel_index(order, mask.shape)), framed.shape)
     changed = None                                         # round 1 looks everywhere
     for _ in range(int(rounds)):
-        open_now = framed[inner].ravel()[order] == 0
+        open_now = framed.ravel()[in_frame] == 0
         if changed is not None:
             open_now &= changed.ravel()[order]
         candidates = order[open_now]
