@@ -540,39 +540,111 @@ def _window_sources(n, reach, low_face, high_face):
 
 
 @njit(**_JIT)
-def box_majority(block, reach, low_faces, high_faces):
+def _window_targets(sources, n):
+    """The inverse of :func:`_window_sources`: for each index ``u`` of the axis, the positions
+    whose window reads it, once per tap that reads it (``targets[starts[u]:starts[u + 1]]``)."""
+    starts = np.zeros(n + 1, np.int64)
+    for i in range(sources.shape[0]):
+        for k in range(sources.shape[1]):
+            if sources[i, k] >= 0:
+                starts[sources[i, k] + 1] += 1
+    for u in range(n):
+        starts[u + 1] += starts[u]
+    targets = np.empty(starts[n], np.int64)
+    filled = starts[:n].copy()
+    for i in range(sources.shape[0]):
+        for k in range(sources.shape[1]):
+            u = sources[i, k]
+            if u >= 0:
+                targets[filled[u]] = i
+                filled[u] += 1
+    return starts, targets
+
+
+@njit(**_JIT)
+def _plain_targets(starts, targets, reach):
+    """Whether each index's targets are just the plain window around it (u - reach..u + reach,
+    once each), as everywhere but near a mirrored face or a block edge."""
+    n = starts.size - 1
+    plain = np.zeros(n, np.bool_)
+    for u in range(n):
+        if starts[u + 1] - starts[u] != 2 * reach + 1:
+            continue
+        plain[u] = True
+        for k in range(2 * reach + 1):
+            if targets[starts[u] + k] != u - reach + k:
+                plain[u] = False
+    return plain
+
+
+@njit(**_JIT)
+def sparse_majority(block, reach, low_faces, high_faces, rounds):
     """The majority (more than half set) of each voxel's (2 * reach + 1)^3 window of the 0/1
-    ``block``, by three separable window sums (int32, x innermost)."""
+    ``block``, ``rounds`` times. Counted from the set voxels only: each adds one to the window
+    count of every position whose window reads it (:func:`_window_sources`: mirrored at a
+    volume face, empty past a block edge), and only the positions reached are tested. A sheet
+    fills a few % of its box, so this is far less work than window sums over the whole box."""
     nz, ny, nx = block.shape
-    s0 = _window_sources(nz, reach, low_faces[0], high_faces[0])
-    s1 = _window_sources(ny, reach, low_faces[1], high_faces[1])
-    s2 = _window_sources(nx, reach, low_faces[2], high_faces[2])
-    taps = 2 * reach + 1
-    a = np.zeros(block.shape, np.int32)
-    for z in range(nz):
-        for k in range(taps):
-            j = s0[z, k]
-            if j >= 0:
-                for y in range(ny):
-                    for x in range(nx):
-                        a[z, y, x] += block[j, y, x]
-    b = np.zeros(block.shape, np.int32)
-    for z in range(nz):
-        for y in range(ny):
-            for k in range(taps):
-                j = s1[y, k]
-                if j >= 0:
-                    for x in range(nx):
-                        b[z, y, x] += a[z, j, x]
-    half = taps * taps * taps // 2
-    out = np.zeros(block.shape, np.bool_)
+    half = (2 * reach + 1) ** 3 // 2
+    st0, t0 = _window_targets(_window_sources(nz, reach, low_faces[0], high_faces[0]), nz)
+    st1, t1 = _window_targets(_window_sources(ny, reach, low_faces[1], high_faces[1]), ny)
+    st2, t2 = _window_targets(_window_sources(nx, reach, low_faces[2], high_faces[2]), nx)
+    plain0 = _plain_targets(st0, t0, reach)
+    plain1 = _plain_targets(st1, t1, reach)
+    plain2 = _plain_targets(st2, t2, reach)
+    current = block != 0
+    counts = np.zeros(block.shape, np.int32)
+    # per row (z, y): the x range of its set voxels (empty: first > last)
+    first, last = np.full((nz, ny), nx, np.int64), np.full((nz, ny), -1, np.int64)
     for z in range(nz):
         for y in range(ny):
             for x in range(nx):
-                total = 0
-                for k in range(taps):
-                    j = s2[x, k]
-                    if j >= 0:
-                        total += b[z, y, j]
-                out[z, y, x] = total > half
-    return out
+                if current[z, y, x]:
+                    first[z, y], last[z, y] = min(first[z, y], x), x
+    for _ in range(rounds):
+        for z in range(nz):
+            for y in range(ny):
+                for x in range(first[z, y], last[z, y] + 1):
+                    if not current[z, y, x]:
+                        continue
+                    if plain0[z] and plain1[y] and plain2[x]:  # no face near: the plain window
+                        for c in range(z - reach, z + reach + 1):
+                            for b in range(y - reach, y + reach + 1):
+                                for k in range(x - reach, x + reach + 1):
+                                    counts[c, b, k] += 1
+                        continue
+                    for i in range(st0[z], st0[z + 1]):
+                        for j in range(st1[y], st1[y + 1]):
+                            for k in range(st2[x], st2[x + 1]):
+                                counts[t0[i], t1[j], t2[k]] += 1
+        # a voxel's count comes from voxels within ``reach`` on each axis (mirrored reads
+        # included), so the rows within reach of a row with set voxels, over their x range
+        # grown by reach, hold every count; every voxel set before lies there too
+        low, high = _grown_ranges(first, last, reach, nx)
+        first, last = np.full((nz, ny), nx, np.int64), np.full((nz, ny), -1, np.int64)
+        for z in range(nz):
+            for y in range(ny):
+                for x in range(low[z, y], high[z, y] + 1):
+                    kept = counts[z, y, x] > half
+                    current[z, y, x] = kept
+                    counts[z, y, x] = 0
+                    if kept:
+                        first[z, y], last[z, y] = min(first[z, y], x), x
+    return current
+
+
+@njit(**_JIT)
+def _grown_ranges(first, last, reach, nx):
+    """Per row (z, y): the union of the x ranges of the rows within ``reach`` of it (on both
+    row axes), grown by ``reach`` and kept inside 0..nx - 1."""
+    nz, ny = first.shape
+    low, high = np.full((nz, ny), nx, np.int64), np.full((nz, ny), -1, np.int64)
+    for z in range(nz):
+        for y in range(ny):
+            if first[z, y] > last[z, y]:
+                continue
+            for c in range(max(z - reach, 0), min(z + reach + 1, nz)):
+                for b in range(max(y - reach, 0), min(y + reach + 1, ny)):
+                    low[c, b] = min(low[c, b], max(first[z, y] - reach, 0))
+                    high[c, b] = max(high[c, b], min(last[z, y] + reach, nx - 1))
+    return low, high

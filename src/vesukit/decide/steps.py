@@ -342,13 +342,13 @@ def median_filter(mask: np.ndarray, maps=None, rounds: int = 7, size: int = 3,
         box = grow_box(box, int(rounds) * reach + 1, mask.shape)
         faces = [(b.start == 0, b.stop == n) for b, n in zip(box, mask.shape)]
         component = labels[box] == index
-        for _ in range(int(rounds)):
-            if compiled is None:
+        if compiled is None:
+            for _ in range(int(rounds)):
                 component = _majority(component, reach, faces)
-            else:
-                component = compiled.box_majority(component.view(np.uint8), reach,
-                                                  np.array([f[0] for f in faces]),
-                                                  np.array([f[1] for f in faces]))
+        else:
+            component = compiled.sparse_majority(component.view(np.uint8), reach,
+                                                 np.array([f[0] for f in faces]),
+                                                 np.array([f[1] for f in faces]), int(rounds))
         out[box] |= component.view(np.uint8)
     return out
 
