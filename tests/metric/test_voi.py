@@ -31,3 +31,31 @@ def test_split_and_merge_by_hand():
 def test_both_empty():
     empty = np.zeros((2, 2, 2), int)
     assert voi_from_labels(empty, empty) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("density", [0.08, 0.35, 0.6])
+def test_voi_from_runs_equals_the_label_volumes_exactly(density):
+    """The runs' VOI (what the scorer and the screening bound use; joint counts from a table of
+    component pairs, or a sort when that table would be large) is the label volumes' VOI (np.unique
+    on every voxel) to the last bit: dust (hundreds of components on both sides: the sort) and
+    dense noise (a few components: the table)."""
+    pytest.importorskip("numba")
+    from vesukit.metric import voi
+
+    rng = np.random.default_rng(int(density * 100))
+    gt = rng.random((24, 40, 36)) < density
+    pred = gt ^ (rng.random(gt.shape) < 0.1)
+    expected = voi.voi_from_labels(label26(gt), label26(pred))
+    assert voi.voi_from_runs(voi.fg_runs(gt), voi.fg_runs(pred)) == expected
+
+
+def test_joint_sums_table_equals_the_sort():
+    from vesukit.metric.voi import _grouped_sums, _joint_sums
+
+    rng = np.random.default_rng(5)
+    la = rng.choice(np.array([0, 3, 17, 900, 12345]), 5000)
+    lb = rng.choice(np.array([0, 1, 2, 77, 100000]), 5000)
+    values = rng.integers(1, 300, 5000)
+    table = _joint_sums(la, lb, values)
+    assert table.dtype == np.int64
+    assert np.array_equal(table, _grouped_sums(la * (int(lb.max()) + 1) + lb, values))

@@ -46,12 +46,37 @@ def voi_from_runs(gt_runs: tuple, pred_runs: tuple) -> tuple[float, float]:
     total = int(ln.sum())
     if total == 0:
         return 0.0, 0.0
-    joint_key = la * (int(lb.max()) + 1) + lb
-    h_ab = _entropy(_grouped_sums(joint_key, ln), total)
+    h_ab = _entropy(_joint_sums(la, lb, ln), total)
     # roots are run indices: a bincount groups them in the same (ascending) order
     h_a = _entropy(np.bincount(la, weights=ln).astype(np.int64), total)
     h_b = _entropy(np.bincount(lb, weights=ln).astype(np.int64), total)
     return h_ab - h_a, h_ab - h_b
+
+
+def _joint_sums(la: np.ndarray, lb: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` per distinct (la, lb) pair, in ascending (la, lb) order.
+
+    The components are few (hundreds) while the segments are millions, so each label is first
+    numbered densely in ascending order and the pairs are counted in a table of
+    (labels of a) x (labels of b) cells: no sort of the segments. A table that would be large
+    against the segments (many components on both sides) is left to a sort."""
+    dense_a, count_a = _dense_numbers(la)
+    dense_b, count_b = _dense_numbers(lb)
+    if count_a * count_b > 4 * la.size + (1 << 16):
+        return _grouped_sums(la * (int(lb.max()) + 1) + lb, values)
+    cells = dense_a * count_b + dense_b
+    size = count_a * count_b
+    present = np.bincount(cells, minlength=size) > 0
+    sums = np.bincount(cells, weights=values, minlength=size)  # integers, exact in float64
+    return sums[present].astype(np.int64)
+
+
+def _dense_numbers(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """``labels`` renumbered 0..count - 1 in ascending order of value, and count."""
+    present = np.zeros(int(labels.max()) + 1, dtype=bool)
+    present[labels] = True
+    rank = np.cumsum(present) - 1
+    return rank[labels], int(rank[-1]) + 1
 
 
 def _grouped_sums(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
