@@ -7,8 +7,9 @@ On one `vesukit.synth` volume and its `synth_defects` map (as `bench_calibrate_s
 volume (the winners' steps, the threshold rules, label preparation, the screening bound) runs
 in a worker process per checkout: the old one (``--old``: another checkout's ``src``) and this
 one, alternately, ``--repeat`` times (old, new, old, new...), so both meet the same load. Each
-worker loads the compiled kernels on a small crop first. Per part: the best seconds of each
-side (one thread), the ratio, and whether the outputs are equal (masks voxel for voxel, rule
+worker loads the compiled kernels on a small crop first. Per part: the best thread CPU seconds
+of each side (one thread; other load on the machine inflates them less than wall time), the
+ratio, and whether the outputs are equal (masks voxel for voxel, rule
 thresholds and bound scores and counts exactly). Exits 1 on any difference. Without ``--old``
 only this checkout is timed.
 """
@@ -126,14 +127,14 @@ def main() -> int:
     for key in best["new"]:
         new = best["new"][key]
         if "old" not in sides:
-            print(f"{key:60s} {new:7.2f} s")
+            print(f"{key:60s} {new:7.2f} CPU-s")
             continue
         old = best["old"][key]
         stored = key.replace("/", "_")
         equal = stored not in outputs["new"] or np.array_equal(outputs["old"][stored], outputs["new"][stored])
         if not equal:
             different.append(key)
-        print(f"{key:60s} old {old:7.2f} s  new {new:7.2f} s  {old / new:5.1f}x  "
+        print(f"{key:60s} old {old:7.2f} CPU-s  new {new:7.2f} CPU-s  {old / new:5.1f}x  "
               f"{'equal' if equal else 'DIFFERENT'}")
     print(f"load at the end {os.getloadavg()}")
     if different:
