@@ -92,7 +92,7 @@ def _full_dim1(f: InputBlock, g: InputBlock) -> int:
     n0, n1, n2 = f.shape
     nvox = n0 * n1 * n2
     u = (f.mask | g.mask).astype(np.uint8)
-    kus, ku_cleared = k.kus_births(u, n0, n1, n2, np.empty(nvox + 1, np.int32))
+    kus, ku_cleared = k.kus_births(u, n0, n1, n2, np.empty(nvox + 1, np.int32), np.empty(nvox, np.int32))
     big = 1 << 40
     return k.dim1_matches(f.mask, g.mask, u, kus, ku_cleared, n0, n1, n2, big, big,
                           np.empty(nvox, np.uint8), *(np.empty(3 * nvox, np.uint8) for _ in range(2)),

@@ -401,7 +401,7 @@ def _cube_node(c, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep):
 
 
 @njit(**_JIT)
-def kus_births(u, n0, n1, n2, parent):
+def kus_births(u, n0, n1, n2, parent, node):
     """The K(U) squares (ascending ids) and, per square, 1 when it is a comparison dim-2 birth
     (cleared: its column reduces to zero).
 
@@ -412,7 +412,9 @@ def kus_births(u, n0, n1, n2, parent):
     background components (those touching a face merged with the outside), plus one node
     per cube lying wholly in U. That partition does not depend on the order, so it comes
     from the background's runs instead of a pass over all squares; only the K(U) squares
-    are then joined one by one. ``parent``: int32 work buffer of n0*n1*n2 + 1 entries.
+    are then joined one by one. ``parent``: int32 work buffer of n0*n1*n2 + 1 entries;
+    ``node``: int32 work buffer of n0*n1*n2 entries, each cube's dual node once found (a cube
+    wholly in U is a face of up to 6 K(U) squares: finding its node was most of the time).
     """
     kus = _ku_squares(u, n0, n1, n2)
     nku = kus.shape[0]
@@ -427,10 +429,15 @@ def kus_births(u, n0, n1, n2, parent):
     nvox = n0 * n1 * n2
     for i in range(nvox + 1):
         parent[i] = i
+    node[:nvox] = -1
     for i in range(nku - 1, -1, -1):
         c1, c2 = _dual_nodes(kus[i], n0, n1, n2)
-        a = _cube_node(c1, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
-        b = _cube_node(c2, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        a = nvox if c1 == nvox else node[c1]
+        if a < 0:
+            a = node[c1] = _cube_node(c1, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        b = nvox if c2 == nvox else node[c2]
+        if b < 0:
+            b = node[c2] = _cube_node(c2, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
         if _dual_join(parent, a, b):
             cleared[i] = 1
     return kus, cleared

@@ -124,7 +124,7 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None, *,
         m1 = min(f.betti[1], g.betti[1])
     elif f.betti[1] > 0 and g.betti[1] > 0:
         kus, ku_cleared = timings.timed("dim1.clearing", lambda: k.kus_births(
-            u, n0, n1, n2, ws.vox_i32))
+            u, n0, n1, n2, ws.vox_i32, ws.owners))  # owners: free until dim1_matches refills it
         # the other squares' classes are computed inside, only if the reduction gets there
         m1 = timings.timed("dim1.reduction", lambda: k.dim1_matches(
             f.mask, g.mask, u, kus, ku_cleared, n0, n1, n2, f.z1_dim, g.z1_dim, ws.vox_u8,
