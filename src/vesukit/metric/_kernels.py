@@ -769,7 +769,8 @@ def surfels(mask, n0, n1, n2):
     Window position p (0..n per axis) covers voxels p-1 and p, weights as the DeepMind
     kernel: 128 for (p-1, p-1, p-1) ... 1 for (p, p, p). Each foreground voxel ORs its bit
     into the 8 windows that contain it, so the work follows the foreground. Returns (flat
-    positions in the (n0+1, n1+1, n2+1) grid, codes), in ascending position order.
+    positions in the (n0+1, n1+1, n2+1) grid, codes), in ascending position order, and the
+    grid of every window's code.
     """
     m1 = n1 + 1
     m2 = n2 + 1
@@ -797,7 +798,7 @@ def surfels(mask, n0, n1, n2):
             pos[i] = p
             codes[i] = grid[p]
             i += 1
-    return pos, codes
+    return pos, codes, grid
 
 
 @njit(**_JIT)
@@ -829,6 +830,35 @@ def area_within(pos, codes, area_table, near):
         total += a
         if near[pos[q]] != 0:
             within += a
+    return within, total
+
+
+@njit(**_JIT)
+def area_near(pos, codes, area_table, other_codes, m1, m2, offsets):
+    """:func:`area_within` against the other mask's window codes instead of its
+    :func:`near_surface` grid: a surfel is within tolerance when some offset of the ball
+    (symmetric) lands on a surfel of the other mask. ``offsets`` shortest first, so the
+    search usually stops at the first few; the sums are the same as area_within's."""
+    m0 = other_codes.shape[0] // (m1 * m2)
+    total = 0.0
+    within = 0.0
+    for q in range(pos.shape[0]):
+        p = pos[q]
+        a = area_table[codes[q]]
+        total += a
+        i = p // (m1 * m2)
+        j = (p // m2) % m1
+        k = p % m2
+        for o in range(offsets.shape[0]):
+            ii = i + offsets[o, 0]
+            jj = j + offsets[o, 1]
+            kk = k + offsets[o, 2]
+            if ii < 0 or jj < 0 or kk < 0 or ii >= m0 or jj >= m1 or kk >= m2:
+                continue
+            c = other_codes[(ii * m1 + jj) * m2 + kk]
+            if c != 0 and c != 255:
+                within += a
+                break
     return within, total
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -110,24 +110,29 @@ def surfel_area_table(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> 
 
 @lru_cache(maxsize=8)
 def ball_offsets(tolerance: float, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Integer offsets whose Euclidean length (in spacing units) is <= tolerance."""
+    """Integer offsets whose Euclidean length (in spacing units) is <= tolerance, shortest
+    first (a search for any hit in the ball then stops early)."""
     reach = [int(math.floor(tolerance / s)) for s in spacing]
     offsets = []
     for d in itertools.product(*(range(-r, r + 1) for r in reach)):
         length = math.sqrt(sum((di * si) ** 2 for di, si in zip(d, spacing)))
         if length <= tolerance:
-            offsets.append(d)
-    return np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
+            offsets.append((length, d))
+    offsets.sort()
+    return np.asarray([d for _, d in offsets], dtype=np.int64).reshape(-1, 3)
 
 
 @dataclass(frozen=True)
 class Surface:
     """The surfels of one mask: positions in the (n+1)^3 window grid, codes, and the grid
-    of positions within tau of them (built lazily for the label, which is reused)."""
+    of positions within tau of them (built lazily for the label, which is reused).
+    ``window_codes`` is the code of every window (the whole grid, as :func:`surface_of`
+    builds it); the other mask's surfels look their neighbours up in it."""
 
     shape: tuple[int, int, int]
     positions: np.ndarray
     codes: np.ndarray
+    window_codes: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -146,8 +151,8 @@ class Surface:
 def surface_of(mask: np.ndarray) -> Surface:
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     n0, n1, n2 = mask.shape
-    pos, codes = kernels().surfels(mask.reshape(-1), n0, n1, n2)
-    return Surface(mask.shape, pos, codes)
+    pos, codes, window_codes = kernels().surfels(mask.reshape(-1), n0, n1, n2)
+    return Surface(mask.shape, pos, codes, window_codes)
 
 
 def surface_dice_from(gt: Surface, pred: Surface, *, gt_near: np.ndarray | None = None,
@@ -161,8 +166,12 @@ def surface_dice_from(gt: Surface, pred: Surface, *, gt_near: np.ndarray | None 
     k = kernels()
     if gt_near is None:
         gt_near = gt.near(tolerance, spacing)
-    pred_near = pred.near(tolerance, spacing)
-    gt_within, gt_total = k.area_within(gt.positions, gt.codes, table, pred_near)
+    if pred.window_codes is None:
+        gt_within, gt_total = k.area_within(gt.positions, gt.codes, table, pred.near(tolerance, spacing))
+    else:  # look the gt surfels' balls up instead of painting every pred surfel's ball
+        _, m1, m2 = gt.grid
+        gt_within, gt_total = k.area_near(gt.positions, gt.codes, table, pred.window_codes, m1, m2,
+                                          ball_offsets(tolerance, spacing))
     pred_within, pred_total = k.area_within(pred.positions, pred.codes, table, gt_near)
     return (gt_within + pred_within) / (gt_total + pred_total)
 
