@@ -725,16 +725,21 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, code,
                 b = v + s0
                 c = v + n2
             d = b + c - v
-            if phase < 2 and ((code[v] & code[b] & code[c] & code[d]) == 0) != (phase == 0):
+            inside = code[v] & code[b] & code[c] & code[d]  # bit A: the square is in K(A)
+            if phase < 2 and (inside == 0) != (phase == 0):
                 continue
-            # Fast path (most columns, far from both masks): no K(A)-edge in the column, so
-            # its pivot is its largest edge b-d (see _square_keys), if nobody owns it yet.
+            # Fast paths (most columns): no K(A)-edge in the column (far from the mask), or
+            # only K(A)-edges (the square is in K(A)). Either way its pivot is its largest
+            # edge b-d (see _square_keys), keyed with or without `big`, if nobody owns it yet.
             top = 3 * b + (1 if t == 2 else 2)
             codes = (code[v] & code[b]) | (code[c] & code[d]) | (code[v] & code[c]) | (
                 code[b] & code[d])
             if (codes & 1) == 0 and owner[2 * top] < 0:
                 owner[2 * top] = 2 * s
                 pf = top + big
+            elif (inside & 1) != 0 and owner[2 * top] < 0:
+                owner[2 * top] = 2 * s
+                pf = top
             else:
                 pf, pool_f, ps_f, pl_f, heap_f = _reduce_column(
                     s, n1, n2, code, 1, big, owner, 0, pool_f, ps_f, pl_f, meta_f, heap_f,
@@ -742,6 +747,9 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, code,
             if (codes & 2) == 0 and owner[2 * top + 1] < 0:
                 owner[2 * top + 1] = 2 * s
                 pg = top + big
+            elif (inside & 2) != 0 and owner[2 * top + 1] < 0:
+                owner[2 * top + 1] = 2 * s
+                pg = top
             else:
                 pg, pool_g, ps_g, pl_g, heap_g = _reduce_column(
                     s, n1, n2, code, 2, big, owner, 1, pool_g, ps_g, pl_g, meta_g, heap_g,
