@@ -236,51 +236,67 @@ def _edge_end(v, x, y, z, t, n0, n1, n2):
 @njit(**_JIT)
 def dim0_matches(f, g, n0, n1, n2, parent, flags):
     """m_0 of one block: raster-order Kruskal over edges touching U^c (docs/metric.md 6.3).
-    ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries."""
+    ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries.
+
+    Taken in that order, the edges keep every voxel reached so far in one growing group: a
+    voxel joins the previous voxel of its row, and the first voxel of a row joins the row
+    (or slab) before it, by that edge or, when both ends are in U, by being in its
+    U-component already. So each join adds to the growing group either a lone background
+    voxel (no F, no G: no match, nothing changes) or a whole U-component not reached before,
+    at the first edge from a background voxel into it (a U voxel's U-neighbours are in its
+    own component). A match is such a component holding F and G, added once the growing
+    group holds both: only the U-components need a union-find, and the background a scan.
+    """
     nvox = n0 * n1 * n2
+    if nvox == 0:
+        return 0
+    # flags[v]: 1 in F, 2 in G, 4 in U; on a U-component's root, 1 and 2 for the component
+    # and 8 once the growing group has taken it in
     for v in range(nvox):
+        code = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
+        flags[v] = code | (4 if code != 0 else 0)
         parent[v] = v
-    for v in range(nvox):
-        flags[v] = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
     # 6-components of U
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
-                if flags[v] == 0:
+                if flags[v] & 4 == 0:
                     continue
                 ra = -1
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
-                    if w < 0 or flags[w] == 0:
+                    if w < 0 or flags[w] & 4 == 0:
                         continue
                     if ra < 0:
                         ra = _find(parent, v)
                     rb = _find(parent, w)
                     if ra != rb:
                         parent[rb] = ra
-                        flags[ra] |= flags[rb]
+                        flags[ra] |= flags[rb] & 3
+    grown = 0  # F (1) and G (2) of the growing group: it starts as voxel 0's group
+    if flags[0] & 4 != 0:
+        r = _find(parent, 0)
+        flags[r] |= 8
+        grown = flags[r] & 3
     m0 = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
-                inu_v = f[v] != 0 or g[v] != 0
-                rv = -1  # v's root, found once: a join below keeps it the root
+                if flags[v] & 4 != 0:
+                    continue
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
-                    if w < 0:
+                    if w < 0 or flags[w] & 4 == 0:
                         continue
-                    if inu_v and (f[w] != 0 or g[w] != 0):
+                    r = _find(parent, w)
+                    if flags[r] & 8 != 0:
                         continue
-                    if rv < 0:
-                        rv = _find(parent, v)
-                    rb = _find(parent, w)
-                    if rv != rb:
-                        if flags[rv] == 3 and flags[rb] == 3:
-                            m0 += 1
-                        parent[rb] = rv
-                        flags[rv] |= flags[rb]
+                    flags[r] |= 8
+                    if grown == 3 and flags[r] & 3 == 3:
+                        m0 += 1
+                    grown |= flags[r] & 3
     return m0
 
 
