@@ -537,6 +537,25 @@ def _square_keys(s, n1, n2, code, bit, big, out):
         out[j + 1] = key
 
 
+@njit(**_JIT)
+def _first_pivot(v, b, c, d, t, code, bit, big):
+    """The largest of :func:`_square_keys` without building them: the square's edges in id
+    order are v-b < v-c < c-d < b-d for every orientation, and an edge outside K(A) (not
+    both ends with ``bit``) carries ``big``, so the pivot is the largest edge outside K(A),
+    or b-d when all four are in K(A)."""
+    ta = 1 if t == 0 else 0  # the axis of v-b and c-d; v-c and b-d run along tb
+    tb = 1 if t == 2 else 2
+    if code[b] & code[d] & bit == 0:
+        return 3 * b + tb + big
+    if code[c] & code[d] & bit == 0:
+        return 3 * c + ta + big
+    if code[v] & code[c] & bit == 0:
+        return 3 * v + tb + big
+    if code[v] & code[b] & bit == 0:
+        return 3 * v + ta + big
+    return 3 * b + tb
+
+
 # The column being reduced is a max-heap of row keys plus a mark per edge (its entry is in
 # the column): adding a 4-entry column toggles 4 marks and pushes at most 4 keys, instead of
 # merging two sorted columns of hundreds of entries. Keys whose mark was toggled off stay in
@@ -744,28 +763,20 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, code,
             inside = code[v] & code[b] & code[c] & code[d]  # bit A: the square is in K(A)
             if phase < 2 and (inside == 0) != (phase == 0):
                 continue
-            # Fast paths (most columns): no K(A)-edge in the column (far from the mask), or
-            # only K(A)-edges (the square is in K(A)). Either way its pivot is its largest
-            # edge b-d (see _square_keys), keyed with or without `big`, if nobody owns it yet.
-            top = 3 * b + (1 if t == 2 else 2)
-            codes = (code[v] & code[b]) | (code[c] & code[d]) | (code[v] & code[c]) | (
-                code[b] & code[d])
-            if (codes & 1) == 0 and owner[2 * top] < 0:
-                owner[2 * top] = 2 * s
-                pf = top + big
-            elif (inside & 1) != 0 and owner[2 * top] < 0:
-                owner[2 * top] = 2 * s
-                pf = top
+            # The column's pivot before any addition; when nobody owns it (most columns) the
+            # pair is emergent and there is nothing to reduce.
+            pf = _first_pivot(v, b, c, d, t, code, 1, big)
+            ef = pf - big if pf >= big else pf
+            if owner[2 * ef] < 0:
+                owner[2 * ef] = 2 * s
             else:
                 pf, pool_f, ps_f, pl_f, heap_f = _reduce_column(
                     s, n1, n2, code, 1, big, owner, 0, pool_f, ps_f, pl_f, meta_f, heap_f,
                     mark_f, other)
-            if (codes & 2) == 0 and owner[2 * top + 1] < 0:
-                owner[2 * top + 1] = 2 * s
-                pg = top + big
-            elif (inside & 2) != 0 and owner[2 * top + 1] < 0:
-                owner[2 * top + 1] = 2 * s
-                pg = top
+            pg = _first_pivot(v, b, c, d, t, code, 2, big)
+            eg = pg - big if pg >= big else pg
+            if owner[2 * eg + 1] < 0:
+                owner[2 * eg + 1] = 2 * s
             else:
                 pg, pool_g, ps_g, pl_g, heap_g = _reduce_column(
                     s, n1, n2, code, 2, big, owner, 1, pool_g, ps_g, pl_g, meta_g, heap_g,
