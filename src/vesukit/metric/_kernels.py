@@ -837,43 +837,11 @@ def surfels(mask, n0, n1, n2):
 
 
 @njit(**_JIT)
-def near_surface(pos, grid_size, m1, m2, offsets):
-    """Boolean grid: within the tolerance ball (offsets) of any surfel position."""
-    near = np.zeros(grid_size, dtype=np.uint8)
-    m0 = grid_size // (m1 * m2)
-    for q in range(pos.shape[0]):
-        p = pos[q]
-        i = p // (m1 * m2)
-        j = (p // m2) % m1
-        k = p % m2
-        for o in range(offsets.shape[0]):
-            ii = i + offsets[o, 0]
-            jj = j + offsets[o, 1]
-            kk = k + offsets[o, 2]
-            if ii < 0 or jj < 0 or kk < 0 or ii >= m0 or jj >= m1 or kk >= m2:
-                continue
-            near[(ii * m1 + jj) * m2 + kk] = 1
-    return near
-
-
-@njit(**_JIT)
-def area_within(pos, codes, area_table, near):
-    total = 0.0
-    within = 0.0
-    for q in range(pos.shape[0]):
-        a = area_table[codes[q]]
-        total += a
-        if near[pos[q]] != 0:
-            within += a
-    return within, total
-
-
-@njit(**_JIT)
 def area_near(pos, codes, area_table, other_codes, m1, m2, offsets):
-    """:func:`area_within` against the other mask's window codes instead of its
-    :func:`near_surface` grid: a surfel is within tolerance when some offset of the ball
-    (symmetric) lands on a surfel of the other mask. ``offsets`` shortest first, so the
-    search usually stops at the first few; the sums are the same as area_within's."""
+    """(area of the surfels within tolerance of the other mask's surface, total area). A
+    surfel is within tolerance when some offset of the ball (symmetric) lands on a surfel
+    of the other mask, read from its window codes; ``offsets`` come shortest first, so the
+    search usually stops at the first few."""
     m0 = other_codes.shape[0] // (m1 * m2)
     total = 0.0
     within = 0.0

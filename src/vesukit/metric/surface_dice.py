@@ -124,15 +124,14 @@ def ball_offsets(tolerance: float, spacing: tuple[float, float, float]) -> np.nd
 
 @dataclass(frozen=True)
 class Surface:
-    """The surfels of one mask: positions in the (n+1)^3 window grid, codes, and the grid
-    of positions within tau of them (built lazily for the label, which is reused).
-    ``window_codes`` is the code of every window (the whole grid, as :func:`surface_of`
-    builds it); the other mask's surfels look their neighbours up in it."""
+    """The surfels of one mask: positions in the (n+1)^3 window grid and codes, and the code
+    of every window (the whole grid), in which the other mask's surfels look up their
+    tolerance ball."""
 
     shape: tuple[int, int, int]
     positions: np.ndarray
     codes: np.ndarray
-    window_codes: np.ndarray | None = field(default=None, repr=False, compare=False)
+    window_codes: np.ndarray = field(repr=False, compare=False)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -142,11 +141,6 @@ class Surface:
     def empty(self) -> bool:
         return self.positions.size == 0
 
-    def near(self, tolerance: float, spacing: tuple[float, float, float]) -> np.ndarray:
-        m0, m1, m2 = self.grid
-        return kernels().near_surface(self.positions, m0 * m1 * m2, m1, m2,
-                                      ball_offsets(tolerance, spacing))
-
 
 def surface_of(mask: np.ndarray) -> Surface:
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
@@ -155,24 +149,18 @@ def surface_of(mask: np.ndarray) -> Surface:
     return Surface(mask.shape, pos, codes, window_codes)
 
 
-def surface_dice_from(gt: Surface, pred: Surface, *, gt_near: np.ndarray | None = None,
-                      tolerance: float = 2.0,
+def surface_dice_from(gt: Surface, pred: Surface, *, tolerance: float = 2.0,
                       spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
     if gt.empty and pred.empty:
         return 1.0
     if gt.empty or pred.empty:
         return 0.0
     table = surfel_area_table(tuple(float(s) for s in spacing))
+    ball = ball_offsets(tolerance, spacing)
+    _, m1, m2 = gt.grid
     k = kernels()
-    if gt_near is None:
-        gt_near = gt.near(tolerance, spacing)
-    if pred.window_codes is None:
-        gt_within, gt_total = k.area_within(gt.positions, gt.codes, table, pred.near(tolerance, spacing))
-    else:  # look the gt surfels' balls up instead of painting every pred surfel's ball
-        _, m1, m2 = gt.grid
-        gt_within, gt_total = k.area_near(gt.positions, gt.codes, table, pred.window_codes, m1, m2,
-                                          ball_offsets(tolerance, spacing))
-    pred_within, pred_total = k.area_within(pred.positions, pred.codes, table, gt_near)
+    gt_within, gt_total = k.area_near(gt.positions, gt.codes, table, pred.window_codes, m1, m2, ball)
+    pred_within, pred_total = k.area_near(pred.positions, pred.codes, table, gt.window_codes, m1, m2, ball)
     return (gt_within + pred_within) / (gt_total + pred_total)
 
 
