@@ -84,8 +84,8 @@ class PreparedLabel:
         label = _check_volume(label, "label", name)
         self.name = name
         self.shape = label.shape
-        self.ignore = label == IGNORE_LABEL
-        self.gt = _binary(label) & ~self.ignore
+        self.keep = label != IGNORE_LABEL
+        self.gt = _binary(label) & self.keep
         self.workers = workers
         blocks = [self.gt[s] for s in topology.octant_slices(self.shape)]
         if workers <= 1:
@@ -110,7 +110,8 @@ class PreparedLabel:
         workers = self.workers if workers is None else workers
         timings = topology.Timings()
         t0 = time.perf_counter()
-        pred_bin = _binary(pred) & ~self.ignore
+        pred_bin = _binary(pred)
+        pred_bin &= self.keep
 
         def surface_task():
             return sd.surface_dice_from(self.gt_surface, sd.surface_of(pred_bin),
@@ -162,7 +163,8 @@ class PreparedLabel:
         if pred.shape != self.shape:
             raise VolumeError(f"{self.name}: prediction shape {pred.shape} differs from the "
                               f"label shape {self.shape}; predict on the full volume.")
-        pred_bin = _binary(pred) & ~self.ignore
+        pred_bin = _binary(pred)
+        pred_bin &= self.keep
         surface = sd.surface_dice_from(self.gt_surface, sd.surface_of(pred_bin),
                                        tolerance=TOLERANCE, spacing=SPACING)
         split, merge = voi.voi_from_runs(self.gt_runs, voi.fg_runs(pred_bin))

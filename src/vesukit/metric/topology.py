@@ -78,7 +78,11 @@ class InputBlock:
     @classmethod
     def build(cls, block: np.ndarray) -> InputBlock:
         k = kernels()
-        mask = np.ascontiguousarray(np.asarray(block) != 0, dtype=np.uint8).reshape(-1)
+        block = np.asarray(block)
+        if block.dtype == bool:  # already 0/1 bytes: one copy, no comparison
+            mask = np.array(block, order="C").view(np.uint8).reshape(-1)
+        else:
+            mask = np.ascontiguousarray(block != 0, dtype=np.uint8).reshape(-1)
         n0, n1, n2 = block.shape
         with workspace(n0 * n1 * n2) as ws:
             c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2, ws.vox_i32)
@@ -120,7 +124,7 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None, *,
         # Identical inputs: V_F = V_G and H_k(K(F)) injects into every Y_0, so every class
         # matches (docs/metric.md 6.2): m_k = p_k = g_k.
         return {dim: (f.betti[dim], f.betti[dim], f.betti[dim]) for dim in range(3)}
-    u = (f.mask | g.mask).astype(np.uint8)
+    u = f.mask | g.mask
     with workspace(nvox) as ws:
         return _match_block(f, g, u, ws, timings, bound_dim1)
 
