@@ -37,62 +37,56 @@ def _find(parent, i):
 @njit(**_JIT)
 def complex_counts(a, n0, n1, n2, parent):
     """(c6, #vertices, #edges, #squares, #cubes) of the V-construction complex K(a).
-    ``parent``: an int32 work buffer of at least n0*n1*n2 entries."""
-    nvox = n0 * n1 * n2
-    for v in range(nvox):
-        parent[v] = v
+    ``parent``: an int32 work buffer of at least n0*n1*n2 entries.
+
+    One pass: each voxel of ``a`` is joined to its neighbours before it (x-1, y-1, z-1), which
+    are already in the union-find, and c6 = #vertices - #joins that merged two components."""
     s0 = n1 * n2
     s1 = n2
     nv = 0
     ne = 0
     ns = 0
     nc = 0
+    joins = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
                 if a[v] == 0:
                     continue
+                parent[v] = v
                 nv += 1
+                # One block per axis, unrolled on purpose (module docstring): the only pairs
+                # `duplicates` reports over src/ are these and the like blocks below.
+                if x >= 1 and a[v - s0] != 0:
+                    ra = _find(parent, v)
+                    rb = _find(parent, v - s0)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                        joins += 1
+                if y >= 1 and a[v - s1] != 0:
+                    ra = _find(parent, v)
+                    rb = _find(parent, v - s1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                        joins += 1
+                if z >= 1 and a[v - 1] != 0:
+                    ra = _find(parent, v)
+                    rb = _find(parent, v - 1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                        joins += 1
                 bx = x + 1 < n0 and a[v + s0] != 0
                 by = y + 1 < n1 and a[v + s1] != 0
                 bz = z + 1 < n2 and a[v + 1] != 0
-                # One block per axis, unrolled on purpose (module docstring): the only pairs
-                # `duplicates` reports over src/ are these and the like blocks below.
-                if bx:
-                    ne += 1
-                    ra = _find(parent, v)
-                    rb = _find(parent, v + s0)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
-                if by:
-                    ne += 1
-                    ra = _find(parent, v)
-                    rb = _find(parent, v + s1)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
-                if bz:
-                    ne += 1
-                    ra = _find(parent, v)
-                    rb = _find(parent, v + 1)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
+                ne += bx + by + bz
                 byz = by and bz and a[v + s1 + 1] != 0
                 bxz = bx and bz and a[v + s0 + 1] != 0
                 bxy = bx and by and a[v + s0 + s1] != 0
-                if byz:
-                    ns += 1
-                if bxz:
-                    ns += 1
-                if bxy:
-                    ns += 1
+                ns += byz + bxz + bxy
                 if byz and bxz and bxy and a[v + s0 + s1 + 1] != 0:
                     nc += 1
-    c6 = 0
-    for v in range(nvox):
-        if a[v] != 0 and parent[v] == v:
-            c6 += 1
-    return c6, nv, ne, ns, nc
+    return nv - joins, nv, ne, ns, nc
 
 
 @njit(**_JIT)
