@@ -141,7 +141,7 @@ def test_cleared_squares_are_the_zero_columns(seed):
     u = (f | g).astype(np.uint8).reshape(-1)
     n0, n1, n2 = f.shape
     nvox = f.size
-    kus, ku_cleared = k.kus_births(u, n0, n1, n2, np.empty(nvox + 1, np.int32))
+    kus, ku_cleared = k.kus_births(u, n0, n1, n2, np.empty(nvox + 1, np.int32), np.empty(nvox, np.int32))
     assert set(kus[ku_cleared != 0].tolist()) == zero_ku
     cls = k.nonu_square_classes(u, n0, n1, n2, np.empty(3 * nvox, np.uint8),
                                 np.empty(nvox + 1, np.int32))

@@ -92,7 +92,7 @@ def _full_dim1(f: InputBlock, g: InputBlock) -> int:
     n0, n1, n2 = f.shape
     nvox = n0 * n1 * n2
     u = (f.mask | g.mask).astype(np.uint8)
-    kus, ku_cleared = k.kus_births(u, n0, n1, n2, np.empty(nvox + 1, np.int32))
+    kus, ku_cleared = k.kus_births(u, n0, n1, n2, np.empty(nvox + 1, np.int32), np.empty(nvox, np.int32))
     big = 1 << 40
     return k.dim1_matches(f.mask, g.mask, u, kus, ku_cleared, n0, n1, n2, big, big,
                           np.empty(nvox, np.uint8), *(np.empty(3 * nvox, np.uint8) for _ in range(2)),
@@ -127,7 +127,29 @@ def test_identical_shortcut_agrees_with_dims_0_and_2():
     a[0, 0, :3] = 1  # a second component
     f = InputBlock.build(a)
     n0, n1, n2 = f.shape
-    ws = workspace(n0 * n1 * n2)
-    assert k.dim0_matches(f.mask, f.mask, n0, n1, n2, ws.vox_i32, ws.vox_u8) == f.betti[0] == 1
+    with workspace(n0 * n1 * n2) as ws:
+        assert k.dim0_matches(f.mask, f.mask, n0, n1, n2, ws.vox_i32, ws.vox_u8) == f.betti[0] == 1
     keys = k.cavity_keys(*f.cavities, f.mask, n2)
     assert k.count_common_keys(keys, keys, n0 * n1 * n2) == f.betti[2] == 1
+
+
+def test_a_warm_score_on_two_threads_allocates_no_work_buffers(monkeypatch):
+    """The pool's threads end with each call; their work buffers must not (a fresh set costs
+    page faults on every warm call of the calibration search)."""
+    from vesukit.metric import PreparedLabel, topology
+
+    rng = np.random.default_rng(3)
+    label = (rng.random((24, 22, 20)) < 0.4).astype(np.uint8)
+    pred = label ^ (rng.random(label.shape) < 0.05)
+    prepared = PreparedLabel(label, workers=2)
+    first = prepared.score(pred)
+    built = []
+    original = topology._Workspace.__init__
+
+    def counting_init(self, nvox):
+        built.append(nvox)
+        original(self, nvox)
+
+    monkeypatch.setattr(topology._Workspace, "__init__", counting_init)
+    assert prepared.score(pred) == first
+    assert built == []

@@ -37,62 +37,56 @@ def _find(parent, i):
 @njit(**_JIT)
 def complex_counts(a, n0, n1, n2, parent):
     """(c6, #vertices, #edges, #squares, #cubes) of the V-construction complex K(a).
-    ``parent``: an int32 work buffer of at least n0*n1*n2 entries."""
-    nvox = n0 * n1 * n2
-    for v in range(nvox):
-        parent[v] = v
+    ``parent``: an int32 work buffer of at least n0*n1*n2 entries.
+
+    One pass: each voxel of ``a`` is joined to its neighbours before it (x-1, y-1, z-1), which
+    are already in the union-find, and c6 = #vertices - #joins that merged two components."""
     s0 = n1 * n2
     s1 = n2
     nv = 0
     ne = 0
     ns = 0
     nc = 0
+    joins = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
                 if a[v] == 0:
                     continue
+                parent[v] = v
                 nv += 1
+                # One block per axis, unrolled on purpose (module docstring): the only pairs
+                # `duplicates` reports over src/ are these and the like blocks below.
+                if x >= 1 and a[v - s0] != 0:
+                    ra = _find(parent, v)
+                    rb = _find(parent, v - s0)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                        joins += 1
+                if y >= 1 and a[v - s1] != 0:
+                    ra = _find(parent, v)
+                    rb = _find(parent, v - s1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                        joins += 1
+                if z >= 1 and a[v - 1] != 0:
+                    ra = _find(parent, v)
+                    rb = _find(parent, v - 1)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                        joins += 1
                 bx = x + 1 < n0 and a[v + s0] != 0
                 by = y + 1 < n1 and a[v + s1] != 0
                 bz = z + 1 < n2 and a[v + 1] != 0
-                # One block per axis, unrolled on purpose (module docstring): the only pairs
-                # `duplicates` reports over src/ are these and the like blocks below.
-                if bx:
-                    ne += 1
-                    ra = _find(parent, v)
-                    rb = _find(parent, v + s0)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
-                if by:
-                    ne += 1
-                    ra = _find(parent, v)
-                    rb = _find(parent, v + s1)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
-                if bz:
-                    ne += 1
-                    ra = _find(parent, v)
-                    rb = _find(parent, v + 1)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
+                ne += bx + by + bz
                 byz = by and bz and a[v + s1 + 1] != 0
                 bxz = bx and bz and a[v + s0 + 1] != 0
                 bxy = bx and by and a[v + s0 + s1] != 0
-                if byz:
-                    ns += 1
-                if bxz:
-                    ns += 1
-                if bxy:
-                    ns += 1
+                ns += byz + bxz + bxy
                 if byz and bxz and bxy and a[v + s0 + s1 + 1] != 0:
                     nc += 1
-    c6 = 0
-    for v in range(nvox):
-        if a[v] != 0 and parent[v] == v:
-            c6 += 1
-    return c6, nv, ne, ns, nc
+    return nv - joins, nv, ne, ns, nc
 
 
 @njit(**_JIT)
@@ -236,51 +230,67 @@ def _edge_end(v, x, y, z, t, n0, n1, n2):
 @njit(**_JIT)
 def dim0_matches(f, g, n0, n1, n2, parent, flags):
     """m_0 of one block: raster-order Kruskal over edges touching U^c (docs/metric.md 6.3).
-    ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries."""
+    ``parent`` (int32) and ``flags`` (uint8): work buffers of at least n0*n1*n2 entries.
+
+    Taken in that order, the edges keep every voxel reached so far in one growing group: a
+    voxel joins the previous voxel of its row, and the first voxel of a row joins the row
+    (or slab) before it, by that edge or, when both ends are in U, by being in its
+    U-component already. So each join adds to the growing group either a lone background
+    voxel (no F, no G: no match, nothing changes) or a whole U-component not reached before,
+    at the first edge from a background voxel into it (a U voxel's U-neighbours are in its
+    own component). A match is such a component holding F and G, added once the growing
+    group holds both: only the U-components need a union-find, and the background a scan.
+    """
     nvox = n0 * n1 * n2
+    if nvox == 0:
+        return 0
+    # flags[v]: 1 in F, 2 in G, 4 in U; on a U-component's root, 1 and 2 for the component
+    # and 8 once the growing group has taken it in
     for v in range(nvox):
+        code = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
+        flags[v] = code | (4 if code != 0 else 0)
         parent[v] = v
-    for v in range(nvox):
-        flags[v] = (1 if f[v] != 0 else 0) | (2 if g[v] != 0 else 0)
     # 6-components of U
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
-                if flags[v] == 0:
+                if flags[v] & 4 == 0:
                     continue
                 ra = -1
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
-                    if w < 0 or flags[w] == 0:
+                    if w < 0 or flags[w] & 4 == 0:
                         continue
                     if ra < 0:
                         ra = _find(parent, v)
                     rb = _find(parent, w)
                     if ra != rb:
                         parent[rb] = ra
-                        flags[ra] |= flags[rb]
+                        flags[ra] |= flags[rb] & 3
+    grown = 0  # F (1) and G (2) of the growing group: it starts as voxel 0's group
+    if flags[0] & 4 != 0:
+        r = _find(parent, 0)
+        flags[r] |= 8
+        grown = flags[r] & 3
     m0 = 0
     for x in range(n0):
         for y in range(n1):
             for z in range(n2):
                 v = (x * n1 + y) * n2 + z
-                inu_v = f[v] != 0 or g[v] != 0
-                rv = -1  # v's root, found once: a join below keeps it the root
+                if flags[v] & 4 != 0:
+                    continue
                 for t in range(3):
                     w = _edge_end(v, x, y, z, t, n0, n1, n2)
-                    if w < 0:
+                    if w < 0 or flags[w] & 4 == 0:
                         continue
-                    if inu_v and (f[w] != 0 or g[w] != 0):
+                    r = _find(parent, w)
+                    if flags[r] & 8 != 0:
                         continue
-                    if rv < 0:
-                        rv = _find(parent, v)
-                    rb = _find(parent, w)
-                    if rv != rb:
-                        if flags[rv] == 3 and flags[rb] == 3:
-                            m0 += 1
-                        parent[rb] = rv
-                        flags[rv] |= flags[rb]
+                    flags[r] |= 8
+                    if grown == 3 and flags[r] & 3 == 3:
+                        m0 += 1
+                    grown |= flags[r] & 3
     return m0
 
 
@@ -401,7 +411,7 @@ def _cube_node(c, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep):
 
 
 @njit(**_JIT)
-def kus_births(u, n0, n1, n2, parent):
+def kus_births(u, n0, n1, n2, parent, node):
     """The K(U) squares (ascending ids) and, per square, 1 when it is a comparison dim-2 birth
     (cleared: its column reduces to zero).
 
@@ -412,7 +422,9 @@ def kus_births(u, n0, n1, n2, parent):
     background components (those touching a face merged with the outside), plus one node
     per cube lying wholly in U. That partition does not depend on the order, so it comes
     from the background's runs instead of a pass over all squares; only the K(U) squares
-    are then joined one by one. ``parent``: int32 work buffer of n0*n1*n2 + 1 entries.
+    are then joined one by one. ``parent``: int32 work buffer of n0*n1*n2 + 1 entries;
+    ``node``: int32 work buffer of n0*n1*n2 entries, each cube's dual node once found (a cube
+    wholly in U is a face of up to 6 K(U) squares: finding its node was most of the time).
     """
     kus = _ku_squares(u, n0, n1, n2)
     nku = kus.shape[0]
@@ -427,10 +439,15 @@ def kus_births(u, n0, n1, n2, parent):
     nvox = n0 * n1 * n2
     for i in range(nvox + 1):
         parent[i] = i
+    node[:nvox] = -1
     for i in range(nku - 1, -1, -1):
         c1, c2 = _dual_nodes(kus[i], n0, n1, n2)
-        a = _cube_node(c1, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
-        b = _cube_node(c2, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        a = nvox if c1 == nvox else node[c1]
+        if a < 0:
+            a = node[c1] = _cube_node(c1, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
+        b = nvox if c2 == nvox else node[c2]
+        if b < 0:
+            b = node[c2] = _cube_node(c2, n0, n1, n2, u, row_start, z0, z1, root, bounded, rep)
         if _dual_join(parent, a, b):
             cleared[i] = 1
     return kus, cleared
@@ -512,6 +529,25 @@ def _square_keys(s, n1, n2, code, bit, big, out):
             out[j + 1] = out[j]
             j -= 1
         out[j + 1] = key
+
+
+@njit(**_JIT)
+def _first_pivot(v, b, c, d, t, code, bit, big):
+    """The largest of :func:`_square_keys` without building them: the square's edges in id
+    order are v-b < v-c < c-d < b-d for every orientation, and an edge outside K(A) (not
+    both ends with ``bit``) carries ``big``, so the pivot is the largest edge outside K(A),
+    or b-d when all four are in K(A)."""
+    ta = 1 if t == 0 else 0  # the axis of v-b and c-d; v-c and b-d run along tb
+    tb = 1 if t == 2 else 2
+    if code[b] & code[d] & bit == 0:
+        return 3 * b + tb + big
+    if code[c] & code[d] & bit == 0:
+        return 3 * c + ta + big
+    if code[v] & code[c] & bit == 0:
+        return 3 * v + tb + big
+    if code[v] & code[b] & bit == 0:
+        return 3 * v + ta + big
+    return 3 * b + tb
 
 
 # The column being reduced is a max-heap of row keys plus a mark per edge (its entry is in
@@ -718,23 +754,23 @@ def dim1_matches(f, g, u, kus, ku_cleared, n0, n1, n2, target_f, target_g, code,
                 b = v + s0
                 c = v + n2
             d = b + c - v
-            if phase < 2 and ((code[v] & code[b] & code[c] & code[d]) == 0) != (phase == 0):
+            inside = code[v] & code[b] & code[c] & code[d]  # bit A: the square is in K(A)
+            if phase < 2 and (inside == 0) != (phase == 0):
                 continue
-            # Fast path (most columns, far from both masks): no K(A)-edge in the column, so
-            # its pivot is its largest edge b-d (see _square_keys), if nobody owns it yet.
-            top = 3 * b + (1 if t == 2 else 2)
-            codes = (code[v] & code[b]) | (code[c] & code[d]) | (code[v] & code[c]) | (
-                code[b] & code[d])
-            if (codes & 1) == 0 and owner[2 * top] < 0:
-                owner[2 * top] = 2 * s
-                pf = top + big
+            # The column's pivot before any addition; when nobody owns it (most columns) the
+            # pair is emergent and there is nothing to reduce.
+            pf = _first_pivot(v, b, c, d, t, code, 1, big)
+            ef = pf - big if pf >= big else pf
+            if owner[2 * ef] < 0:
+                owner[2 * ef] = 2 * s
             else:
                 pf, pool_f, ps_f, pl_f, heap_f = _reduce_column(
                     s, n1, n2, code, 1, big, owner, 0, pool_f, ps_f, pl_f, meta_f, heap_f,
                     mark_f, other)
-            if (codes & 2) == 0 and owner[2 * top + 1] < 0:
-                owner[2 * top + 1] = 2 * s
-                pg = top + big
+            pg = _first_pivot(v, b, c, d, t, code, 2, big)
+            eg = pg - big if pg >= big else pg
+            if owner[2 * eg + 1] < 0:
+                owner[2 * eg + 1] = 2 * s
             else:
                 pg, pool_g, ps_g, pl_g, heap_g = _reduce_column(
                     s, n1, n2, code, 2, big, owner, 1, pool_g, ps_g, pl_g, meta_g, heap_g,
@@ -762,7 +798,8 @@ def surfels(mask, n0, n1, n2):
     Window position p (0..n per axis) covers voxels p-1 and p, weights as the DeepMind
     kernel: 128 for (p-1, p-1, p-1) ... 1 for (p, p, p). Each foreground voxel ORs its bit
     into the 8 windows that contain it, so the work follows the foreground. Returns (flat
-    positions in the (n0+1, n1+1, n2+1) grid, codes), in ascending position order.
+    positions in the (n0+1, n1+1, n2+1) grid, codes), in ascending position order, and the
+    grid of every window's code.
     """
     m1 = n1 + 1
     m2 = n2 + 1
@@ -790,16 +827,22 @@ def surfels(mask, n0, n1, n2):
             pos[i] = p
             codes[i] = grid[p]
             i += 1
-    return pos, codes
+    return pos, codes, grid
 
 
 @njit(**_JIT)
-def near_surface(pos, grid_size, m1, m2, offsets):
-    """Boolean grid: within the tolerance ball (offsets) of any surfel position."""
-    near = np.zeros(grid_size, dtype=np.uint8)
-    m0 = grid_size // (m1 * m2)
+def area_near(pos, codes, area_table, other_codes, m1, m2, offsets):
+    """(area of the surfels within tolerance of the other mask's surface, total area). A
+    surfel is within tolerance when some offset of the ball (symmetric) lands on a surfel
+    of the other mask, read from its window codes; ``offsets`` come shortest first, so the
+    search usually stops at the first few."""
+    m0 = other_codes.shape[0] // (m1 * m2)
+    total = 0.0
+    within = 0.0
     for q in range(pos.shape[0]):
         p = pos[q]
+        a = area_table[codes[q]]
+        total += a
         i = p // (m1 * m2)
         j = (p // m2) % m1
         k = p % m2
@@ -809,19 +852,10 @@ def near_surface(pos, grid_size, m1, m2, offsets):
             kk = k + offsets[o, 2]
             if ii < 0 or jj < 0 or kk < 0 or ii >= m0 or jj >= m1 or kk >= m2:
                 continue
-            near[(ii * m1 + jj) * m2 + kk] = 1
-    return near
-
-
-@njit(**_JIT)
-def area_within(pos, codes, area_table, near):
-    total = 0.0
-    within = 0.0
-    for q in range(pos.shape[0]):
-        a = area_table[codes[q]]
-        total += a
-        if near[pos[q]] != 0:
-            within += a
+            c = other_codes[(ii * m1 + jj) * m2 + kk]
+            if c != 0 and c != 255:
+                within += a
+                break
     return within, total
 
 

@@ -77,28 +77,30 @@ class PreparedLabel:
 
     ``PreparedLabel(label).score(pred)`` equals ``score_volume(pred, label)``; calibration
     calls ``score`` many times per label, so the label's octant Betti data, cavity labelling,
-    surfels, tolerance grid and 26-components are kept here.
+    surfels with their window codes, and 26-components are kept here.
     """
 
     def __init__(self, label: np.ndarray, *, name: str = "label", workers: int = 1):
         label = _check_volume(label, "label", name)
         self.name = name
         self.shape = label.shape
-        self.ignore = label == IGNORE_LABEL
-        self.gt = _binary(label) & ~self.ignore
+        self.keep = label != IGNORE_LABEL
+        self.gt = _binary(label) & self.keep
         self.workers = workers
-        self.gt_surface = sd.surface_of(self.gt)
-        self._gt_near = None
-        if not self.gt_surface.empty:
-            self._gt_near = self.gt_surface.near(TOLERANCE, SPACING)
-        self.gt_runs = voi.fg_runs(self.gt)
-        self.gt_blocks = topology.build_blocks(self.gt, workers=workers)
-
-    @property
-    def gt_near(self) -> np.ndarray:
-        if self._gt_near is None:
-            self._gt_near = self.gt_surface.near(TOLERANCE, SPACING)
-        return self._gt_near
+        blocks = [self.gt[s] for s in topology.octant_slices(self.shape)]
+        if workers <= 1:
+            self.gt_surface = sd.surface_of(self.gt)
+            self.gt_runs = voi.fg_runs(self.gt)
+            self.gt_blocks = [topology.InputBlock.build(b) for b in blocks]
+        else:
+            # The three parts are independent: one pool runs them side by side.
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                f_surface = pool.submit(sd.surface_of, self.gt)
+                f_runs = pool.submit(voi.fg_runs, self.gt)
+                f_blocks = [pool.submit(topology.InputBlock.build, b) for b in blocks]
+                self.gt_surface = f_surface.result()
+                self.gt_runs = f_runs.result()
+                self.gt_blocks = [f.result() for f in f_blocks]
 
     def score(self, pred: np.ndarray, *, workers: int | None = None) -> VolumeScore:
         pred = _check_volume(pred, "prediction", self.name)
@@ -108,12 +110,12 @@ class PreparedLabel:
         workers = self.workers if workers is None else workers
         timings = topology.Timings()
         t0 = time.perf_counter()
-        pred_bin = _binary(pred) & ~self.ignore
-        gt_near = self.gt_near if not self.gt_surface.empty else None
+        pred_bin = _binary(pred)
+        pred_bin &= self.keep
 
         def surface_task():
             return sd.surface_dice_from(self.gt_surface, sd.surface_of(pred_bin),
-                                        gt_near=gt_near, tolerance=TOLERANCE, spacing=SPACING)
+                                        tolerance=TOLERANCE, spacing=SPACING)
 
         def voi_task():
             return voi.voi_from_runs(self.gt_runs, voi.fg_runs(pred_bin))
@@ -161,9 +163,9 @@ class PreparedLabel:
         if pred.shape != self.shape:
             raise VolumeError(f"{self.name}: prediction shape {pred.shape} differs from the "
                               f"label shape {self.shape}; predict on the full volume.")
-        pred_bin = _binary(pred) & ~self.ignore
-        gt_near = self.gt_near if not self.gt_surface.empty else None
-        surface = sd.surface_dice_from(self.gt_surface, sd.surface_of(pred_bin), gt_near=gt_near,
+        pred_bin = _binary(pred)
+        pred_bin &= self.keep
+        surface = sd.surface_dice_from(self.gt_surface, sd.surface_of(pred_bin),
                                        tolerance=TOLERANCE, spacing=SPACING)
         split, merge = voi.voi_from_runs(self.gt_runs, voi.fg_runs(pred_bin))
         counts = topology.sum_counts(

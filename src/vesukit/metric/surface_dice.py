@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -110,24 +110,28 @@ def surfel_area_table(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> 
 
 @lru_cache(maxsize=8)
 def ball_offsets(tolerance: float, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Integer offsets whose Euclidean length (in spacing units) is <= tolerance."""
+    """Integer offsets whose Euclidean length (in spacing units) is <= tolerance, shortest
+    first (a search for any hit in the ball then stops early)."""
     reach = [int(math.floor(tolerance / s)) for s in spacing]
     offsets = []
     for d in itertools.product(*(range(-r, r + 1) for r in reach)):
         length = math.sqrt(sum((di * si) ** 2 for di, si in zip(d, spacing)))
         if length <= tolerance:
-            offsets.append(d)
-    return np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
+            offsets.append((length, d))
+    offsets.sort()
+    return np.asarray([d for _, d in offsets], dtype=np.int64).reshape(-1, 3)
 
 
 @dataclass(frozen=True)
 class Surface:
-    """The surfels of one mask: positions in the (n+1)^3 window grid, codes, and the grid
-    of positions within tau of them (built lazily for the label, which is reused)."""
+    """The surfels of one mask: positions in the (n+1)^3 window grid and codes, and the code
+    of every window (the whole grid), in which the other mask's surfels look up their
+    tolerance ball."""
 
     shape: tuple[int, int, int]
     positions: np.ndarray
     codes: np.ndarray
+    window_codes: np.ndarray = field(repr=False, compare=False)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -137,33 +141,26 @@ class Surface:
     def empty(self) -> bool:
         return self.positions.size == 0
 
-    def near(self, tolerance: float, spacing: tuple[float, float, float]) -> np.ndarray:
-        m0, m1, m2 = self.grid
-        return kernels().near_surface(self.positions, m0 * m1 * m2, m1, m2,
-                                      ball_offsets(tolerance, spacing))
-
 
 def surface_of(mask: np.ndarray) -> Surface:
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     n0, n1, n2 = mask.shape
-    pos, codes = kernels().surfels(mask.reshape(-1), n0, n1, n2)
-    return Surface(mask.shape, pos, codes)
+    pos, codes, window_codes = kernels().surfels(mask.reshape(-1), n0, n1, n2)
+    return Surface(mask.shape, pos, codes, window_codes)
 
 
-def surface_dice_from(gt: Surface, pred: Surface, *, gt_near: np.ndarray | None = None,
-                      tolerance: float = 2.0,
+def surface_dice_from(gt: Surface, pred: Surface, *, tolerance: float = 2.0,
                       spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
     if gt.empty and pred.empty:
         return 1.0
     if gt.empty or pred.empty:
         return 0.0
     table = surfel_area_table(tuple(float(s) for s in spacing))
+    ball = ball_offsets(tolerance, spacing)
+    _, m1, m2 = gt.grid
     k = kernels()
-    if gt_near is None:
-        gt_near = gt.near(tolerance, spacing)
-    pred_near = pred.near(tolerance, spacing)
-    gt_within, gt_total = k.area_within(gt.positions, gt.codes, table, pred_near)
-    pred_within, pred_total = k.area_within(pred.positions, pred.codes, table, gt_near)
+    gt_within, gt_total = k.area_near(gt.positions, gt.codes, table, pred.window_codes, m1, m2, ball)
+    pred_within, pred_total = k.area_near(pred.positions, pred.codes, table, gt.window_codes, m1, m2, ball)
     return (gt_within + pred_within) / (gt_total + pred_total)
 
 

@@ -7,9 +7,11 @@ the label only (its counts and cavity labelling) lives in :class:`InputBlock` an
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +22,7 @@ Counts = dict[int, tuple[int, int, int]]
 
 
 class _Workspace:
-    """Work buffers of one thread, reused across blocks: fresh multi-megabyte arrays cost
-    page faults that were a large share of the kernels' time."""
+    """Work buffers of one block's kernels."""
 
     def __init__(self, nvox: int):
         self.nvox = nvox
@@ -31,14 +32,28 @@ class _Workspace:
         self.owners = np.empty(6 * nvox, dtype=np.int32)  # two per edge: pred, label
 
 
-_local = threading.local()
+_spare: list[_Workspace] = []  # workspaces not lent out now, kept for the next blocks and calls
+_spare_lock = threading.Lock()
 
 
-def workspace(nvox: int) -> _Workspace:
-    ws = getattr(_local, "workspace", None)
-    if ws is None or ws.nvox < nvox:
-        _local.workspace = ws = _Workspace(nvox)
-    return ws
+@contextmanager
+def workspace(nvox: int):
+    """Lends work buffers of at least ``nvox`` voxels for the ``with`` block. They outlive
+    the threads of a call's pool, so a warm score reuses the pages of the call before it:
+    fresh multi-megabyte arrays cost page faults that were a large share of the kernels' time."""
+    with _spare_lock:
+        ws = next((w for w in _spare if w.nvox >= nvox), None)
+        if ws is not None:
+            _spare.remove(ws)
+    if ws is None:
+        ws = _Workspace(nvox)
+    try:
+        yield ws
+    finally:
+        with _spare_lock:
+            _spare.append(ws)
+            _spare.sort(key=lambda w: -w.nvox)
+            del _spare[max(2, os.cpu_count() or 1):]  # as many as threads can borrow at once
 
 
 def octant_slices(shape: tuple[int, ...]) -> list[tuple[slice, slice, slice]]:
@@ -63,10 +78,14 @@ class InputBlock:
     @classmethod
     def build(cls, block: np.ndarray) -> InputBlock:
         k = kernels()
-        mask = np.ascontiguousarray(np.asarray(block) != 0, dtype=np.uint8).reshape(-1)
+        block = np.asarray(block)
+        if block.dtype == bool:  # already 0/1 bytes: one copy, no comparison
+            mask = np.array(block, order="C").view(np.uint8).reshape(-1)
+        else:
+            mask = np.ascontiguousarray(block != 0, dtype=np.uint8).reshape(-1)
         n0, n1, n2 = block.shape
-        c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2,
-                                              workspace(n0 * n1 * n2).vox_i32)
+        with workspace(n0 * n1 * n2) as ws:
+            c6, nv, ne, ns, nc = k.complex_counts(mask, n0, n1, n2, ws.vox_i32)
         cavities = k.background_runs(mask, n0, n1, n2)
         beta2 = int(cavities[4].sum())
         beta1 = c6 + beta2 - (nv - ne + ns - nc)
@@ -96,7 +115,6 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None, *,
                 bound_dim1: bool = False) -> Counts:
     """(m_k, p_k, g_k) of one block (docs/metric.md section 11). With ``bound_dim1``, m_1 is
     its upper bound min(p_1, g_1) instead of the two image reductions (most of the cost)."""
-    k = kernels()
     timings = timings or Timings()
     n0, n1, n2 = f.shape
     nvox = n0 * n1 * n2
@@ -106,8 +124,16 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None, *,
         # Identical inputs: V_F = V_G and H_k(K(F)) injects into every Y_0, so every class
         # matches (docs/metric.md 6.2): m_k = p_k = g_k.
         return {dim: (f.betti[dim], f.betti[dim], f.betti[dim]) for dim in range(3)}
-    u = (f.mask | g.mask).astype(np.uint8)
-    ws = workspace(nvox)
+    u = f.mask | g.mask
+    with workspace(nvox) as ws:
+        return _match_block(f, g, u, ws, timings, bound_dim1)
+
+
+def _match_block(f: InputBlock, g: InputBlock, u: np.ndarray, ws: _Workspace, timings: Timings,
+                 bound_dim1: bool) -> Counts:
+    k = kernels()
+    n0, n1, n2 = f.shape
+    nvox = n0 * n1 * n2
     m0 = timings.timed("dim0", lambda: k.dim0_matches(f.mask, g.mask, n0, n1, n2, ws.vox_i32,
                                                       ws.vox_u8))
 
@@ -124,7 +150,7 @@ def match_block(f: InputBlock, g: InputBlock, timings: Timings | None = None, *,
         m1 = min(f.betti[1], g.betti[1])
     elif f.betti[1] > 0 and g.betti[1] > 0:
         kus, ku_cleared = timings.timed("dim1.clearing", lambda: k.kus_births(
-            u, n0, n1, n2, ws.vox_i32))
+            u, n0, n1, n2, ws.vox_i32, ws.owners))  # owners: free until dim1_matches refills it
         # the other squares' classes are computed inside, only if the reduction gets there
         m1 = timings.timed("dim1.reduction", lambda: k.dim1_matches(
             f.mask, g.mask, u, kus, ku_cleared, n0, n1, n2, f.z1_dim, g.z1_dim, ws.vox_u8,
