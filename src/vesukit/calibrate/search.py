@@ -189,6 +189,25 @@ class LabelledVolume:
     volume_id: str
     maps: Any
     label: Any
+    # rule key -> threshold, made on the whole map when ``maps`` is a crop of it
+    # (:mod:`vesukit.calibrate.sample`); None: every rule reads ``maps``
+    thresholds: dict[str, float] | None = None
+
+    def rule_threshold(self, candidate: Candidate) -> float:
+        """The threshold ``candidate``'s rule sets on this volume."""
+        if self.thresholds is not None:
+            if candidate.rule_key not in self.thresholds:
+                raise KeyError(f"{self.volume_id}: no threshold of {candidate.rule_key} was made "
+                               "on the whole map before cropping")
+            return self.thresholds[candidate.rule_key]
+        return float(candidate.rule(self.maps))
+
+    def release(self) -> None:
+        """Drop what was loaded or prepared lazily (a streamed volume done with)."""
+        for part in (self.maps, self.label):
+            release = getattr(part, "release", None)
+            if release is not None:
+                release()
 
 
 class Evaluator:
@@ -205,7 +224,7 @@ class Evaluator:
     def threshold(self, volume: LabelledVolume, candidate: Candidate) -> float:
         key = (volume.volume_id, candidate.rule_key)
         if key not in self._thresholds:
-            self._thresholds[key] = float(candidate.rule(volume.maps))
+            self._thresholds[key] = volume.rule_threshold(candidate)
         return self._thresholds[key]
 
     def score(self, candidate: Candidate, stage: str = "") -> CandidateScore:
@@ -224,10 +243,19 @@ class Evaluator:
             thresholds[volume.volume_id] = threshold
         return CandidateScore(candidate, scores, thresholds, stage)
 
+    def score_many(self, candidates: Sequence[Candidate], stage: str = "") -> list[CandidateScore]:
+        """Each of ``candidates`` scored (an engine may batch them per volume)."""
+        return [self.score(candidate, stage) for candidate in candidates]
+
     def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False) -> Evaluator:
         """An evaluator of the same kind on ``volumes``, sharing this one's caches (``exact``:
         one that never screens, for judging)."""
         return Evaluator(volumes, self)
+
+    def for_ablation(self, volumes: Sequence[LabelledVolume]) -> Evaluator:
+        """Where a held fold's ablation is measured: ``volumes`` themselves, exactly (an engine
+        searching on crops measures it on the held volumes' crops)."""
+        return self.for_volumes(volumes, exact=True)
 
     def rescore_exactly(self, result: CandidateScore) -> CandidateScore:
         """``result`` with exact scores. Here every score already is; a screening evaluator
