@@ -356,6 +356,7 @@ def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists,
         if sampling and sample.crop > 0 else prepared[0]
     exact_s = time_one_mask(searched_on, candidate, exact=True)
     screen_s = 0.0 if exhaustive else time_one_mask(searched_on, candidate, exact=False)
+    prepared[0].release()  # timed here; searched and judged where the engine runs it
 
     def seconds(n: int) -> float:  # at most, spread over the workers
         return (sampled(n) * (screened * screen_s + exact * exact_s)
