@@ -139,3 +139,33 @@ def test_bad_sample_flags_are_usage_errors(saved, tmp_path, flag, capsys):
                  str(tmp_path / "x.json"), *flag])
     assert code == 2
     assert "--search" in capsys.readouterr().err
+
+
+def test_budget_hours_counts_the_sample_once_and_every_judged_volume(saved, tmp_path, monkeypatch):
+    """On a sample, the search's cost is the sample's screening plus each volume's judging:
+    the budget times a crop's masks and a whole volume's, and takes as many volumes as fit.
+    (The timer is fixed here so the arithmetic is checked exactly: 1 s per crop mask, 20 s
+    per whole-volume mask.)"""
+    from vesukit.calibrate import engine
+    from vesukit.calibrate.runner import run_calibration_from_maps
+
+    monkeypatch.setattr(engine, "time_one_mask", lambda volume, candidate, exact:
+                        1.0 if "[crop" in volume.volume_id else 20.0)
+    root, maps = saved
+
+    def run(hours, name):
+        oof = run_calibration_from_maps(maps, root, tmp_path / name, folds=3, top_k=1,
+                                        grid={"fixed": RULE_GRID["fixed"][:3]}, winners=False,
+                                        budget_hours=hours, scheduler="none",
+                                        sample=SearchSample(volumes=3, crop=24))
+        return oof.budget, oof
+
+    budget, _ = run(100, "all.json")
+    assert budget["volumes_searched"] == 6 and budget["screened_volumes"] == 3
+    per_sampled = budget["screened_masks_per_volume_bound"] + budget["exact_masks_per_volume_bound"]
+    assert budget["estimated_hours_at_most"] * 3600 == pytest.approx(3 * per_sampled + 6 * 2 * 20)
+    # 4 volumes: 3 of them sampled, 4 judged; a fifth would need 40 s more
+    hours = (3 * per_sampled + 4 * 2 * 20 + 1) / 3600
+    budget, oof = run(hours, "tight.json")
+    assert budget["volumes_searched"] == 4 and budget["screened_volumes"] == 3
+    assert len(oof.winner_scores) == 4
