@@ -96,7 +96,7 @@ def crop_label(label, box: tuple[slice, ...], name: str):
 
     if isinstance(label, LabelFile):
         array = label.array()[box]
-    else:  # a PreparedLabel: its ground truth and ignore masks say the whole label
-        array = np.where(label.ignore[box], np.uint8(IGNORE_LABEL),
-                         label.gt[box].astype(np.uint8))
+    else:  # a PreparedLabel: its ground truth and scored-voxel masks say the whole label
+        ignored = ~label.keep[box] if hasattr(label, "keep") else label.ignore[box]
+        array = np.where(ignored, np.uint8(IGNORE_LABEL), label.gt[box].astype(np.uint8))
     return PreparedLabel(np.ascontiguousarray(array), name=name)

@@ -27,32 +27,68 @@ def load_map(path: Path):
     return read_map(path)
 
 
-class SavedMaps:
-    """A saved map read where it is used (a Dask worker, or here): it pickles as its path, so
-    a task that carries a volume carries no voxels. Reads as the maps of
-    :func:`vesukit.maps.maps_from_probability` (``mean``; zero variance and disagreement)."""
+class _MapsReadThere:
+    """Ensemble maps made where they are used (a Dask worker, or here), once: the object
+    pickles as the little that says how to make them, so a task that carries a volume carries
+    no voxels, and :meth:`release` drops them when a streamed volume is done with. Reads as
+    :class:`vesukit.maps.EnsembleMaps` (``mean``, ``variance``, ``disagreement`` ...)."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
-        self.path, self.shape = Path(path), tuple(shape)
-        self._maps = None
+    shape: tuple[int, ...]
+    _maps = None
 
     def __getstate__(self):
-        return {"path": self.path, "shape": self.shape, "_maps": None}
+        return {**self.__dict__, "_maps": None}
+
+    def make(self):
+        raise NotImplementedError
 
     def loaded(self):
-        from vesukit.maps import maps_from_probability
-
         if self._maps is None:
-            self._maps = maps_from_probability(load_map(self.path))
+            self._maps = self.make()
         return self._maps
 
     def __getattr__(self, name):  # mean, variance, disagreement, n_teachers ...
-        if name.startswith("__") or name in ("path", "shape", "_maps"):
+        if name.startswith("_") or name in ("shape",):
             raise AttributeError(name)
         return getattr(self.loaded(), name)
 
     def release(self) -> None:
         self._maps = None
+
+
+class SavedMaps(_MapsReadThere):
+    """A saved probability map (:func:`load_map`; a ``.npy`` is memory-mapped), read as the
+    maps of :func:`vesukit.maps.maps_from_probability` (zero variance and disagreement)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape = Path(path), tuple(shape)
+
+    def make(self):
+        from vesukit.maps import maps_from_probability
+
+        return maps_from_probability(load_map(self.path))
+
+
+class CachedEnsemble(_MapsReadThere):
+    """A volume's ensemble of the teachers in a calibration map cache, made from the cached
+    teacher maps (``weights``/``mode``: a fusion's; default the cache's own weights)."""
+
+    def __init__(self, folder: Path, volume_id: str, weights=None, mode: str = "probability"):
+        from vesukit.calibrate.cache import MapCache
+
+        cache = MapCache(folder)
+        self.folder, self.volume_id = Path(folder), volume_id
+        self.weights, self.mode = (None if weights is None else list(weights)), mode
+        self.shape = tuple(cache.map_shape(volume_id))
+
+    def make(self):
+        from vesukit.calibrate.cache import MapCache
+        from vesukit.calibrate.fusion import fuse
+
+        cache = MapCache(self.folder)
+        if self.weights is None:
+            return cache.ensemble(self.volume_id)
+        return fuse(cache, self.volume_id, self.weights, self.mode)
 
 
 def map_volumes(maps_dir, root, count: int | None = None,

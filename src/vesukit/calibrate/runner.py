@@ -65,6 +65,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     :data:`~vesukit.calibrate.engine.FINALISTS`; screened with 0; every mask exact if
     ``exhaustive``; on Dask unless ``scheduler`` is "none").
     """
+    from vesukit.calibrate.labels import LabelFile
+    from vesukit.calibrate.maps import CachedEnsemble
     from vesukit.calibrate.search import (
         RULE_GRID,
         LabelledVolume,
@@ -72,14 +74,18 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
         postprocess_options,
         whole_chains,
     )
+    from vesukit.data import volume_path
     from vesukit.run_settings import fitted_on
 
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / "calibration-cache"
     run = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta, overlap, dtype,
                                progress)
-    labels = prepared_labels(run.root, run.ids, progress)
-    prepared = [LabelledVolume(i, run.cache.ensemble(i), labels[i]) for i in run.ids]
+    # maps and labels are made where they are scored (and a judged volume released after):
+    # a hundred 320^3 ensembles and prepared labels would not fit in memory at once
+    labels = {i: LabelFile(volume_path(run.root, i, "train_labels"), i) for i in run.ids}
+    prepared = [LabelledVolume(i, CachedEnsemble(run.cache.folder, i), labels[i])
+                for i in run.ids]
     # one teacher has no disagreement: a rule or step reading it would silently do nothing
     disagreement = len(run.settings.teachers) > 1
     voxels = _median_voxels(prepared)
@@ -117,7 +123,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
             if progress:
                 progress(f"rule and chain searched again on the fused maps ({block['mode']} mean)")
             first = outcome.search.winner
-            outcome = searched([LabelledVolume(i, _fused(run.cache, i, weights, block["mode"]),
+            outcome = searched([LabelledVolume(i, CachedEnsemble(run.cache.folder, i, weights,
+                                                                 block["mode"]),
                                                labels[i]) for i in run.ids])
             # the first search only chose the rule the fusion was fitted with; the file's
             # decision is the second search's, on the fused maps
@@ -156,12 +163,6 @@ class Calibrated:
     outcome: object            # vesukit.calibrate.search.CalibrationOutcome
     fusion: dict | None
     settings: object           # vesukit.run_settings.RunSettings
-
-
-def _fused(cache, volume_id, weights, mode):
-    from vesukit.calibrate.fusion import fuse
-
-    return fuse(cache, volume_id, weights, mode)
 
 
 def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,

@@ -449,7 +449,8 @@ def split_volumes(volume_ids: Sequence[str], holdout: float) -> tuple[list[str],
 
 
 def check_held_back(result: SearchResult, held: Sequence[LabelledVolume],
-                    grid: Mapping[str, Sequence[Mapping]] = RULE_GRID) -> dict:
+                    grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
+                    evaluator: Evaluator | None = None) -> dict:
     """Score the winner and the fixed-threshold baselines on held-back volumes.
 
     ``best_fixed_on_fit`` is what a competitor would have picked without per-volume rules;
@@ -457,19 +458,22 @@ def check_held_back(result: SearchResult, held: Sequence[LabelledVolume],
     fixed baseline's own) measured on the held-back volumes themselves: an oracle, so
     beating it is the stronger claim.
     """
-    evaluator = Evaluator(held)
-    winner = evaluator.score(result.winner.candidate, "held_back")
+    evaluator = Evaluator(held) if evaluator is None else evaluator
+    # every candidate at once: an engine scores them in one pass per held volume
+    candidates = [result.winner.candidate]
+    if result.best_fixed is not None:
+        fixed = result.best_fixed.candidate
+        chains = {result.winner.candidate.chain_key: result.winner.candidate.postprocess,
+                  fixed.chain_key: fixed.postprocess}
+        candidates += [fixed] + [Candidate(ThresholdRule("fixed", dict(p)), chain)
+                                 for p, chain in itertools.product(grid.get("fixed", []),
+                                                                   chains.values())]
+    winner, *others = evaluator.score_many(candidates, "held_back")
     out: dict[str, Any] = {"volumes": [v.volume_id for v in held],
                            "winner": winner.to_json()}
     if result.best_fixed is not None:
-        fixed = evaluator.score(result.best_fixed.candidate, "held_back")
-        chains = {result.winner.candidate.chain_key: result.winner.candidate.postprocess,
-                  fixed.candidate.chain_key: fixed.candidate.postprocess}
-        oracle = max((evaluator.score(Candidate(ThresholdRule("fixed", dict(p)), chain),
-                                      "held_back")
-                      for p, chain in itertools.product(grid.get("fixed", []),
-                                                        chains.values())),
-                     key=lambda c: c.mean, default=fixed)
+        fixed, *grid_scores = others
+        oracle = max(grid_scores, key=lambda c: c.mean, default=fixed)
         out["best_fixed_on_fit"] = fixed.to_json()
         out["best_fixed_on_held_back"] = oracle.to_json()
         out["winner_vs_fixed_on_fit"] = winner.mean - fixed.mean
@@ -507,5 +511,7 @@ def calibrate_volumes(volumes: Sequence[LabelledVolume], holdout: float = 0.0,
     result = search([by_id[i] for i in fit_ids], grid, options, top_k, progress=progress,
                     shared=engine, whole=whole)
     if held_ids:
-        result.held_back = check_held_back(result, [by_id[i] for i in held_ids], grid)
+        held = [by_id[i] for i in held_ids]
+        result.held_back = check_held_back(
+            result, held, grid, None if engine is None else engine.for_volumes(held, exact=True))
     return CalibrationOutcome(result, fit_ids, held_ids)
