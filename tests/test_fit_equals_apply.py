@@ -197,3 +197,36 @@ def test_maps_a_run_made_otherwise_are_named_and_not_fitted_on(root, teachers, t
     assert first not in evidence["volumes"] and len(evidence["volumes"]) == len(ids) - 1
     assert evidence["left_out"] == {first: "without teacher 'unet_0'"}
     assert "made_otherwise" not in json.loads(out.read_text())["fitted_on"]
+
+
+def test_calibration_from_teachers_on_a_sample_judges_the_held_back_volumes_whole(root, teachers,
+                                                                                tmp_path):
+    """From teachers at scale: the search screens on crops of a sample (here 2 volumes cut to
+    16^3), the held-back volume is scored whole, as predict decides it; the ensembles and
+    labels are made where they are scored (they travel as the cache folder and the label path)."""
+    import pickle
+
+    import numpy as np
+
+    from vesukit.calibrate.maps import CachedEnsemble
+    from vesukit.data import read_volume
+    from vesukit.decide import Calibration
+    from vesukit.decide.apply import decide
+    from vesukit.metric import score_volume
+
+    out = tmp_path / "sampled.json"
+    cache = tmp_path / "cache"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
+                 "--cache", str(cache), "--device", "cpu", "--tta", "none", "--holdout", "0.34",
+                 "--steps", "basic", "--rules", "fixed,otsu", "--top-k", "1",
+                 "--search-volumes", "2", "--search-crop", "16", "--scheduler", "none"]) == 0
+    data = json.loads(out.read_text())
+    evidence = data["evidence"]
+    assert evidence["search_engine"]["sample"] == {"volumes": 2, "crop": 16}
+    assert all(key.endswith("[crop 16]") for c in evidence["candidates"] for key in c["scores"])
+    (held,) = evidence["held_back_volumes"]
+    maps = CachedEnsemble(cache, held)
+    assert len(pickle.dumps(maps)) < 4096
+    mask, _ = decide(maps.loaded(), Calibration.from_json(data))
+    expected = score_volume(mask, read_volume(root / "train_labels" / f"{held}.tif")).score
+    assert np.isclose(evidence["held_back"]["winner"]["scores"][held], expected, rtol=0, atol=1e-12)

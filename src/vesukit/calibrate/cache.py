@@ -185,6 +185,15 @@ class MapCache:
     def map_path(self, volume_id: str, teacher: str) -> Path:
         return self.folder / volume_id / f"{teacher}{MAP_SUFFIX}"
 
+    def map_shape(self, volume_id: str) -> tuple[int, ...]:
+        """The shape of the volume's cached maps, from the first teacher's array header."""
+        path = self.map_path(volume_id, self.teacher_names[0])
+        if not path.is_dir():
+            raise CacheError(f"{path}: no cached map for teacher '{self.teacher_names[0]}' on "
+                             f"volume '{volume_id}'; rebuild the cache.")
+        zarr = require("zarr", f"reading the map cache {self.folder}")
+        return tuple(zarr.open_array(str(path), mode="r").shape)
+
     def teacher_map(self, volume_id: str, teacher: str) -> np.ndarray:
         """The stored map, read whole (read-only; this volume's maps stay in memory until
         another volume is read)."""

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from vesukit.calibrate.sample import CropOf, SearchSample, make_crop
 from vesukit.calibrate.search import Candidate, CandidateScore, Evaluator, LabelledVolume
 from vesukit.decide import binarize
 from vesukit.decide.steps import STEPS
@@ -122,7 +123,7 @@ def evaluate_volume(volume: LabelledVolume, candidate: Candidate, threshold: flo
     worker; the same either way."""
     start = time.perf_counter()
     if threshold is None:
-        threshold = float(candidate.rule(volume.maps))
+        threshold = volume.rule_threshold(candidate)
     mask = chain_mask(volume, threshold, candidate.postprocess, token)
     scoring = time.perf_counter()
     label = volume.label
@@ -132,6 +133,17 @@ def evaluate_volume(volume: LabelledVolume, candidate: Candidate, threshold: flo
         value = float(label.bound(mask).score)
     end = time.perf_counter()
     return threshold, value, end - start, end - scoring
+
+
+def evaluate_batch(volume: LabelledVolume, items: Sequence[tuple[Candidate, float | None]],
+                   exact: bool, token: str = "") -> list[tuple[float, float, float, float]]:
+    """:func:`evaluate_volume` for several candidates on one volume, which is then released:
+    a streamed volume is read and prepared once per batch, and not kept."""
+    try:
+        return [evaluate_volume(volume, candidate, threshold, exact, token)
+                for candidate, threshold in items]
+    finally:
+        volume.release()
 
 
 class _Progress:
@@ -169,14 +181,27 @@ class SearchEngine(Evaluator):
     def __init__(self, volumes: Sequence[LabelledVolume], shared: SearchEngine | None = None, *,
                  exhaustive: bool = False, client=None,
                  progress: Callable[[str], None] | None = None, progress_every: float = 10.0,
-                 screen: bool | None = None, finalists: int = FINALISTS):
+                 screen: bool | None = None, finalists: int = FINALISTS,
+                 sample: SearchSample | None = None, rules: Sequence[Candidate] = ()):
         super().__init__(volumes, shared)
         if shared is not None:
             self.exhaustive, self.client = shared.exhaustive, shared.client
             self.finalists = shared.finalists
             self._bounds, self._progress = shared._bounds, shared._progress
             self._placed, self.token = shared._placed, shared.token
+            self.sample = shared.sample
         else:
+            # the search screens on crops of a sample of the volumes when that leaves anything
+            # out; the exhaustive search never does (it is the reference the sample is checked
+            # against)
+            shapes = [tuple(np.shape(v.maps.mean)) if not hasattr(v.maps, "shape") else
+                      tuple(v.maps.shape) for v in self.volumes]
+            self.sample = sample if (sample is not None and not exhaustive
+                                     and sample.active_for(shapes)) else None
+            self._sample_ids = set(self.sample.ids(v.volume_id for v in self.volumes)) \
+                if self.sample is not None else set()
+            self._rules = list(rules)  # whose thresholds a crop takes from its whole map
+            self._crops: dict[str, Any] = {}  # crop id -> CropOf, or the crop made here
             self.exhaustive, self.client = bool(exhaustive), client
             self.finalists = 0 if self.exhaustive else max(0, int(finalists))
             self._bounds: dict[tuple[str, float, str], float] = {}
@@ -199,8 +224,32 @@ class SearchEngine(Evaluator):
 
     def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False):
         """An engine on ``volumes`` sharing this one's caches, cluster and progress (``exact``:
-        one that never screens, for judging)."""
+        one that never screens, for judging). A search engine on a sample
+        (:mod:`vesukit.calibrate.sample`) searches on the crops of the sampled ones; a judging
+        one scores the whole volumes, each read where it is scored and released after."""
+        if self.sample is not None and self.screen and not exact:
+            volumes = self._sampled(volumes)
         return SearchEngine(volumes, self, screen=self.screen and not exact)
+
+    def for_ablation(self, volumes: Sequence[LabelledVolume]):
+        """Exact scores on ``volumes``; on a sample, on the crops of the sampled ones (all of
+        them when none is sampled)."""
+        if self.sample is not None:
+            volumes = self._sampled(volumes, fallback_all=True)
+        return SearchEngine(volumes, self, screen=False)
+
+    def _sampled(self, volumes: Sequence[LabelledVolume], fallback_all: bool = False) -> list:
+        root = self._root
+        chosen = [v for v in volumes if v.volume_id in root._sample_ids]
+        if not chosen:  # a fold without a sampled volume (few volumes, many folds)
+            chosen = list(volumes) if fallback_all else list(volumes[:1])
+        if self.sample.crop <= 0:
+            return chosen
+        handles = []
+        for volume in chosen:
+            handle = CropOf(volume, self.sample.crop)
+            handles.append(root._crops.setdefault(handle.volume_id, handle))
+        return handles
 
     def plan(self, masks: int) -> None:
         """Add ``masks`` (volumes x candidates) to the progress line's total."""
@@ -237,28 +286,63 @@ class SearchEngine(Evaluator):
               ) -> CandidateScore:
         if exact is None:  # ranked: always screened first; screened: while it pays
             exact = not (self.screen and (self.finalists or self.screening_pays()))
+        todo = self._todo(candidate, exact)
+        for (volume, _), result in zip(todo, self._run(todo, candidate, exact)):
+            self._record(volume, candidate, exact, result)
+        self._progress.add(len(todo))
+        return self._known_score(candidate, stage, exact)
+
+    def score_many(self, candidates: Sequence[Candidate], stage: str = "") -> list[CandidateScore]:
+        """Exact scores of ``candidates``. On a sample (whole volumes judged), one task per
+        volume scores all of them: each volume is read and prepared once, then released."""
+        if self.sample is None or self.screen:
+            return super().score_many(candidates, stage)
+        per_volume: dict[str, list] = {}
+        for candidate in candidates:
+            for volume, threshold in self._todo(candidate, True):
+                items = per_volume.setdefault(volume.volume_id, [volume])
+                if all(c.key != candidate.key for c, _ in items[1:]):
+                    items.append((candidate, threshold))
+        batches = list(per_volume.values())
+        if self.client is None:
+            results = [evaluate_batch(volume, items, True, self.token)
+                       for volume, *items in batches]
+        else:
+            results = self.client.gather([
+                self.client.submit(evaluate_batch, volume, items, True, self.token, pure=False)
+                for volume, *items in batches])
+        for (volume, *items), outcomes in zip(batches, results):
+            for (candidate, _), result in zip(items, outcomes):
+                self._record(volume, candidate, True, result)
+            self._progress.add(len(items))
+        return [self._known_score(candidate, stage, True) for candidate in candidates]
+
+    def _todo(self, candidate: Candidate, exact: bool) -> list:
         todo = []
         for volume in self.volumes:
             threshold = self._thresholds.get((volume.volume_id, candidate.rule_key))
             if threshold is None or self._known(volume, threshold, candidate, exact) is None:
                 todo.append((volume, threshold))
+        return todo
+
+    def _record(self, volume, candidate: Candidate, exact: bool, result) -> None:
+        threshold, value, seconds, scoring = result
         work = self._root.work
-        for (volume, _), (threshold, value, seconds, scoring) in zip(
-                todo, self._run(todo, candidate, exact)):
-            kind = "exact" if exact else "screened"
-            work[f"{kind}_masks"] += 1
-            work[f"{kind}_s"] += seconds
-            self._thresholds[(volume.volume_id, candidate.rule_key)] = threshold
-            key = (volume.volume_id, round(threshold, 7), candidate.chain_key)
-            if exact:
-                work["rescored_masks"] += key in self._bounds
-            else:
-                work["screened_scoring_s"] += scoring
-            (self._scores if exact else self._bounds)[key] = value
-            self.masks_scored += 1
-            if self._root is not self:
-                self._root.masks_scored += 1
-        self._progress.add(len(todo))
+        kind = "exact" if exact else "screened"
+        work[f"{kind}_masks"] += 1
+        work[f"{kind}_s"] += seconds
+        self._thresholds[(volume.volume_id, candidate.rule_key)] = threshold
+        key = (volume.volume_id, round(threshold, 7), candidate.chain_key)
+        if exact:
+            work["rescored_masks"] += key in self._bounds
+        else:
+            work["screened_scoring_s"] += scoring
+        (self._scores if exact else self._bounds)[key] = value
+        self.masks_scored += 1
+        if self._root is not self:
+            self._root.masks_scored += 1
+
+    def _known_score(self, candidate: Candidate, stage: str, exact: bool) -> CandidateScore:
         scores, thresholds, all_exact = {}, {}, True
         for volume in self.volumes:
             threshold = self._thresholds[(volume.volume_id, candidate.rule_key)]
@@ -284,7 +368,7 @@ class SearchEngine(Evaluator):
         if not todo:
             return []
         if self.client is None:
-            return [evaluate_volume(volume, candidate, threshold, exact, self.token)
+            return [evaluate_volume(self._local(volume), candidate, threshold, exact, self.token)
                     for volume, threshold in todo]
         futures = []
         for volume, threshold in todo:
@@ -294,12 +378,27 @@ class SearchEngine(Evaluator):
                                               allow_other_workers=False, pure=False))
         return self.client.gather(futures)
 
+    def _local(self, volume):
+        """The volume to score in this process: a crop is made once and kept."""
+        if not isinstance(volume, CropOf):
+            return volume
+        crops = self._root._crops
+        if isinstance(crops[volume.volume_id], CropOf):
+            crops[volume.volume_id] = make_crop(volume, self._root._rules)
+        return crops[volume.volume_id]
+
     def _place(self, volume: LabelledVolume):
-        """The volume's copy on its worker: scattered once, round robin over the workers."""
+        """The volume's copy on its worker, round robin over the workers: scattered once, or
+        (a crop) made there once."""
         if volume.volume_id not in self._placed:
             workers = sorted(self.client.scheduler_info()["workers"])
             worker = workers[len(self._placed) % len(workers)]
-            [future] = self.client.scatter([volume], workers=[worker], hash=False)
+            if isinstance(volume, CropOf):
+                future = self.client.submit(make_crop, volume, self._root._rules,
+                                            workers=[worker], allow_other_workers=False,
+                                            pure=False)
+            else:
+                [future] = self.client.scatter([volume], workers=[worker], hash=False)
             self._placed[volume.volume_id] = (future, worker)
         return self._placed[volume.volume_id]
 

@@ -49,6 +49,7 @@ class OutOfFold:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     budget: dict | None = None
+    fold_decisions: list[dict] = field(default_factory=list)  # each fold winner's calibration
 
     @property
     def winner_mean(self) -> float:
@@ -62,6 +63,7 @@ class OutOfFold:
         return {
             "folds": self.folds,
             "fold_winners": self.fold_winners,
+            "fold_decisions": self.fold_decisions,
             "oof_winner_mean": self.winner_mean,
             "oof_best_fixed_no_postprocess_mean": self.baseline_mean,
             "oof_gain": self.winner_mean - self.baseline_mean,
@@ -97,6 +99,7 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
     winner_scores: dict[str, float] = {}
     baseline_scores: dict[str, float] = {}
     fold_winners: list[str] = []
+    fold_decisions: list[dict] = []
     removed: dict[str, list[tuple[float, float, int]]] = {}
     notes = []
     if len(dealt) < 2:
@@ -107,23 +110,30 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
             f"{len(held_ids)}")
         result = search([by_id[i] for i in fit_ids], grid, options, top_k, shared=root,
                         whole=whole)
-        held = root.for_volumes([by_id[i] for i in held_ids], exact=True)
+        held_volumes = [by_id[i] for i in held_ids]
         winner = result.winner.candidate
         fold_winners.append(winner.describe())
-        judged = held.score(winner, "out_of_fold")
-        winner_scores.update(judged.scores)
+        fold_decisions.append(winner.calibration().to_json())
         baseline = _best_plain_fixed(result)
-        if baseline is not None:
-            baseline_scores.update(held.score(baseline, "out_of_fold").scores)
+        # the fold's winner and baseline on the whole held volumes (each read once for both)
+        judged, *rest = root.for_volumes(held_volumes, exact=True).score_many(
+            [winner] + ([baseline] if baseline is not None else []), "out_of_fold")
+        winner_scores.update(judged.scores)
+        if rest:
+            baseline_scores.update(rest[0].scores)
+        # the ablation: the winner with each step removed (on a sample: the held crops)
+        ablated = root.for_ablation(held_volumes)
+        with_all = ablated.score(winner, "ablation")  # the judged scores, unless on crops
         for position, step in enumerate(winner.postprocess):
             without = Candidate(winner.rule, winner.postprocess[:position]
                                 + winner.postprocess[position + 1:])
-            less = held.score(without, "ablation")
-            removed.setdefault(step["step"], []).append((judged.mean, less.mean, len(held_ids)))
+            less = ablated.score(without, "ablation")
+            removed.setdefault(step["step"], []).append(
+                (with_all.mean, less.mean, len(ablated.volumes)))
         if winner.postprocess:
-            plain = held.score(Candidate(winner.rule, ()), "ablation")
+            plain = ablated.score(Candidate(winner.rule, ()), "ablation")
             removed.setdefault("(all post-processing)", []).append(
-                (judged.mean, plain.mean, len(held_ids)))
+                (with_all.mean, plain.mean, len(ablated.volumes)))
     ablation = []
     for step, rows in removed.items():
         weights = np.array([n for _, _, n in rows], dtype=float)
@@ -134,7 +144,8 @@ def out_of_fold(volumes: Sequence[LabelledVolume], folds: int = 3,
     say(f"final: search on all {len(by_id)} volume(s)")
     final = search(list(volumes), grid, options, top_k, shared=root, whole=whole)
     return OutOfFold(dealt, fold_winners, winner_scores, baseline_scores, ablation, final,
-                     root.masks_scored, time.perf_counter() - start, notes)
+                     root.masks_scored, time.perf_counter() - start, notes,
+                     fold_decisions=fold_decisions)
 
 
 def masks_per_volume_bound(grid: Mapping[str, Sequence[Mapping]], options: Mapping[str, list],

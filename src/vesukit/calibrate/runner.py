@@ -55,7 +55,7 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                     grid=None, winners: bool = False, fusion: bool = False,
                     progress: Callable[[str], None] | None = None,
                     exhaustive: bool = False, scheduler: str = "local",
-                    workers: int | None = None, finalists: int | None = None):
+                    workers: int | None = None, finalists: int | None = None, sample=None):
     """Build (or reuse) the cache, search, write ``out``; returns what was chosen (Calibrated).
 
     With ``fusion``, the teachers' weights and mode are fitted (with the first search's rule),
@@ -65,6 +65,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     :data:`~vesukit.calibrate.engine.FINALISTS`; screened with 0; every mask exact if
     ``exhaustive``; on Dask unless ``scheduler`` is "none").
     """
+    from vesukit.calibrate.labels import LabelFile
+    from vesukit.calibrate.maps import CachedEnsemble
     from vesukit.calibrate.search import (
         RULE_GRID,
         LabelledVolume,
@@ -72,14 +74,18 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
         postprocess_options,
         whole_chains,
     )
+    from vesukit.data import volume_path
     from vesukit.run_settings import fitted_on
 
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / "calibration-cache"
     run = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta, overlap, dtype,
                                progress)
-    labels = prepared_labels(run.root, run.ids, progress)
-    prepared = [LabelledVolume(i, run.cache.ensemble(i), labels[i]) for i in run.ids]
+    # maps and labels are made where they are scored (and a judged volume released after):
+    # a hundred 320^3 ensembles and prepared labels would not fit in memory at once
+    labels = {i: LabelFile(volume_path(run.root, i, "train_labels"), i) for i in run.ids}
+    prepared = [LabelledVolume(i, CachedEnsemble(run.cache.folder, i), labels[i])
+                for i in run.ids]
     # one teacher has no disagreement: a rule or step reading it would silently do nothing
     disagreement = len(run.settings.teachers) > 1
     voxels = _median_voxels(prepared)
@@ -88,12 +94,20 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
 
     from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client
+    from vesukit.calibrate.sample import SearchSample
+    from vesukit.calibrate.search import rule_candidates
 
+    sample = SearchSample() if sample is None else sample
+    rules = rule_candidates(grid or RULE_GRID) + list(whole)
     settings, block, engines = run.settings, None, []
     with dask_client(scheduler, workers, progress) as client:
         def searched(volumes):
             engine = SearchEngine(volumes, exhaustive=exhaustive, client=client, progress=progress,
-                                  finalists=FINALISTS if finalists is None else finalists)
+                                  finalists=FINALISTS if finalists is None else finalists,
+                                  sample=sample, rules=rules)
+            if engine.sample is not None and progress:
+                progress(f"search sample: {engine.sample.describe()}; the held-back volumes "
+                         "are scored whole")
             engines.append(engine)
             return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
                                      options=options, top_k=top_k, progress=progress, engine=engine,
@@ -109,7 +123,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
             if progress:
                 progress(f"rule and chain searched again on the fused maps ({block['mode']} mean)")
             first = outcome.search.winner
-            outcome = searched([LabelledVolume(i, _fused(run.cache, i, weights, block["mode"]),
+            outcome = searched([LabelledVolume(i, CachedEnsemble(run.cache.folder, i, weights,
+                                                                 block["mode"]),
                                                labels[i]) for i in run.ids])
             # the first search only chose the rule the fusion was fitted with; the file's
             # decision is the second search's, on the fused maps
@@ -120,8 +135,11 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
     engine = engines[-1]  # the search that chose the decision written
-    data_out["evidence"]["search_engine"] = {"mode": engine.mode, "finalists": engine.finalists,
-                                             "scheduler": scheduler, **engine.work}
+    data_out["evidence"]["search_engine"] = {
+        "mode": engine.mode, "finalists": engine.finalists, "scheduler": scheduler,
+        "sample": None if engine.sample is None else {"volumes": engine.sample.volumes,
+                                                      "crop": engine.sample.crop},
+        **engine.work}
     data_out["evidence"]["tta"] = dict(settings.tta)
     # predict and the notebook run the TTA, overlap and fusion the decision was fitted with
     data_out["tta"] = settings.run_tta
@@ -145,12 +163,6 @@ class Calibrated:
     outcome: object            # vesukit.calibrate.search.CalibrationOutcome
     fusion: dict | None
     settings: object           # vesukit.run_settings.RunSettings
-
-
-def _fused(cache, volume_id, weights, mode):
-    from vesukit.calibrate.fusion import fuse
-
-    return fuse(cache, volume_id, weights, mode)
 
 
 def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
@@ -214,9 +226,12 @@ def maps_settings(made: dict | None, maps_dir) -> dict:
 
 
 def _median_voxels(volumes) -> int:
+    """The median voxels of the whole volumes (a chain's sizes are scaled to them, also when
+    the search screens on crops)."""
     import numpy as np
 
-    return int(np.median([np.prod(np.shape(v.maps.mean)) for v in volumes]))
+    return int(np.median([np.prod(getattr(v.maps, "shape", None) or np.shape(v.maps.mean))
+                          for v in volumes]))
 
 
 def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None, folds: int = 3,
@@ -224,8 +239,13 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
                               budget_hours: float | None = None,
                               progress: Callable[[str], None] | None = None,
                               exhaustive: bool = False, scheduler: str = "local",
-                              workers: int | None = None, finalists: int | None = None):
+                              workers: int | None = None, finalists: int | None = None,
+                              sample=None):
     """Saved maps + labels -> out-of-fold search -> ``out``; returns the OutOfFold result.
+
+    ``sample`` (:class:`~vesukit.calibrate.sample.SearchSample`, default: at most 16 volumes,
+    centre 160^3 crops) is what the searches screen on when the volumes are more or bigger
+    than that; the folds are judged on whole volumes either way.
 
     The search runs on :class:`~vesukit.calibrate.engine.SearchEngine` (ranked with
     ``finalists``, default :data:`~vesukit.calibrate.engine.FINALISTS`; screened with 0; every
@@ -240,7 +260,8 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     from vesukit.calibrate.engine import SearchEngine, dask_client, worker_count
     from vesukit.calibrate.maps import map_volumes
     from vesukit.calibrate.oof import out_of_fold
-    from vesukit.calibrate.search import RULE_GRID, postprocess_options, whole_chains
+    from vesukit.calibrate.sample import SearchSample
+    from vesukit.calibrate.search import RULE_GRID, postprocess_options, rule_candidates, whole_chains
     from vesukit.data import find_competition_root
     from vesukit.run_settings import MADE_OTHERWISE, read_maps_provenance
 
@@ -254,15 +275,21 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     whole = whole_chains(voxels, winners=winners)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
     grid = without_disagreement(grid or RULE_GRID, progress)
+    sample = SearchSample() if sample is None else sample
+    rules = rule_candidates(grid) + list(whole)
     with dask_client(scheduler, workers, progress) as client:
         n_workers = worker_count(client)
         budget, take, planned = _search_budget(prepared, grid, options, top_k, folds, exhaustive,
                                                finalists, budget_hours, n_workers, progress,
-                                               whole=len(whole))
+                                               whole=len(whole), sample=sample, rules=rules)
         prepared = prepared[:take]
         engine = SearchEngine(prepared, exhaustive=exhaustive, client=client, progress=progress,
-                              finalists=finalists)
-        engine.plan(planned * len(prepared))
+                              finalists=finalists, sample=sample, rules=rules)
+        if engine.sample is not None and progress:
+            screened = len(engine.sample.ids(v.volume_id for v in prepared))
+            progress(f"search sample: screening on {screened} of {len(prepared)} volume(s) "
+                     f"({engine.sample.describe()}); folds judged on the whole volumes")
+        engine.plan(planned(len(prepared)))
         oof = out_of_fold(prepared, folds, grid, options, top_k, progress, engine=engine,
                           whole=whole)
     oof.budget = budget
@@ -274,6 +301,11 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
                             "search_engine": {"mode": engine.mode, "finalists": engine.finalists,
                                               "exhaustive": exhaustive, "scheduler": scheduler,
                                               "workers": n_workers, "masks_planned": engine.planned,
+                                              "sample": None if engine.sample is None else {
+                                                  "volumes": engine.sample.volumes,
+                                                  "crop": engine.sample.crop,
+                                                  "screened_volumes": engine.sample.ids(
+                                                      v.volume_id for v in prepared)},
                                               "candidates_rescored_exactly": engine.rescored,
                                               **engine.work}}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -282,18 +314,21 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
 
 
 def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists, budget_hours,
-                   workers, progress, whole: int = 0):
-    """(budget record or None, volumes to search, masks planned per volume).
+                   workers, progress, whole: int = 0, sample=None, rules=()):
+    """(budget record or None, volumes to search, masks planned for n volumes).
 
-    Masks per volume are bounded by the staged search's candidates
+    Masks per searched volume are bounded by the staged search's candidates
     (:func:`~vesukit.calibrate.oof.masks_per_volume_bound`), each screened unless
     ``exhaustive``; then the full scorer runs on every one of them (exhaustive, and at most so
     when screening with ``finalists`` 0) or on the finalists and what judges the folds
-    (:func:`~vesukit.calibrate.oof.exact_masks_per_volume_bound`). Volumes are spread over the
+    (:func:`~vesukit.calibrate.oof.exact_masks_per_volume_bound`). On a ``sample`` the searches
+    screen on the sampled volumes' crops only, and every volume costs its judging: two exact
+    masks (its fold's winner and baseline) on the whole volume. Volumes are spread over the
     workers.
     """
     from vesukit.calibrate.engine import time_one_mask
     from vesukit.calibrate.oof import budget_volumes, exact_masks_per_volume_bound, masks_per_volume_bound
+    from vesukit.calibrate.sample import CropOf, make_crop
     from vesukit.calibrate.search import Candidate
     from vesukit.decide import ThresholdRule
 
@@ -301,24 +336,52 @@ def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists,
     screened = 0 if exhaustive else bound
     exact = bound if exhaustive or not finalists else \
         exact_masks_per_volume_bound(options, folds, finalists)
-    planned = screened + exact
+    shapes = [tuple(v.maps.shape) if hasattr(v.maps, "shape") else v.maps.mean.shape
+              for v in prepared]
+    sampling = sample is not None and not exhaustive and sample.active_for(shapes)
+    judged = 2  # per volume on a sample: its fold's winner and baseline, whole
+
+    def sampled(n: int) -> int:
+        return len(sample.ids(v.volume_id for v in prepared[:n])) if sampling else n
+
+    def planned(n: int) -> int:
+        return sampled(n) * (screened + exact) + (n * judged if sampling else 0)
+
     if budget_hours is None:
         return None, len(prepared), planned
     longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
                     for slot, opts in options.items() if any(o is not None for o in opts))
     candidate = Candidate(ThresholdRule(), longest)
-    exact_s = time_one_mask(prepared[0], candidate, exact=True)
-    screen_s = 0.0 if exhaustive else time_one_mask(prepared[0], candidate, exact=False)
-    per_volume = (screened * screen_s + exact * exact_s) / workers  # at most
-    take = budget_volumes(len(prepared), per_volume, budget_hours * 3600)
+    judge_s = time_one_mask(prepared[0], candidate, exact=True) if sampling else 0.0
+    searched_on = make_crop(CropOf(prepared[0], sample.crop), list(rules) + [candidate]) \
+        if sampling and sample.crop > 0 else prepared[0]
+    exact_s = time_one_mask(searched_on, candidate, exact=True)
+    screen_s = 0.0 if exhaustive else time_one_mask(searched_on, candidate, exact=False)
+    prepared[0].release()  # timed here; searched and judged where the engine runs it
+
+    def seconds(n: int) -> float:  # at most, spread over the workers
+        return (sampled(n) * (screened * screen_s + exact * exact_s)
+                + (n * judged * judge_s if sampling else 0.0)) / workers
+
+    if sampling:  # a constant (the sample's screening) plus each volume's judging
+        take = len(prepared)
+        while take > 2 and seconds(take) > budget_hours * 3600:
+            take -= 1
+    else:
+        take = budget_volumes(len(prepared), seconds(1), budget_hours * 3600)
+    per_volume = seconds(len(prepared)) / max(len(prepared), 1)
     budget = {"hours": budget_hours, "seconds_per_volume_at_most": per_volume,
               "seconds_per_exact_mask": exact_s, "seconds_per_screened_mask": screen_s,
+              "seconds_per_judged_whole_mask": judge_s,
               "workers": workers, "masks_per_volume_bound": bound,
               "screened_masks_per_volume_bound": screened, "exact_masks_per_volume_bound": exact,
               "volumes_available": len(prepared), "volumes_searched": take,
-              "estimated_hours_at_most": take * per_volume / 3600}
+              "screened_volumes": sampled(take),
+              "estimated_hours_at_most": seconds(take) / 3600}
     if progress:
         progress(f"budget {budget_hours} h: at most {screened} screened masks ({screen_s:.2f} s "
-                 f"each) and {exact} exact ({exact_s:.2f} s) per volume on {workers} worker(s) -> "
-                 f"searching {take} of {len(prepared)} volume(s)")
+                 f"each) and {exact} exact ({exact_s:.2f} s) per searched volume"
+                 + (f", {judged} whole-volume masks ({judge_s:.2f} s) per judged volume"
+                    if sampling else "")
+                 + f" on {workers} worker(s) -> searching {take} of {len(prepared)} volume(s)")
     return budget, take, planned

@@ -189,6 +189,25 @@ class LabelledVolume:
     volume_id: str
     maps: Any
     label: Any
+    # rule key -> threshold, made on the whole map when ``maps`` is a crop of it
+    # (:mod:`vesukit.calibrate.sample`); None: every rule reads ``maps``
+    thresholds: dict[str, float] | None = None
+
+    def rule_threshold(self, candidate: Candidate) -> float:
+        """The threshold ``candidate``'s rule sets on this volume."""
+        if self.thresholds is not None:
+            if candidate.rule_key not in self.thresholds:
+                raise KeyError(f"{self.volume_id}: no threshold of {candidate.rule_key} was made "
+                               "on the whole map before cropping")
+            return self.thresholds[candidate.rule_key]
+        return float(candidate.rule(self.maps))
+
+    def release(self) -> None:
+        """Drop what was loaded or prepared lazily (a streamed volume done with)."""
+        for part in (self.maps, self.label):
+            release = getattr(part, "release", None)
+            if release is not None:
+                release()
 
 
 class Evaluator:
@@ -205,7 +224,7 @@ class Evaluator:
     def threshold(self, volume: LabelledVolume, candidate: Candidate) -> float:
         key = (volume.volume_id, candidate.rule_key)
         if key not in self._thresholds:
-            self._thresholds[key] = float(candidate.rule(volume.maps))
+            self._thresholds[key] = volume.rule_threshold(candidate)
         return self._thresholds[key]
 
     def score(self, candidate: Candidate, stage: str = "") -> CandidateScore:
@@ -224,10 +243,19 @@ class Evaluator:
             thresholds[volume.volume_id] = threshold
         return CandidateScore(candidate, scores, thresholds, stage)
 
+    def score_many(self, candidates: Sequence[Candidate], stage: str = "") -> list[CandidateScore]:
+        """Each of ``candidates`` scored (an engine may batch them per volume)."""
+        return [self.score(candidate, stage) for candidate in candidates]
+
     def for_volumes(self, volumes: Sequence[LabelledVolume], exact: bool = False) -> Evaluator:
         """An evaluator of the same kind on ``volumes``, sharing this one's caches (``exact``:
         one that never screens, for judging)."""
         return Evaluator(volumes, self)
+
+    def for_ablation(self, volumes: Sequence[LabelledVolume]) -> Evaluator:
+        """Where a held fold's ablation is measured: ``volumes`` themselves, exactly (an engine
+        searching on crops measures it on the held volumes' crops)."""
+        return self.for_volumes(volumes, exact=True)
 
     def rescore_exactly(self, result: CandidateScore) -> CandidateScore:
         """``result`` with exact scores. Here every score already is; a screening evaluator
@@ -421,7 +449,8 @@ def split_volumes(volume_ids: Sequence[str], holdout: float) -> tuple[list[str],
 
 
 def check_held_back(result: SearchResult, held: Sequence[LabelledVolume],
-                    grid: Mapping[str, Sequence[Mapping]] = RULE_GRID) -> dict:
+                    grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
+                    evaluator: Evaluator | None = None) -> dict:
     """Score the winner and the fixed-threshold baselines on held-back volumes.
 
     ``best_fixed_on_fit`` is what a competitor would have picked without per-volume rules;
@@ -429,19 +458,22 @@ def check_held_back(result: SearchResult, held: Sequence[LabelledVolume],
     fixed baseline's own) measured on the held-back volumes themselves: an oracle, so
     beating it is the stronger claim.
     """
-    evaluator = Evaluator(held)
-    winner = evaluator.score(result.winner.candidate, "held_back")
+    evaluator = Evaluator(held) if evaluator is None else evaluator
+    # every candidate at once: an engine scores them in one pass per held volume
+    candidates = [result.winner.candidate]
+    if result.best_fixed is not None:
+        fixed = result.best_fixed.candidate
+        chains = {result.winner.candidate.chain_key: result.winner.candidate.postprocess,
+                  fixed.chain_key: fixed.postprocess}
+        candidates += [fixed] + [Candidate(ThresholdRule("fixed", dict(p)), chain)
+                                 for p, chain in itertools.product(grid.get("fixed", []),
+                                                                   chains.values())]
+    winner, *others = evaluator.score_many(candidates, "held_back")
     out: dict[str, Any] = {"volumes": [v.volume_id for v in held],
                            "winner": winner.to_json()}
     if result.best_fixed is not None:
-        fixed = evaluator.score(result.best_fixed.candidate, "held_back")
-        chains = {result.winner.candidate.chain_key: result.winner.candidate.postprocess,
-                  fixed.candidate.chain_key: fixed.candidate.postprocess}
-        oracle = max((evaluator.score(Candidate(ThresholdRule("fixed", dict(p)), chain),
-                                      "held_back")
-                      for p, chain in itertools.product(grid.get("fixed", []),
-                                                        chains.values())),
-                     key=lambda c: c.mean, default=fixed)
+        fixed, *grid_scores = others
+        oracle = max(grid_scores, key=lambda c: c.mean, default=fixed)
         out["best_fixed_on_fit"] = fixed.to_json()
         out["best_fixed_on_held_back"] = oracle.to_json()
         out["winner_vs_fixed_on_fit"] = winner.mean - fixed.mean
@@ -479,5 +511,7 @@ def calibrate_volumes(volumes: Sequence[LabelledVolume], holdout: float = 0.0,
     result = search([by_id[i] for i in fit_ids], grid, options, top_k, progress=progress,
                     shared=engine, whole=whole)
     if held_ids:
-        result.held_back = check_held_back(result, [by_id[i] for i in held_ids], grid)
+        held = [by_id[i] for i in held_ids]
+        result.held_back = check_held_back(
+            result, held, grid, None if engine is None else engine.for_volumes(held, exact=True))
     return CalibrationOutcome(result, fit_ids, held_ids)

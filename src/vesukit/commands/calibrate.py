@@ -35,6 +35,8 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser, teachers_required: b
 
 
 def register(subparsers) -> None:
+    from vesukit.calibrate.sample import SEARCH_CROP, SEARCH_VOLUMES
+
     parser = subparsers.add_parser(
         "calibrate", help="choose threshold rule + post-processing on labelled volumes", description=DESCRIPTION)
     add_ensemble_arguments(parser, teachers_required=False)
@@ -70,7 +72,14 @@ def register(subparsers) -> None:
                         "the full scorer wherever a bound could change a decision (the "
                         "exhaustive search's decisions, at close to its cost)")
     parser.add_argument("--exhaustive", action="store_true",
-                        help="run the full scorer on every candidate")
+                        help="run the full scorer on every candidate, on every whole volume")
+    parser.add_argument("--search-volumes", type=int, default=SEARCH_VOLUMES, metavar="N",
+                        help=f"the search screens on at most N volumes, spread over the sorted "
+                        f"ids ({SEARCH_VOLUMES}; 0: every volume); the folds are judged on every "
+                        "volume, whole")
+    parser.add_argument("--search-crop", type=int, default=SEARCH_CROP, metavar="EDGE",
+                        help=f"... each cut to its centre EDGE^3 crop ({SEARCH_CROP}; 0: whole "
+                        "volumes); rules still threshold the whole map")
     parser.add_argument("--scheduler", default="local", metavar="ADDRESS",
                         help="'local' (a Dask LocalCluster here, default), a Dask scheduler "
                         "address (tcp://host:8786) or 'none' (no Dask, one process)")
@@ -102,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--holdout {args.holdout}: must be in [0, 1).")
     if args.finalists < 0:
         raise UsageError(f"--finalists {args.finalists}: must be >= 0 (0: exact screening).")
+    if args.search_volumes < 0 or args.search_crop < 0 or 0 < args.search_crop < 16:
+        raise UsageError(f"--search-volumes {args.search_volumes} / --search-crop "
+                         f"{args.search_crop}: must be >= 0 (0: all volumes / whole volumes), "
+                         "and a crop at least 16 voxels a side.")
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be >= 1.")
     if args.workers is not None and (args.workers < 1 or args.scheduler != "local"):
@@ -127,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                                  winners=args.steps == "winners", fusion=args.fusion,
                                  progress=progress_line, exhaustive=args.exhaustive,
                                  scheduler=args.scheduler, workers=args.workers,
-                                 finalists=args.finalists)
+                                 finalists=args.finalists, sample=_sample(args))
     outcome, fusion = calibrated.outcome, calibrated.fusion
     if fusion is not None:
         oof = fusion["evidence"]["out_of_fold"]
@@ -140,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {fusion['manifest']} (use it with predict --teachers)")
     result = outcome.search
     ranked = sorted((c for c in result.evaluated if c.exact), key=lambda c: -c.mean)
-    print(f"{len(result.evaluated)} candidates on {len(outcome.fit_ids)} volume(s) "
+    print(f"{len(result.evaluated)} candidates on {measured_on(result.winner.scores)} "
           f"({result.masks_scored} masks scored). Best:")
     for c in ranked[:8]:
         print(f"  {c.mean:.4f} +- {c.std:.4f} (min {c.worst:.4f})  {c.candidate.describe()}")
@@ -157,8 +170,21 @@ def run(args: argparse.Namespace) -> int:
             print("WARNING: the winner scores below the best fixed threshold on the held-back "
                   "volumes; consider more volumes or the fixed threshold.")
     print(f"wrote {args.out}: {result.winner.candidate.describe()}; score on the "
-          f"{len(outcome.fit_ids)} fit volume(s) {result.winner.mean:.6f}")
+          f"{measured_on(result.winner.scores, fit=True)} {result.winner.mean:.6f}")
     return 0
+
+
+def measured_on(scores, fit: bool = False) -> str:
+    from vesukit.calibrate.sample import measured_on as words
+
+    said = words(scores)
+    return f"{len(scores)} fit volume(s)" if fit and said.endswith("volume(s)") else said
+
+
+def _sample(args: argparse.Namespace):
+    from vesukit.calibrate.sample import SearchSample
+
+    return SearchSample(volumes=args.search_volumes, crop=args.search_crop)
 
 
 def _run_from_maps(args: argparse.Namespace, grid) -> int:
@@ -169,7 +195,8 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
                                     winners=args.steps == "winners",
                                     budget_hours=args.budget_hours, progress=progress_line,
                                     exhaustive=args.exhaustive, scheduler=args.scheduler,
-                                    workers=args.workers, finalists=args.finalists)
+                                    workers=args.workers, finalists=args.finalists,
+                                    sample=_sample(args))
     if oof.budget:
         b = oof.budget
         print(f"budget {b['hours']} h: at most {b['seconds_per_volume_at_most']:.1f} s per volume "
@@ -191,5 +218,5 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
             print(f"  {row['step']:28s} {row['with']:7.4f} {row['without']:8.4f} "
                   f"{row['delta']:+8.4f}  {row['folds']}")
     print(f"wrote {args.out}: {oof.final.winner.candidate.describe()}; score on the "
-          f"{sum(map(len, oof.folds))} volume(s) {oof.final.winner.mean:.6f}")
+          f"{measured_on(oof.final.winner.scores)} {oof.final.winner.mean:.6f}")
     return 0

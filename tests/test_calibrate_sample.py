@@ -1,0 +1,171 @@
+"""Calibration at scale: the search screens on centre crops of a spread sample of the volumes,
+the folds are judged on every whole volume, and whole volumes are read where they are scored
+and released after (docs/decide.md, "Searching at scale")."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+pytest.importorskip("distributed")
+
+from vesukit.calibrate.engine import SearchEngine  # noqa: E402
+from vesukit.calibrate.maps import map_volumes  # noqa: E402
+from vesukit.calibrate.oof import out_of_fold  # noqa: E402
+from vesukit.calibrate.sample import SearchSample, centre_box, crop_id  # noqa: E402
+from vesukit.calibrate.search import RULE_GRID, rule_candidates  # noqa: E402
+from vesukit.cli import main  # noqa: E402
+from vesukit.data import list_ids, read_volume  # noqa: E402
+from vesukit.decide import Calibration, ThresholdRule  # noqa: E402
+from vesukit.decide.apply import decide  # noqa: E402
+from vesukit.maps import maps_from_probability  # noqa: E402
+from vesukit.metric import score_volume  # noqa: E402
+from vesukit.synth import make_competition_root  # noqa: E402
+from vesukit.synth_defects import Defects, defective_map  # noqa: E402
+
+BIASES = [-1.0, 0.5, 0.0, 1.0, -0.5, 1.5]
+SAMPLE = ["--search-volumes", "3", "--search-crop", "24"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A root with 6 labelled 40^3 train volumes and a defective .npy map for each."""
+    folder = tmp_path_factory.mktemp("sample")
+    root = make_competition_root(folder / "root", n_test=1, n_train=6, shapes=[(40, 40, 40)],
+                                 seed=5)
+    maps = folder / "maps"
+    maps.mkdir()
+    for index, volume_id in enumerate(list_ids(root, "train")):
+        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+        p = defective_map(label, index, Defects(bias=BIASES[index], dust=30))
+        np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
+    return root, maps
+
+
+def _calibrate(saved, out, *extra) -> dict:
+    root, maps = saved
+    assert main(["calibrate", "--maps", str(maps), "--data", str(root), "--out", str(out),
+                 "--folds", "3", "--steps", "basic", "--top-k", "1",
+                 "--rules", "fixed,foreground_fraction", *extra]) == 0
+    return json.loads(Path(out).read_text())
+
+
+def _tables(written: dict) -> list:
+    return [(c["rule"], c["params"], c["postprocess"], c["scores"], c["thresholds"], c["exact"])
+            for c in written["evidence"]["candidates"]]
+
+
+def test_the_search_screens_on_crops_of_a_spread_sample_and_judges_whole_volumes(saved, tmp_path):
+    root, maps = saved
+    written = _calibrate(saved, tmp_path / "c.json", *SAMPLE, "--scheduler", "none")
+    ids = sorted(list_ids(root, "train"))
+    sample = written["evidence"]["search_engine"]["sample"]
+    assert sample["screened_volumes"] == [ids[1], ids[3], ids[5]]  # evenly spread
+    # every candidate of the final search was measured on those volumes' crops only
+    crops = {crop_id(i, 24) for i in sample["screened_volumes"]}
+    for candidate in written["evidence"]["candidates"]:
+        assert set(candidate["scores"]) == crops
+    # ... with each rule's threshold taken from the whole map, as predict takes it
+    for candidate in written["evidence"]["candidates"]:
+        rule = ThresholdRule(candidate["rule"], candidate["params"])
+        for volume_id in sample["screened_volumes"]:
+            whole = maps_from_probability(np.load(maps / f"{volume_id}.npy"))
+            assert candidate["thresholds"][crop_id(volume_id, 24)] == pytest.approx(
+                float(rule(whole)), abs=1e-7)
+    # the folds are judged on every whole volume: each held volume's score is what predict's
+    # decision scores there with the exact scorer
+    oof = written["evidence"]["out_of_fold"]
+    assert sorted(oof["oof_winner_scores"]) == ids
+    judged = 0
+    for fold, decision in zip(oof["folds"], oof["fold_decisions"]):
+        winner = Calibration.from_json(decision)
+        for volume_id in fold:
+            whole = maps_from_probability(np.load(maps / f"{volume_id}.npy"))
+            mask, _ = decide(whole, winner)
+            label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+            assert oof["oof_winner_scores"][volume_id] == pytest.approx(
+                score_volume(mask, label).score, abs=1e-12)
+            judged += 1
+    assert judged == len(ids)
+    # the ablation is measured on the held folds' sampled crops
+    assert all(row["folds"] >= 1 for row in oof["ablation"])
+
+
+def test_sampled_search_is_identical_in_one_process_and_on_two_local_workers(saved, tmp_path):
+    alone = _calibrate(saved, tmp_path / "alone.json", *SAMPLE, "--scheduler", "none")
+    dask = _calibrate(saved, tmp_path / "dask.json", *SAMPLE, "--workers", "2")
+    assert _tables(alone) == _tables(dask)
+    assert alone["evidence"]["out_of_fold"]["oof_winner_scores"] == \
+        dask["evidence"]["out_of_fold"]["oof_winner_scores"]
+    decision = [{k: v for k, v in w.items() if k != "evidence"} for w in (alone, dask)]
+    assert decision[0] == decision[1]
+
+
+def test_whole_volumes_travel_as_paths_and_are_released_after_judging(saved):
+    """A hundred 320^3 volumes do not fit in memory at once: a saved volume pickles as its
+    paths, its label is prepared where it is scored, and judging drops it again."""
+    root, maps = saved
+    volumes = map_volumes(maps, root)
+    assert len(pickle.dumps(volumes[0])) < 4096
+    engine = SearchEngine(volumes, sample=SearchSample(volumes=3, crop=24),
+                          rules=rule_candidates({"fixed": RULE_GRID["fixed"][:3]}))
+    oof = out_of_fold(volumes, 3, {"fixed": RULE_GRID["fixed"][:3]}, {}, 1, engine=engine)
+    assert sorted(oof.winner_scores) == sorted(v.volume_id for v in volumes)
+    assert all(v.label._prepared is None and v.maps._maps is None for v in volumes)
+    # the crops searched on are kept (made once), the whole volumes are not
+    assert sorted(engine._crops) == sorted(crop_id(i, 24) for i in engine._sample_ids)
+
+
+def test_the_sample_is_off_where_it_would_leave_nothing_out(saved):
+    root, maps = saved
+    volumes = map_volumes(maps, root)
+    assert SearchEngine(volumes, sample=SearchSample(volumes=16, crop=64)).sample is None
+    assert SearchEngine(volumes, sample=SearchSample(volumes=3, crop=64)).sample is not None
+    assert SearchEngine(volumes, sample=SearchSample(volumes=3, crop=24),
+                        exhaustive=True).sample is None  # the reference never samples
+    assert centre_box((40, 40, 40), 24) == (slice(8, 32),) * 3
+    assert centre_box((10, 40, 40), 24) == (slice(0, 10), slice(8, 32), slice(8, 32))
+
+
+@pytest.mark.parametrize("flag", [["--search-volumes", "-1"], ["--search-crop", "8"]])
+def test_bad_sample_flags_are_usage_errors(saved, tmp_path, flag, capsys):
+    root, maps = saved
+    code = main(["calibrate", "--maps", str(maps), "--data", str(root), "--out",
+                 str(tmp_path / "x.json"), *flag])
+    assert code == 2
+    assert "--search" in capsys.readouterr().err
+
+
+def test_budget_hours_counts_the_sample_once_and_every_judged_volume(saved, tmp_path, monkeypatch):
+    """On a sample, the search's cost is the sample's screening plus each volume's judging:
+    the budget times a crop's masks and a whole volume's, and takes as many volumes as fit.
+    (The timer is fixed here so the arithmetic is checked exactly: 1 s per crop mask, 20 s
+    per whole-volume mask.)"""
+    from vesukit.calibrate import engine
+    from vesukit.calibrate.runner import run_calibration_from_maps
+
+    monkeypatch.setattr(engine, "time_one_mask", lambda volume, candidate, exact:
+                        1.0 if "[crop" in volume.volume_id else 20.0)
+    root, maps = saved
+
+    def run(hours, name):
+        oof = run_calibration_from_maps(maps, root, tmp_path / name, folds=3, top_k=1,
+                                        grid={"fixed": RULE_GRID["fixed"][:3]}, winners=False,
+                                        budget_hours=hours, scheduler="none",
+                                        sample=SearchSample(volumes=3, crop=24))
+        return oof.budget, oof
+
+    budget, _ = run(100, "all.json")
+    assert budget["volumes_searched"] == 6 and budget["screened_volumes"] == 3
+    per_sampled = budget["screened_masks_per_volume_bound"] + budget["exact_masks_per_volume_bound"]
+    assert budget["estimated_hours_at_most"] * 3600 == pytest.approx(3 * per_sampled + 6 * 2 * 20)
+    # 4 volumes: 3 of them sampled, 4 judged; a fifth would need 40 s more
+    hours = (3 * per_sampled + 4 * 2 * 20 + 1) / 3600
+    budget, oof = run(hours, "tight.json")
+    assert budget["volumes_searched"] == 4 and budget["screened_volumes"] == 3
+    assert len(oof.winner_scores) == 4
