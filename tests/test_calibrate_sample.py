@@ -169,3 +169,21 @@ def test_budget_hours_counts_the_sample_once_and_every_judged_volume(saved, tmp_
     budget, oof = run(hours, "tight.json")
     assert budget["volumes_searched"] == 4 and budget["screened_volumes"] == 3
     assert len(oof.winner_scores) == 4
+
+
+def test_a_crop_of_a_prepared_label_is_the_crop_of_the_label(saved):
+    """Volumes built in memory (a PreparedLabel, not a label file) are cut the same way."""
+    from vesukit.calibrate.labels import crop_label
+    from vesukit.metric import PreparedLabel
+
+    root, _ = saved
+    volume_id = sorted(list_ids(root, "train"))[0]
+    label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+    label[:10] = 2  # an ignored band inside the crop, so the crop must carry the ignore mask
+    box = centre_box(label.shape, 24)
+    expected = PreparedLabel(np.ascontiguousarray(label[box]))
+    cut = crop_label(PreparedLabel(label), box, "crop")
+    assert np.array_equal(cut.gt, expected.gt) and np.array_equal(cut.keep, expected.keep)
+    assert not cut.keep.all()
+    pred = (np.random.default_rng(0).random(cut.shape) < 0.1).astype(np.uint8)
+    assert cut.score(pred).score == expected.score(pred).score
