@@ -68,6 +68,7 @@ def test_the_search_screens_on_crops_of_a_spread_sample_and_judges_whole_volumes
     assert sample["screened_volumes"] == [ids[1], ids[3], ids[5]]  # evenly spread
     # every candidate of the final search was measured on those volumes' crops only
     crops = {crop_id(i, 24) for i in sample["screened_volumes"]}
+    assert written["evidence"]["volumes"] == ids and written["evidence"]["searched_on"] == sorted(crops)
     for candidate in written["evidence"]["candidates"]:
         assert set(candidate["scores"]) == crops
     # ... with each rule's threshold taken from the whole map, as predict takes it

@@ -295,9 +295,12 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     oof.budget = budget
     data_out = oof.final.calibration().to_json()
     data_out.update(maps_settings(made, maps_dir))
-    data_out["evidence"] = {"maps": str(maps_dir), "volumes": [v.volume_id for v in prepared],
-                            "left_out": made_otherwise,
+    data_out["evidence"] = {"maps": str(maps_dir), "left_out": made_otherwise,
                             "budget": budget, "out_of_fold": oof.to_json(), **oof.final.to_json(),
+                            # every volume (the final search's own "volumes" are the crops it
+                            # searched on when it searched on a sample)
+                            "volumes": [v.volume_id for v in prepared],
+                            "searched_on": sorted(oof.final.winner.scores),
                             "search_engine": {"mode": engine.mode, "finalists": engine.finalists,
                                               "exhaustive": exhaustive, "scheduler": scheduler,
                                               "workers": n_workers, "masks_planned": engine.planned,
