@@ -63,3 +63,25 @@ def seed9_teachers(folder: Path, keep: Sequence[str] | None = None) -> Path:
         manifest["teachers"] = [t for t in manifest["teachers"] if t["name"] in keep]
         (folder / "teachers.json").write_text(json.dumps(manifest, indent=2))
     return folder
+
+
+def root_with_saved_maps(folder: Path, n_train: int, shape: Sequence[int], seed: int,
+                         biases: Sequence[float], dust: int = 30) -> tuple[Path, Path]:
+    """(root, maps): a competition root with ``n_train`` labelled train volumes and, in
+    ``folder/maps``, a defective fp16 ``<id>.npy`` map of each (bias ``biases[i]`` in turn),
+    as `vesukit predict --save-maps` writes them."""
+    import numpy as np
+
+    from vesukit.data import list_ids, read_volume
+    from vesukit.synth import make_competition_root
+    from vesukit.synth_defects import Defects, defective_map
+
+    root = make_competition_root(folder / "root", n_test=1, n_train=n_train, shapes=[tuple(shape)],
+                                 seed=seed)
+    maps = folder / "maps"
+    maps.mkdir()
+    for index, volume_id in enumerate(list_ids(root, "train")):
+        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+        p = defective_map(label, index, Defects(bias=biases[index % len(biases)], dust=dust))
+        np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
+    return root, maps

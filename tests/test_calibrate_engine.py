@@ -15,6 +15,7 @@ pytest.importorskip("numba")
 distributed = pytest.importorskip("distributed")
 
 from tests.dask_processes import scheduler_and_workers  # noqa: E402
+from tests.fixtures import root_with_saved_maps  # noqa: E402
 from vesukit.calibrate.engine import FINALISTS, PrefixCache, SearchEngine, chain_mask  # noqa: E402
 from vesukit.calibrate.oof import out_of_fold  # noqa: E402
 from vesukit.calibrate.search import LabelledVolume, postprocess_options, search  # noqa: E402
@@ -24,8 +25,6 @@ from vesukit.decide import binarize  # noqa: E402
 from vesukit.decide.steps import apply_postprocess  # noqa: E402
 from vesukit.maps import maps_from_probability  # noqa: E402
 from vesukit.metric import PreparedLabel  # noqa: E402
-from vesukit.synth import make_competition_root  # noqa: E402
-from vesukit.synth_defects import Defects, defective_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests" / "data" / "metric-vectors"
@@ -35,15 +34,7 @@ BIASES = [-1.0, 0.5, 0.0, 1.0]
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A root with 4 labelled 32^3 train volumes and a defective .npy map for each."""
-    folder = tmp_path_factory.mktemp("engine")
-    root = make_competition_root(folder / "root", n_test=1, n_train=4, shapes=[(32, 32, 32)], seed=11)
-    maps = folder / "maps"
-    maps.mkdir()
-    for index, volume_id in enumerate(list_ids(root, "train")):
-        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
-        p = defective_map(label, index, Defects(bias=BIASES[index], dust=30))
-        np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
-    return root, maps
+    return root_with_saved_maps(tmp_path_factory.mktemp("engine"), 4, (32, 32, 32), 11, BIASES)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("numba")
 pytest.importorskip("distributed")
 
+from tests.fixtures import root_with_saved_maps  # noqa: E402
 from vesukit.calibrate.engine import SearchEngine  # noqa: E402
 from vesukit.calibrate.maps import map_volumes  # noqa: E402
 from vesukit.calibrate.oof import out_of_fold  # noqa: E402
@@ -25,8 +26,6 @@ from vesukit.decide import Calibration, ThresholdRule  # noqa: E402
 from vesukit.decide.apply import decide  # noqa: E402
 from vesukit.maps import maps_from_probability  # noqa: E402
 from vesukit.metric import score_volume  # noqa: E402
-from vesukit.synth import make_competition_root  # noqa: E402
-from vesukit.synth_defects import Defects, defective_map  # noqa: E402
 
 BIASES = [-1.0, 0.5, 0.0, 1.0, -0.5, 1.5]
 SAMPLE = ["--search-volumes", "3", "--search-crop", "24"]
@@ -35,16 +34,7 @@ SAMPLE = ["--search-volumes", "3", "--search-crop", "24"]
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A root with 6 labelled 40^3 train volumes and a defective .npy map for each."""
-    folder = tmp_path_factory.mktemp("sample")
-    root = make_competition_root(folder / "root", n_test=1, n_train=6, shapes=[(40, 40, 40)],
-                                 seed=5)
-    maps = folder / "maps"
-    maps.mkdir()
-    for index, volume_id in enumerate(list_ids(root, "train")):
-        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
-        p = defective_map(label, index, Defects(bias=BIASES[index], dust=30))
-        np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
-    return root, maps
+    return root_with_saved_maps(tmp_path_factory.mktemp("sample"), 6, (40, 40, 40), 5, BIASES)
 
 
 def _calibrate(saved, out, *extra) -> dict:
