@@ -56,18 +56,33 @@ def test_the_search_screens_on_crops_of_a_spread_sample_and_judges_whole_volumes
     ids = sorted(list_ids(root, "train"))
     sample = written["evidence"]["search_engine"]["sample"]
     assert sample["screened_volumes"] == [ids[1], ids[3], ids[5]]  # evenly spread
-    # every candidate of the final search was measured on those volumes' crops only
+    # every candidate of the final search was screened on those volumes' crops, and the
+    # finalists (exact) were scored on the same volumes whole
     crops = {crop_id(i, 24) for i in sample["screened_volumes"]}
-    assert written["evidence"]["volumes"] == ids and written["evidence"]["searched_on"] == sorted(crops)
+    assert written["evidence"]["volumes"] == ids
+    assert written["evidence"]["searched_on"] == sample["screened_volumes"]
+    exact = [c for c in written["evidence"]["candidates"] if c["exact"]]
+    assert len(exact) >= 2  # the finalists, the best fixed threshold
     for candidate in written["evidence"]["candidates"]:
-        assert set(candidate["scores"]) == crops
+        assert set(candidate["scores"]) == (set(sample["screened_volumes"]) if candidate["exact"]
+                                            else crops)
     # ... with each rule's threshold taken from the whole map, as predict takes it
     for candidate in written["evidence"]["candidates"]:
         rule = ThresholdRule(candidate["rule"], candidate["params"])
         for volume_id in sample["screened_volumes"]:
             whole = maps_from_probability(np.load(maps / f"{volume_id}.npy"))
-            assert candidate["thresholds"][crop_id(volume_id, 24)] == pytest.approx(
-                float(rule(whole)), abs=1e-7)
+            key = volume_id if candidate["exact"] else crop_id(volume_id, 24)
+            assert candidate["thresholds"][key] == pytest.approx(float(rule(whole)), abs=1e-7)
+    # the winner's reported scores are the exact whole-volume scores of predict's decision
+    winner = Calibration.from_json(written)
+    for volume_id in sample["screened_volumes"]:
+        mask, _ = decide(maps_from_probability(np.load(maps / f"{volume_id}.npy")), winner)
+        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+        rule = {k: v for k, v in written["threshold"].items() if k != "rule"}
+        reported = next(c for c in exact if c["rule"] == written["threshold"]["rule"]
+                        and c["params"] == rule and c["postprocess"] == written["postprocess"])
+        assert reported["scores"][volume_id] == pytest.approx(score_volume(mask, label).score,
+                                                              abs=1e-12)
     # the folds are judged on every whole volume: each held volume's score is what predict's
     # decision scores there with the exact scorer
     oof = written["evidence"]["out_of_fold"]

@@ -146,6 +146,10 @@ def evaluate_batch(volume: LabelledVolume, items: Sequence[tuple[Candidate, floa
         volume.release()
 
 
+def _first(function, *args):
+    return function(*args)[0]
+
+
 class _Progress:
     """Masks done of masks planned, their rate, and an ETA, at most every ``every`` seconds."""
 
@@ -213,6 +217,7 @@ class SearchEngine(Evaluator):
             self.work = {"screened_masks": 0, "exact_masks": 0, "screened_s": 0.0, "exact_s": 0.0,
                          "screened_scoring_s": 0.0, "rescored_masks": 0,
                          "screening_stopped_after": None}
+        self.exact_volumes: list | None = None  # set by for_volumes on a ranked sample
         self.screen = (not self.exhaustive) if screen is None else screen
         if not self.screen:
             self.finalists = 0  # a judging engine (every score exact) ranks nothing
@@ -228,7 +233,14 @@ class SearchEngine(Evaluator):
         (:mod:`vesukit.calibrate.sample`) searches on the crops of the sampled ones; a judging
         one scores the whole volumes, each read where it is scored and released after."""
         if self.sample is not None and self.screen and not exact:
-            volumes = self._sampled(volumes)
+            engine = SearchEngine(self._sampled(volumes), self, screen=True)
+            if self.finalists and self.sample.crop > 0:
+                # the ranked search's exact scores (its finalists, which pick the winner) are
+                # taken on the sampled volumes whole: a step whose effect depends on the volume's
+                # faces (fill_holes: background not reaching them) can act on a whole volume and
+                # not on its crop (docs/benchmarks.md, "The sample")
+                engine.exact_volumes = self._sampled(volumes, whole=True)
+            return engine
         return SearchEngine(volumes, self, screen=self.screen and not exact)
 
     def for_ablation(self, volumes: Sequence[LabelledVolume]):
@@ -238,12 +250,13 @@ class SearchEngine(Evaluator):
             volumes = self._sampled(volumes, fallback_all=True)
         return SearchEngine(volumes, self, screen=False)
 
-    def _sampled(self, volumes: Sequence[LabelledVolume], fallback_all: bool = False) -> list:
+    def _sampled(self, volumes: Sequence[LabelledVolume], fallback_all: bool = False,
+                 whole: bool = False) -> list:
         root = self._root
         chosen = [v for v in volumes if v.volume_id in root._sample_ids]
         if not chosen:  # a fold without a sampled volume (few volumes, many folds)
             chosen = list(volumes) if fallback_all else list(volumes[:1])
-        if self.sample.crop <= 0:
+        if self.sample.crop <= 0 or whole:
             return chosen
         handles = []
         for volume in chosen:
@@ -286,20 +299,37 @@ class SearchEngine(Evaluator):
               ) -> CandidateScore:
         if exact is None:  # ranked: always screened first; screened: while it pays
             exact = not (self.screen and (self.finalists or self.screening_pays()))
-        todo = self._todo(candidate, exact)
+        volumes = self._scored_on(exact)
+        todo = self._todo(candidate, exact, volumes)
         for (volume, _), result in zip(todo, self._run(todo, candidate, exact)):
             self._record(volume, candidate, exact, result)
         self._progress.add(len(todo))
-        return self._known_score(candidate, stage, exact)
+        return self._known_score(candidate, stage, exact, volumes)
+
+    def _scored_on(self, exact: bool) -> list:
+        """The volumes a score is taken on: a ranked search on a sample screens on the crops
+        and scores its finalists exactly on the sampled volumes whole."""
+        return self.exact_volumes if exact and self.exact_volumes is not None else self.volumes
+
+    def rescore_many(self, results: Sequence[CandidateScore]) -> list[CandidateScore]:
+        """``results`` rescored exactly, those on whole volumes in one pass per volume."""
+        if self.exact_volumes is None:
+            return super().rescore_many(results)
+        todo = [r for r in results if not r.exact]
+        self._root.rescored += len(todo)
+        rescored = iter(self.score_many([r.candidate for r in todo], todo[0].stage if todo else ""))
+        return [r if r.exact else next(rescored) for r in results]
 
     def score_many(self, candidates: Sequence[Candidate], stage: str = "") -> list[CandidateScore]:
-        """Exact scores of ``candidates``. On a sample (whole volumes judged), one task per
-        volume scores all of them: each volume is read and prepared once, then released."""
-        if self.sample is None or self.screen:
+        """Exact scores of ``candidates``. On whole volumes of a sample (judging, or a ranked
+        search's finalists), one task per volume scores all of them: each volume is read and
+        prepared once, then released."""
+        if self.sample is None or (self.screen and self.exact_volumes is None):
             return super().score_many(candidates, stage)
+        volumes = self._scored_on(True)
         per_volume: dict[str, list] = {}
         for candidate in candidates:
-            for volume, threshold in self._todo(candidate, True):
+            for volume, threshold in self._todo(candidate, True, volumes):
                 items = per_volume.setdefault(volume.volume_id, [volume])
                 if all(c.key != candidate.key for c, _ in items[1:]):
                     items.append((candidate, threshold))
@@ -315,11 +345,11 @@ class SearchEngine(Evaluator):
             for (candidate, _), result in zip(items, outcomes):
                 self._record(volume, candidate, True, result)
             self._progress.add(len(items))
-        return [self._known_score(candidate, stage, True) for candidate in candidates]
+        return [self._known_score(candidate, stage, True, volumes) for candidate in candidates]
 
-    def _todo(self, candidate: Candidate, exact: bool) -> list:
+    def _todo(self, candidate: Candidate, exact: bool, volumes: Sequence) -> list:
         todo = []
-        for volume in self.volumes:
+        for volume in volumes:
             threshold = self._thresholds.get((volume.volume_id, candidate.rule_key))
             if threshold is None or self._known(volume, threshold, candidate, exact) is None:
                 todo.append((volume, threshold))
@@ -342,9 +372,10 @@ class SearchEngine(Evaluator):
         if self._root is not self:
             self._root.masks_scored += 1
 
-    def _known_score(self, candidate: Candidate, stage: str, exact: bool) -> CandidateScore:
+    def _known_score(self, candidate: Candidate, stage: str, exact: bool,
+                     volumes: Sequence) -> CandidateScore:
         scores, thresholds, all_exact = {}, {}, True
-        for volume in self.volumes:
+        for volume in volumes:
             threshold = self._thresholds[(volume.volume_id, candidate.rule_key)]
             value, is_exact = self._known(volume, threshold, candidate, exact)
             scores[volume.volume_id], thresholds[volume.volume_id] = value, threshold
@@ -367,11 +398,19 @@ class SearchEngine(Evaluator):
     def _run(self, todo, candidate, exact) -> list[tuple[float, float, float, float]]:
         if not todo:
             return []
+        streamed = self.sample is not None  # whole volumes of a sample are never kept
         if self.client is None:
-            return [evaluate_volume(self._local(volume), candidate, threshold, exact, self.token)
+            return [evaluate_batch(volume, [(candidate, threshold)], exact, self.token)[0]
+                    if streamed and not isinstance(volume, CropOf) else
+                    evaluate_volume(self._local(volume), candidate, threshold, exact, self.token)
                     for volume, threshold in todo]
         futures = []
         for volume, threshold in todo:
+            if streamed and not isinstance(volume, CropOf):
+                futures.append(self.client.submit(_first, evaluate_batch, volume,
+                                                  [(candidate, threshold)], exact, self.token,
+                                                  pure=False))
+                continue
             remote, worker = self._place(volume)
             futures.append(self.client.submit(evaluate_volume, remote, candidate, threshold,
                                               exact, self.token, workers=[worker],

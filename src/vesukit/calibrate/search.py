@@ -262,6 +262,10 @@ class Evaluator:
         (:class:`vesukit.calibrate.engine.SearchEngine`) returns upper bounds first."""
         return result
 
+    def rescore_many(self, results: Sequence[CandidateScore]) -> list[CandidateScore]:
+        """Each of ``results`` rescored exactly (an engine may batch them per volume)."""
+        return [self.rescore_exactly(result) for result in results]
+
 
 def rule_candidates(grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
                     chain: Sequence[Mapping] = ()) -> list[Candidate]:
@@ -354,6 +358,17 @@ class _Ledger:
                 break
             exact_means.append(self._rescore(self.results[key]).mean)
 
+    def prefetch(self, pools: Sequence[tuple[Callable[[CandidateScore], bool], int]]) -> None:
+        """While ranking: rescore at once the heads of ``pools`` (predicate, count) by their
+        screened means, so an engine can score them in one pass per volume; :meth:`settle`
+        then finds them exact (and rescores any other its order then reaches)."""
+        heads: dict[str, CandidateScore] = {}
+        for predicate, count in pools:
+            pool = sorted((c for c in self.results.values() if predicate(c)), key=lambda c: -c.mean)
+            heads.update((c.candidate.key, c) for c in pool[:count] if not c.exact)
+        for result in self.evaluator.rescore_many(list(heads.values())):
+            self.results[result.candidate.key] = result
+
     def best(self, predicate: Callable[[CandidateScore], bool] = lambda c: True):
         pool = [c for c in self.results.values() if predicate(c)]
         # max keeps the first of equal means: earlier (simpler) candidates win ties
@@ -423,9 +438,12 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
         ledger.score(candidate, "whole chain")
     # the winners below (and out-of-fold's baseline) are exact; while ranking, the winner is
     # the best exact score of the ``finalists`` best screened candidates
-    for pool, count in ((lambda c: True, ledger.finalists or 1),
-                        (lambda c: c.candidate.rule.name == "fixed", 1),
-                        (lambda c: c.candidate.rule.name == "fixed" and not c.candidate.postprocess, 1)):
+    pools = ((lambda c: True, ledger.finalists or 1),
+             (lambda c: c.candidate.rule.name == "fixed", 1),
+             (lambda c: c.candidate.rule.name == "fixed" and not c.candidate.postprocess, 1))
+    if ledger.finalists:  # the finalists are the first pool's head by bound: fetched at once
+        ledger.prefetch(pools[:1])
+    for pool, count in pools:
         ledger.settle(pool, count)
     winner = ledger.best(lambda c: c.exact)
     best_fixed = ledger.best(lambda c: c.exact and c.candidate.rule.name == "fixed")
