@@ -223,7 +223,12 @@ def test_calibration_from_teachers_on_a_sample_judges_the_held_back_volumes_whol
     data = json.loads(out.read_text())
     evidence = data["evidence"]
     assert evidence["search_engine"]["sample"] == {"volumes": 2, "crop": 16}
-    assert all(key.endswith("[crop 16]") for c in evidence["candidates"] for key in c["scores"])
+    # screened on the crops, the finalists scored on the sampled volumes whole
+    sampled = set(evidence["volumes"])
+    assert len(sampled) == 2
+    for c in evidence["candidates"]:
+        assert {key.replace("[crop 16]", "") for key in c["scores"]} == sampled
+        assert all(key.endswith("[crop 16]") != c["exact"] for key in c["scores"])
     (held,) = evidence["held_back_volumes"]
     maps = CachedEnsemble(cache, held)
     assert len(pickle.dumps(maps)) < 4096

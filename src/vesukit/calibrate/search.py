@@ -360,8 +360,8 @@ class _Ledger:
 
     def prefetch(self, pools: Sequence[tuple[Callable[[CandidateScore], bool], int]]) -> None:
         """While ranking: rescore at once the heads of ``pools`` (predicate, count) by their
-        screened means, so an engine can score them in one pass per volume; :meth:`settle`
-        then finds them exact (and rescores any other its order then reaches)."""
+        current means, as :meth:`settle` would one by one, so an engine can score them in one
+        pass per volume."""
         heads: dict[str, CandidateScore] = {}
         for predicate, count in pools:
             pool = sorted((c for c in self.results.values() if predicate(c)), key=lambda c: -c.mean)
@@ -441,8 +441,12 @@ def search(volumes: Sequence[LabelledVolume], grid: Mapping[str, Sequence[Mappin
     pools = ((lambda c: True, ledger.finalists or 1),
              (lambda c: c.candidate.rule.name == "fixed", 1),
              (lambda c: c.candidate.rule.name == "fixed" and not c.candidate.postprocess, 1))
-    if ledger.finalists:  # the finalists are the first pool's head by bound: fetched at once
+    if ledger.finalists:
+        # settling the first pool while ranking rescores its head by bound: all at once here,
+        # so an engine scores them in one pass per volume (settling it again would re-sort
+        # by the new exact means and rescore more)
         ledger.prefetch(pools[:1])
+        pools = pools[1:]
     for pool, count in pools:
         ledger.settle(pool, count)
     winner = ledger.best(lambda c: c.exact)
