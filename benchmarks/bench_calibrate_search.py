@@ -44,21 +44,37 @@ RUNS = {
 }
 
 
-def make_data(folder: Path, volumes: int, size: int, seed: int) -> tuple[Path, Path]:
-    from vesukit.data import list_ids, read_volume
-    from vesukit.synth import make_competition_root
-    from vesukit.synth_defects import Defects, defective_map
+BIASES = [-1.0, 0.5, 0.0, 1.0, -0.5, 1.5]
 
+
+def make_data(folder: Path, volumes: int, size: int, seed: int) -> tuple[Path, Path]:
+    """The root and one defective map per train volume, made on every core (the same data
+    whatever the core count: each volume and map has its own seed)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vesukit.data import list_ids
+    from vesukit.synth import make_competition_root
+
+    workers = os.cpu_count() or 1
     root = make_competition_root(folder / "root", n_test=1, n_train=volumes,
-                                 shapes=[(size, size, size)], seed=seed)
+                                 shapes=[(size, size, size)], seed=seed, workers=workers)
     maps = folder / "maps"
     maps.mkdir()
-    biases = [-1.0, 0.5, 0.0, 1.0, -0.5, 1.5]
-    for index, volume_id in enumerate(list_ids(root, "train")):
-        label = read_volume(root / "train_labels" / f"{volume_id}.tif")
-        p = defective_map(label, seed + index, Defects(bias=biases[index % len(biases)]))
-        np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
+    jobs = [(root, maps, volume_id, seed + index, BIASES[index % len(BIASES)])
+            for index, volume_id in enumerate(list_ids(root, "train"))]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_write_map, jobs))
     return root, maps
+
+
+def _write_map(job) -> None:
+    from vesukit.data import read_volume
+    from vesukit.synth_defects import Defects, defective_map
+
+    root, maps, volume_id, map_seed, bias = job
+    label = read_volume(root / "train_labels" / f"{volume_id}.tif")
+    p = defective_map(label, map_seed, Defects(bias=bias))
+    np.save(maps / f"{volume_id}.npy", p.astype(np.float16))
 
 
 def whole_mean(root: Path, maps: Path, volume_ids, calibration) -> float:

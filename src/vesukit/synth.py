@@ -109,12 +109,14 @@ def make_competition_root(
     shapes: tuple[tuple[int, int, int], ...] | list[tuple[int, int, int]] = DEFAULT_SHAPES,
     seed: int = 0,
     style: SheetStyle = SheetStyle(),
+    workers: int = 1,
 ) -> Path:
     """Write a Kaggle-like root: train.csv, test.csv, train_images/, train_labels/, test_images/.
 
     Volumes are LZW-compressed like the real ones. Within each split, shapes cycle through
     ``shapes``. Ids are
-    numeric strings like Kaggle's, derived from the seed; the same seed gives the same root.
+    numeric strings like Kaggle's, derived from the seed; the same seed gives the same root,
+    whatever ``workers`` (processes making volumes at once: each volume has its own seed).
     """
     out = Path(out)
     for folder in ("train_images", "train_labels", "test_images"):
@@ -126,15 +128,21 @@ def make_competition_root(
     scroll_ids = ["26002", "35360", "34117"]
 
     rows = {"train": [], "test": []}
+    jobs = []
     for index, (volume_id, volume_seed) in enumerate(zip(ids, volume_seeds)):
         split = "train" if index < n_train else "test"
         index_in_split = index if split == "train" else index - n_train
         shape = tuple(shapes[index_in_split % len(shapes)])
-        image, label = synth_volume(shape, volume_seed, style)
-        write_volume(out / f"{split}_images" / f"{volume_id}.tif", image, compression="lzw")
-        if split == "train":
-            write_volume(out / "train_labels" / f"{volume_id}.tif", label, compression="lzw")
+        jobs.append((out, split, volume_id, shape, volume_seed, style))
         rows[split].append((volume_id, scroll_ids[index % len(scroll_ids)]))
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            list(pool.map(_write_synth_volume, jobs))
+    else:
+        for job in jobs:
+            _write_synth_volume(job)
 
     for split, split_rows in rows.items():
         with open(out / f"{split}.csv", "w", newline="") as handle:
@@ -142,6 +150,14 @@ def make_competition_root(
             writer.writerow(["id", "scroll_id"])
             writer.writerows(split_rows)
     return out
+
+
+def _write_synth_volume(job) -> None:
+    out, split, volume_id, shape, volume_seed, style = job
+    image, label = synth_volume(shape, volume_seed, style)
+    write_volume(out / f"{split}_images" / f"{volume_id}.tif", image, compression="lzw")
+    if split == "train":
+        write_volume(out / "train_labels" / f"{volume_id}.tif", label, compression="lzw")
 
 
 def _unique_ids(rng: np.random.Generator, count: int) -> list[str]:
