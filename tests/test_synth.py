@@ -88,6 +88,20 @@ def test_competition_root_is_deterministic(tmp_path):
                                       read_volume(b / "test_images" / f"{volume_id}.tif"))
 
 
+def test_competition_root_made_in_worker_processes_is_the_same_root(tmp_path):
+    """`workers` only spreads the volumes over processes: each has its own seed, so the files
+    are the same bytes as one process writes (a benchmark's 100 volumes are made this way)."""
+    shapes = [(12, 16, 16), (10, 14, 18)]
+    one = make_competition_root(tmp_path / "one", n_test=2, n_train=3, shapes=shapes, seed=6)
+    two = make_competition_root(tmp_path / "two", n_test=2, n_train=3, shapes=shapes, seed=6,
+                                workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert len(files) == 2 + 2 + 3 + 3
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("shape", [(5, 9, 7), (2, 2, 2)])
 def test_tiny_and_odd_shapes(shape):
     image, label = synth_volume(shape, seed=0)
