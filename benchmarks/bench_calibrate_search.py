@@ -118,6 +118,41 @@ def one_run(name: str, root: Path, maps: Path, out: Path, steps: str, folds: int
             "candidates": {c.candidate.key: c.mean for c in oof.final.evaluated if c.exact}}
 
 
+def teacher_run(name: str, root: Path, teachers: Path, cache: Path, out: Path, steps: str,
+                take: int | None, tta: str, overlap: float) -> dict:
+    """`vesukit calibrate --teachers` (the library call): the teachers' maps are made once into
+    ``cache`` (timed apart: inference, which a GPU does in a Kaggle session), then the command
+    runs as a user's second call does, reusing the cache, so its wall time is the search's."""
+    from vesukit.calibrate.runner import cached_ensemble_pass, run_calibration
+    from vesukit.calibrate.sample import SearchSample
+
+    settings = dict(RUNS[name])
+    if settings.get("sample") == "off":
+        settings["sample"] = SearchSample(volumes=0, crop=0)
+    say = lambda text: print("   ", text, flush=True)  # noqa: E731
+    start = time.perf_counter()
+    cached_ensemble_pass(root, teachers, cache, take, "cpu", tta, overlap, "float16", say)
+    inference = time.perf_counter() - start
+    start = time.perf_counter()
+    chosen = run_calibration(root, teachers, out, volumes=take, cache_dir=cache, device="cpu",
+                             tta=tta, overlap=overlap, winners=steps == "winners", progress=say,
+                             **settings)
+    wall = time.perf_counter() - start
+    written = json.loads(out.read_text())
+    winner = chosen.outcome.search.winner
+    held = written["evidence"].get("held_back", {})
+    return {"run": f"teachers-{name}", "settings": {k: str(v) for k, v in settings.items()},
+            "wall_s": round(wall, 1), "inference_s": round(inference, 1),
+            "volumes": len(written["evidence"]["fit_volumes"])
+            + len(written["evidence"]["held_back_volumes"]),
+            "whole_mean": None, "masks": chosen.outcome.search.masks_scored,
+            "load_after": os.getloadavg()[0], "engine": written["evidence"]["search_engine"],
+            "decision": winner.candidate.describe(), "decision_key": winner.candidate.key,
+            "exact_mean": winner.mean, "held_back": held,
+            "candidates": {c.candidate.key: c.mean for c in chosen.outcome.search.evaluated
+                           if c.exact}}
+
+
 def profile(size: int, seed: int) -> None:
     """Where one candidate's time goes on one size^3 volume: its threshold, each
     post-processing step, the exact scorer per term, the screening bound, prefix reuse."""
@@ -213,6 +248,11 @@ def main() -> int:
     parser.add_argument("--score-whole", action="store_true",
                         help="also score each run's decision on the whole volumes (exact), "
                         "so a search on crops is compared with the exhaustive one fairly")
+    parser.add_argument("--teachers", type=Path, default=None, metavar="DIR",
+                        help="instead of the saved maps: calibrate from this teachers folder "
+                        "(its maps cached once under --data, then the search timed)")
+    parser.add_argument("--tta", default="none", help="with --teachers (none)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="with --teachers (0.5)")
     parser.add_argument("--profile", type=int, default=None, metavar="SIZE",
                         help="instead: where one candidate's time goes on one SIZE^3 volume")
     parser.add_argument("--median", type=int, default=None, metavar="SIZE",
@@ -244,8 +284,20 @@ def main() -> int:
             print(f"data written in {time.perf_counter() - start:.1f} s", flush=True)
         for name in names:
             print(f"run {name} {RUNS[name]} (load {os.getloadavg()[0]:.1f})", flush=True)
-            record = one_run(name, root, maps, Path(tmp) / f"{name}.json", args.steps, args.folds,
-                             args.take, args.score_whole)
+            if args.teachers is not None:
+                cache = (args.data or Path(tmp)) / f"teacher-cache-{args.tta}-{args.overlap:g}"
+                record = teacher_run(name, root, args.teachers, cache, Path(tmp) / f"{name}.json",
+                                     args.steps, args.take, args.tta, args.overlap)
+                held = record["held_back"]
+                print(f"  inference (made the cache once, not counted): {record['inference_s']} s;"
+                      f" held-back check on {len(held.get('volumes', []))} volumes: winner "
+                      f"{held.get('winner', {}).get('mean', float('nan')):.6f}, against the best "
+                      f"fixed threshold there {held.get('winner_vs_best_fixed_on_held_back', 0):+.4f}"
+                      f", against the fit's best fixed {held.get('winner_vs_fixed_on_fit', 0):+.4f}",
+                      flush=True)
+            else:
+                record = one_run(name, root, maps, Path(tmp) / f"{name}.json", args.steps,
+                                 args.folds, args.take, args.score_whole)
             records.append(record)
             print(f"  {name}: {record['wall_s']} s, {record['masks']} masks, rescored "
                   f"{record['engine']['candidates_rescored_exactly']}, workers "
@@ -254,7 +306,8 @@ def main() -> int:
                   f"{record['engine']['screened_s']:.1f} s, {record['engine']['exact_masks']} exact "
                   f"masks {record['engine']['exact_s']:.1f} s (worker seconds)\n"
                   f"    decision {record['decision']}\n    exact mean {record['exact_mean']:.6f}"
-                  f"   out-of-fold {record['oof_winner_mean']:.6f} (gain {record['oof_gain']:+.4f})"
+                  + (f"   out-of-fold {record['oof_winner_mean']:.6f} (gain "
+                     f"{record['oof_gain']:+.4f})" if "oof_gain" in record else "")
                   + (f"\n    on the whole volumes {record['whole_mean']:.6f}"
                      if record["whole_mean"] is not None else ""),
                   flush=True)

@@ -198,6 +198,11 @@ def test_calibrate_and_ablate_commands(root, teachers, tmp_path, capsys):
     engine = data["evidence"]["search_engine"]
     assert engine["mode"] == "ranked" and engine["finalists"] == 3 and data["evidence"]["winner"]["exact"]
     assert 0 < engine["exact_masks"] < engine["screened_masks"]
+    # ... and it says how it ran, as the search from saved maps does: on the local cluster's
+    # workers (one per core), with the masks it planned and the candidates it rescored
+    assert engine["scheduler"] == "local" and engine["workers"] >= 1
+    assert engine["masks_planned"] >= engine["screened_masks"] > 0
+    assert engine["candidates_rescored_exactly"] >= 1 and engine["exhaustive"] is False
 
     report = tmp_path / "run" / "ablation.json"
     code = main(["ablate", "--data", str(root), "--teachers", str(teachers), "--volumes", "2",

@@ -200,10 +200,11 @@ def test_maps_a_run_made_otherwise_are_named_and_not_fitted_on(root, teachers, t
 
 
 def test_calibration_from_teachers_on_a_sample_judges_the_held_back_volumes_whole(root, teachers,
-                                                                                tmp_path):
+                                                                                tmp_path, capsys):
     """From teachers at scale: the search screens on crops of a sample (here 2 volumes cut to
     16^3), the held-back volume is scored whole, as predict decides it; the ensembles and
-    labels are made where they are scored (they travel as the cache folder and the label path)."""
+    labels are made where they are scored (they travel as the cache folder and the label path).
+    The progress line counts against the masks planned, so its ETA means something."""
     import pickle
 
     import numpy as np
@@ -222,10 +223,16 @@ def test_calibration_from_teachers_on_a_sample_judges_the_held_back_volumes_whol
                  "--search-volumes", "2", "--search-crop", "16", "--scheduler", "none"]) == 0
     data = json.loads(out.read_text())
     evidence = data["evidence"]
-    assert evidence["search_engine"]["sample"] == {"volumes": 2, "crop": 16}
+    engine = evidence["search_engine"]
+    assert {k: engine["sample"][k] for k in ("volumes", "crop")} == {"volumes": 2, "crop": 16}
     # screened on the crops, the finalists scored on the sampled volumes whole
     sampled = set(evidence["volumes"])
-    assert len(sampled) == 2
+    assert len(sampled) == 2 and sorted(sampled) == engine["sample"]["screened_volumes"]
+    printed = capsys.readouterr()
+    lines = re.findall(r"search: (\d+)/(\d+) masks", printed.out + printed.err)
+    assert lines and all(0 < int(done) <= int(planned) for done, planned in lines)
+    assert int(lines[0][1]) > int(lines[0][0])  # a total planned ahead, not the count so far
+    assert engine["masks_planned"] >= engine["screened_masks"] + engine["exact_masks"]
     for c in evidence["candidates"]:
         assert {key.replace("[crop 16]", "") for key in c["scores"]} == sampled
         assert all(key.endswith("[crop 16]") != c["exact"] for key in c["scores"])
@@ -235,3 +242,19 @@ def test_calibration_from_teachers_on_a_sample_judges_the_held_back_volumes_whol
     mask, _ = decide(maps.loaded(), Calibration.from_json(data))
     expected = score_volume(mask, read_volume(root / "train_labels" / f"{held}.tif")).score
     assert np.isclose(evidence["held_back"]["winner"]["scores"][held], expected, rtol=0, atol=1e-12)
+
+
+def test_calibration_from_teachers_screens_on_fit_volumes_only(root, teachers, tmp_path):
+    """A sample spread over every id could pick a held-back volume: a crop no search screens
+    on. With one sampled volume out of three (the middle id is the held one), the search
+    screens on a fit volume and says which."""
+    out = tmp_path / "one.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out", str(out),
+                 "--cache", str(tmp_path / "cache"), "--device", "cpu", "--tta", "none",
+                 "--holdout", "0.34", "--steps", "basic", "--rules", "fixed", "--top-k", "1",
+                 "--search-volumes", "1", "--search-crop", "16", "--scheduler", "none"]) == 0
+    evidence = json.loads(out.read_text())["evidence"]
+    screened = evidence["search_engine"]["sample"]["screened_volumes"]
+    assert len(screened) == 1 and screened[0] in evidence["fit_volumes"]
+    assert screened[0] not in evidence["held_back_volumes"]
+    assert set(evidence["volumes"]) == set(screened)

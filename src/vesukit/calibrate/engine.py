@@ -186,7 +186,8 @@ class SearchEngine(Evaluator):
                  exhaustive: bool = False, client=None,
                  progress: Callable[[str], None] | None = None, progress_every: float = 10.0,
                  screen: bool | None = None, finalists: int = FINALISTS,
-                 sample: SearchSample | None = None, rules: Sequence[Candidate] = ()):
+                 sample: SearchSample | None = None, rules: Sequence[Candidate] = (),
+                 sample_among: Sequence[str] | None = None):
         super().__init__(volumes, shared)
         if shared is not None:
             self.exhaustive, self.client = shared.exhaustive, shared.client
@@ -202,8 +203,10 @@ class SearchEngine(Evaluator):
                       tuple(v.maps.shape) for v in self.volumes]
             self.sample = sample if (sample is not None and not exhaustive
                                      and sample.active_for(shapes)) else None
-            self._sample_ids = set(self.sample.ids(v.volume_id for v in self.volumes)) \
-                if self.sample is not None else set()
+            # spread over ``sample_among`` where only those are searched (the fit volumes of a
+            # held-back split): a sampled held volume would be a crop nobody screens on
+            among = [v.volume_id for v in self.volumes] if sample_among is None else sample_among
+            self._sample_ids = set(self.sample.ids(among)) if self.sample is not None else set()
             self._rules = list(rules)  # whose thresholds a crop takes from its whole map
             self._crops: dict[str, Any] = {}  # crop id -> CropOf, or the crop made here
             self.exhaustive, self.client = bool(exhaustive), client
@@ -263,6 +266,11 @@ class SearchEngine(Evaluator):
             handle = CropOf(volume, self.sample.crop)
             handles.append(root._crops.setdefault(handle.volume_id, handle))
         return handles
+
+    @property
+    def screened_ids(self) -> list[str]:
+        """The ids of the sampled volumes whose crops the searches screen on (none unsampled)."""
+        return sorted(self._root._sample_ids) if self.sample is not None else []
 
     def plan(self, masks: int) -> None:
         """Add ``masks`` (volumes x candidates) to the progress line's total."""

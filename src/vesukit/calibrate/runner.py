@@ -93,21 +93,28 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     whole = whole_chains(voxels, winners=winners)
     grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
 
-    from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client
+    from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client, worker_count
     from vesukit.calibrate.sample import SearchSample
-    from vesukit.calibrate.search import rule_candidates
+    from vesukit.calibrate.search import rule_candidates, split_volumes
 
     sample = SearchSample() if sample is None else sample
     rules = rule_candidates(grid or RULE_GRID) + list(whole)
     settings, block, engines = run.settings, None, []
     with dask_client(scheduler, workers, progress) as client:
+        n_workers = worker_count(client)
+
         def searched(volumes):
+            # the sample is spread over the fit volumes, the ones the search runs on
+            fit_ids, held_ids = split_volumes([v.volume_id for v in volumes], holdout)
             engine = SearchEngine(volumes, exhaustive=exhaustive, client=client, progress=progress,
                                   finalists=FINALISTS if finalists is None else finalists,
-                                  sample=sample, rules=rules)
+                                  sample=sample, rules=rules, sample_among=fit_ids)
             if engine.sample is not None and progress:
-                progress(f"search sample: {engine.sample.describe()}; the held-back volumes "
-                         "are scored whole")
+                progress(f"search sample: screening on {len(engine.sample.ids(fit_ids))} of "
+                         f"{len(fit_ids)} fit volume(s) ({engine.sample.describe()}); the "
+                         "held-back volumes are scored whole")
+            engine.plan(_planned_with_holdout(engine, fit_ids, held_ids, grid or RULE_GRID,
+                                              options, top_k, len(whole)))
             engines.append(engine)
             return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
                                      options=options, top_k=top_k, progress=progress, engine=engine,
@@ -135,11 +142,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
     engine = engines[-1]  # the search that chose the decision written
-    data_out["evidence"]["search_engine"] = {
-        "mode": engine.mode, "finalists": engine.finalists, "scheduler": scheduler,
-        "sample": None if engine.sample is None else {"volumes": engine.sample.volumes,
-                                                      "crop": engine.sample.crop},
-        **engine.work}
+    data_out["evidence"]["search_engine"] = engine_evidence(engine, exhaustive, scheduler,
+                                                            n_workers)
     data_out["evidence"]["tta"] = dict(settings.tta)
     # predict and the notebook run the TTA, overlap and fusion the decision was fitted with
     data_out["tta"] = settings.run_tta
@@ -153,6 +157,32 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
         data_out["fusion"] = block
     atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
     return Calibrated(outcome, block, settings)
+
+
+def _planned_with_holdout(engine, fit_ids, held_ids, grid, options, top_k, whole: int) -> int:
+    """The masks one search from the teachers makes at most (the progress line's total): the
+    staged search on the fit volumes (on the sample's crops where it samples; the ranked
+    search's finalists and the best fixed threshold, with and without its chain, exact), then
+    the held-back check on every held volume, whole: the winner, the best fixed threshold, and
+    every fixed threshold with either chain."""
+    from vesukit.calibrate.oof import masks_per_volume_bound
+
+    bound = masks_per_volume_bound(grid, options, top_k, 1, whole=whole)
+    screened = 0 if engine.exhaustive else bound
+    exact = bound if engine.exhaustive or not engine.finalists else engine.finalists + 2
+    searched = len(engine.sample.ids(fit_ids)) if engine.sample is not None else len(fit_ids)
+    check = 2 + 2 * len(grid.get("fixed", []))
+    return searched * (screened + exact) + len(held_ids) * check
+
+
+def engine_evidence(engine, exhaustive: bool, scheduler: str, workers: int) -> dict:
+    """How the search that chose the decision ran, and the work it did (both paths write it)."""
+    sample = None if engine.sample is None else {
+        "volumes": engine.sample.volumes, "crop": engine.sample.crop,
+        "screened_volumes": engine.screened_ids}
+    return {"mode": engine.mode, "finalists": engine.finalists, "exhaustive": exhaustive,
+            "scheduler": scheduler, "workers": workers, "masks_planned": engine.planned,
+            "sample": sample, "candidates_rescored_exactly": engine.rescored, **engine.work}
 
 
 @dataclass
@@ -301,16 +331,8 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
                             # searched on when it searched on a sample)
                             "volumes": [v.volume_id for v in prepared],
                             "searched_on": sorted(oof.final.winner.scores),
-                            "search_engine": {"mode": engine.mode, "finalists": engine.finalists,
-                                              "exhaustive": exhaustive, "scheduler": scheduler,
-                                              "workers": n_workers, "masks_planned": engine.planned,
-                                              "sample": None if engine.sample is None else {
-                                                  "volumes": engine.sample.volumes,
-                                                  "crop": engine.sample.crop,
-                                                  "screened_volumes": engine.sample.ids(
-                                                      v.volume_id for v in prepared)},
-                                              "candidates_rescored_exactly": engine.rescored,
-                                              **engine.work}}
+                            "search_engine": engine_evidence(engine, exhaustive, scheduler,
+                                                             n_workers)}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
     return oof
