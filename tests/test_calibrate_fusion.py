@@ -73,6 +73,35 @@ def test_fit_chooses_the_best_candidate_and_checks_itself_out_of_fold(root, teac
     assert 0 <= oof["equal_probability"] <= 1
 
 
+def test_fit_holds_one_label_prepared_at_a_time(root, teachers, tmp_path, monkeypatch):
+    """Labels read from their files (as `calibrate --fusion` passes them) are prepared for
+    their volume's candidates and released after: at 100 volumes of 320^3 all of them
+    prepared at once would not fit in memory. The choice is the one prepared labels give."""
+    from vesukit.calibrate.labels import LabelFile
+    from vesukit.data import volume_path
+
+    ids = labelled_ids(root)
+    cache = build_cache(tmp_path / "cache", root, load_manifest(teachers), ids)
+    rule = ThresholdRule("foreground_fraction", {"fraction": 0.1, "lo": 0.0, "hi": 1.0})
+    files = {i: LabelFile(volume_path(root, i, "train_labels"), i) for i in ids}
+    held, most = [], 0
+    original = LabelFile.prepared
+
+    def counted(self):
+        held.append(self.name) if self._prepared is None else None
+        nonlocal most
+        result = original(self)
+        most = max(most, sum(f._prepared is not None for f in files.values()))
+        return result
+
+    monkeypatch.setattr(LabelFile, "prepared", counted)
+    from_files = fit_fusion(cache, files, ids, rule)
+    assert most == 1 and all(f._prepared is None for f in files.values())
+    assert sorted(set(held)) == sorted(ids)
+    from_prepared = fit_fusion(cache, prepared_labels(root, ids), ids, rule)
+    assert from_files == from_prepared
+
+
 def test_calibrate_fusion_writes_the_block_and_a_weighted_manifest(root, teachers, tmp_path,
                                                                    capsys):
     out = tmp_path / "calibration.json"

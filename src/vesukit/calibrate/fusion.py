@@ -89,10 +89,14 @@ def fit_fusion(cache, labels: Mapping[str, object], volume_ids: Sequence[str], r
         return memo[key]
 
     def score_all(keys: Sequence[tuple[tuple[float, ...], str]], on: Sequence[str]) -> None:
-        # volume by volume: the cache keeps one volume's maps in memory
+        # volume by volume: the cache keeps one volume's maps in memory, and a label read from
+        # its file is released after (a hundred prepared 320^3 labels would not fit)
         for volume_id in on:
             for weights, mode in keys:
                 score(weights, mode, volume_id)
+            release = getattr(labels[volume_id], "release", None)
+            if release is not None:
+                release()
 
     def solo_scores(on: Sequence[str]) -> dict[str, float]:
         alone = {name: tuple(1.0 if m == name else 0.0 for m in names) for name in names}
