@@ -244,6 +244,34 @@ def test_calibration_from_teachers_on_a_sample_judges_the_held_back_volumes_whol
     assert np.isclose(evidence["held_back"]["winner"]["scores"][held], expected, rtol=0, atol=1e-12)
 
 
+def test_calibration_from_teachers_on_a_running_scheduler_equals_one_process(root, teachers,
+                                                                            tmp_path):
+    """The many-machines path from teachers, on a sample: `dask scheduler` and two `dask
+    worker` processes get the ensembles as the cache folder and the labels as their paths
+    (read there), and write what one process writes."""
+    distributed = pytest.importorskip("distributed")
+    from tests.dask_processes import scheduler_and_workers
+
+    cache = tmp_path / "cache"
+    args = ["calibrate", "--data", str(root), "--teachers", str(teachers), "--cache", str(cache),
+            "--device", "cpu", "--tta", "none", "--holdout", "0.34", "--steps", "basic",
+            "--rules", "fixed,otsu", "--top-k", "1", "--search-volumes", "2",
+            "--search-crop", "16"]
+    assert main([*args, "--out", str(tmp_path / "alone.json"), "--scheduler", "none"]) == 0
+    with scheduler_and_workers(tmp_path, workers=2) as address:
+        with distributed.Client(address) as client:
+            client.wait_for_workers(2, timeout=120)
+        assert main([*args, "--out", str(tmp_path / "remote.json"), "--scheduler", address]) == 0
+    alone, remote = (json.loads((tmp_path / f"{name}.json").read_text())
+                     for name in ("alone", "remote"))
+    assert remote["evidence"]["search_engine"]["workers"] == 2
+    assert alone["evidence"]["search_engine"]["workers"] == 1
+    for key in ("threshold", "postprocess", "tta", "fitted_on"):
+        assert remote[key] == alone[key]
+    for key in ("candidates", "held_back", "volumes", "winner"):
+        assert remote["evidence"][key] == alone["evidence"][key]
+
+
 def test_calibration_from_teachers_screens_on_fit_volumes_only(root, teachers, tmp_path):
     """A sample spread over every id could pick a held-back volume: a crop no search screens
     on. With one sampled volume out of three (the middle id is the held one), the search
