@@ -127,6 +127,48 @@ def test_whole_volumes_travel_as_paths_and_are_released_after_judging(saved):
     assert sorted(engine._crops) == sorted(crop_id(i, 24) for i in engine._sample_ids)
 
 
+# module level, so the in-process Dask worker unpickles the same objects by reference
+_WAITING: dict = {}
+
+
+def _first_volume_waits(volume, items, exact, token):
+    if volume.volume_id == _WAITING["volume_id"] and not _WAITING["counted"].wait(30):
+        raise TimeoutError("no progress was counted while this volume was scored")
+    return _WAITING["real"](volume, items, exact, token)
+
+
+def test_whole_volumes_judged_on_dask_are_counted_as_each_finishes(saved, monkeypatch):
+    """Judging whole 320^3 volumes takes minutes per volume: the progress line (and its ETA)
+    moves as each volume's batch finishes, not once the slowest is done. Here the first
+    volume's batch waits until a progress line has counted another volume's; counted only
+    at the end, it would wait in vain."""
+    import threading
+
+    import distributed
+
+    from vesukit.calibrate import engine as engine_module
+
+    root, maps = saved
+    volumes = map_volumes(maps, root)[:3]
+    _WAITING.update(volume_id=volumes[0].volume_id, counted=threading.Event(),
+                    real=engine_module.evaluate_batch)
+    monkeypatch.setattr(engine_module, "evaluate_batch", _first_volume_waits)
+    lines = []
+
+    def progress(text):
+        lines.append(text)
+        _WAITING["counted"].set()
+
+    candidates = rule_candidates({"fixed": RULE_GRID["fixed"][:2]})
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=3) as client:
+        engine = SearchEngine(volumes, client=client, progress=progress, progress_every=0,
+                              sample=SearchSample(volumes=2, crop=24), rules=candidates)
+        judged = engine.for_volumes(volumes, exact=True).score_many(candidates, "held_back")
+    assert [sorted(j.scores) for j in judged] == [sorted(v.volume_id for v in volumes)] * 2
+    done = [int(line.split("/")[0].split()[-1]) for line in lines]
+    assert done == [2, 4, 6]  # one line per volume, two candidates each
+
+
 def test_the_sample_is_off_where_it_would_leave_nothing_out(saved):
     root, maps = saved
     volumes = map_volumes(maps, root)

@@ -342,18 +342,27 @@ class SearchEngine(Evaluator):
                 if all(c.key != candidate.key for c, _ in items[1:]):
                     items.append((candidate, threshold))
         batches = list(per_volume.values())
-        if self.client is None:
-            results = [evaluate_batch(volume, items, True, self.token)
-                       for volume, *items in batches]
-        else:
-            results = self.client.gather([
-                self.client.submit(evaluate_batch, volume, items, True, self.token, pure=False)
-                for volume, *items in batches])
-        for (volume, *items), outcomes in zip(batches, results):
+        for volume, items, outcomes in self._batches_as_done(batches):
             for (candidate, _), result in zip(items, outcomes):
                 self._record(volume, candidate, True, result)
-            self._progress.add(len(items))
+            self._progress.add(len(items))  # per volume: a batch of whole volumes takes minutes
         return [self._known_score(candidate, stage, True, volumes) for candidate in candidates]
+
+    def _batches_as_done(self, batches):
+        """(volume, items, outcomes) of each ``[volume, *items]`` batch, scored exactly, as
+        each finishes: the progress line moves while a batch of whole volumes is scored."""
+        if self.client is None:
+            for volume, *items in batches:
+                yield volume, items, evaluate_batch(volume, items, True, self.token)
+            return
+        from distributed import as_completed
+
+        submitted = {self.client.submit(evaluate_batch, volume, items, True, self.token,
+                                        pure=False): (volume, items)
+                     for volume, *items in batches}
+        for future in as_completed(list(submitted)):
+            volume, items = submitted[future]
+            yield volume, items, future.result()
 
     def _todo(self, candidate: Candidate, exact: bool, volumes: Sequence) -> list:
         todo = []
