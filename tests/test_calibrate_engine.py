@@ -191,6 +191,29 @@ def test_calibrate_on_a_running_scheduler_by_address_equals_one_process(saved, t
         alone["evidence"]["out_of_fold"]["oof_winner_scores"]
 
 
+def test_the_eta_prices_screened_and_exact_masks_at_their_own_rates(monkeypatch):
+    """A screened mask on a crop takes a fraction of a second, an exact one on a whole 320^3
+    volume many seconds: one average rate made the ETA read minutes where an hour was left.
+    Each kind is planned and timed on its own; before the first exact mask the line says the
+    exact masks are not yet timed."""
+    from vesukit.calibrate import engine as engine_module
+
+    clock = [0.0]
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: clock[0])
+    lines = []
+    progress = engine_module._Progress(lines.append, every=0)
+    progress.planned.update(screened=100, exact=10)
+    for _ in range(50):  # 50 screened masks, one second each
+        clock[0] += 1.0
+        progress.add(1, exact=False)
+    assert lines[-1].endswith("ETA ~1m00s (exact masks not yet timed)")  # 50 + 10 at 1 s
+    assert "search: 50/110 masks" in lines[-1] and "exact 0/10" in lines[-1]
+    clock[0] += 120.0  # one whole volume: two exact masks in two minutes
+    progress.add(2, exact=True)
+    # 50 screened at 1 s and 8 exact at 60 s: 8m50s (one average rate said 3m10s)
+    assert lines[-1].endswith("ETA ~8m50s") and "exact 2/10" in lines[-1]
+
+
 def test_calibrate_prints_progress_with_an_eta_and_exhaustive_agrees(saved, tmp_path, capsys):
     assert _calibrate(saved, tmp_path / "ranked.json", "--workers", "2") == 0
     err = capsys.readouterr().err

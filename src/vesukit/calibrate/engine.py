@@ -151,26 +151,47 @@ def _first(function, *args):
 
 
 class _Progress:
-    """Masks done of masks planned, their rate, and an ETA, at most every ``every`` seconds."""
+    """Masks done of masks planned, and an ETA, at most every ``every`` seconds.
+
+    Screened masks (bounds, often on crops) and exact ones (the full scorer, often on whole
+    volumes) cost very different times, so each kind has its own plan and its own rate: the
+    wall time between two counts goes to the kind just counted. Before the first exact mask
+    the ETA prices exact masks at the screened rate and says so ("exact masks not yet timed").
+    The plans are upper bounds; the ETA is an estimate at the rates so far.
+    """
+
+    KINDS = ("screened", "exact")
 
     def __init__(self, say: Callable[[str], None] | None, every: float):
         self.say, self.every = say, every
-        self.planned = 0
-        self.done = 0
-        self.start = time.perf_counter()
+        self.planned = dict.fromkeys(self.KINDS, 0)
+        self.done = dict.fromkeys(self.KINDS, 0)
+        self.spent = dict.fromkeys(self.KINDS, 0.0)
+        self.start = self._mark = time.perf_counter()
         self._last = -1e9
 
-    def add(self, count: int) -> None:
-        self.done += count
+    def add(self, count: int, exact: bool) -> None:
+        kind = "exact" if exact else "screened"
         now = time.perf_counter()
+        self.spent[kind] += now - self._mark
+        self._mark = now
+        self.done[kind] += count
         if self.say is None or now - self._last < self.every:
             return
         self._last = now
-        rate = (now - self.start) / max(self.done, 1)
-        planned = max(self.planned, self.done)
-        eta = rate * (planned - self.done)
-        self.say(f"search: {self.done}/{planned} masks (volumes x candidates, planned at most), "
-                 f"{rate:.2f} s/mask, ETA at most {_clock(eta)}")
+        self.say(self.line(now))
+
+    def line(self, now: float) -> str:
+        done = sum(self.done.values())
+        planned = sum(max(self.planned[k], self.done[k]) for k in self.KINDS)
+        rates = {k: self.spent[k] / self.done[k] for k in self.KINDS if self.done[k]}
+        eta = sum(max(self.planned[k] - self.done[k], 0) * rates.get(k, max(rates.values()))
+                  for k in self.KINDS)
+        untimed = "exact" not in rates and self.planned["exact"] > 0
+        return (f"search: {done}/{planned} masks (volumes x candidates, planned at most; "
+                f"exact {self.done['exact']}/{max(self.planned['exact'], self.done['exact'])}), "
+                f"{(now - self.start) / max(done, 1):.2f} s/mask, ETA ~{_clock(eta)}"
+                + (" (exact masks not yet timed)" if untimed else ""))
 
 
 def _clock(seconds: float) -> str:
@@ -272,14 +293,16 @@ class SearchEngine(Evaluator):
         """The ids of the sampled volumes whose crops the searches screen on (none unsampled)."""
         return sorted(self._root._sample_ids) if self.sample is not None else []
 
-    def plan(self, masks: int) -> None:
-        """Add ``masks`` (volumes x candidates) to the progress line's total."""
-        self._progress.planned += int(masks)
+    def plan(self, screened: int, exact: int) -> None:
+        """Add masks (volumes x candidates) to the progress line's totals: ``screened`` ones
+        (bounds) and ``exact`` ones (the full scorer), each an upper bound."""
+        self._progress.planned["screened"] += int(screened)
+        self._progress.planned["exact"] += int(exact)
 
     @property
     def planned(self) -> int:
         """The masks planned so far: the progress line's total, an upper bound."""
-        return self._progress.planned
+        return sum(self._progress.planned.values())
 
     def rescore_exactly(self, result: CandidateScore) -> CandidateScore:
         if result.exact:
@@ -311,7 +334,7 @@ class SearchEngine(Evaluator):
         todo = self._todo(candidate, exact, volumes)
         for (volume, _), result in zip(todo, self._run(todo, candidate, exact)):
             self._record(volume, candidate, exact, result)
-        self._progress.add(len(todo))
+        self._progress.add(len(todo), exact)
         return self._known_score(candidate, stage, exact, volumes)
 
     def _scored_on(self, exact: bool) -> list:
@@ -345,7 +368,7 @@ class SearchEngine(Evaluator):
         for volume, items, outcomes in self._batches_as_done(batches):
             for (candidate, _), result in zip(items, outcomes):
                 self._record(volume, candidate, True, result)
-            self._progress.add(len(items))  # per volume: a batch of whole volumes takes minutes
+            self._progress.add(len(items), True)  # per volume: a whole-volume batch takes minutes
         return [self._known_score(candidate, stage, True, volumes) for candidate in candidates]
 
     def _batches_as_done(self, batches):

@@ -113,8 +113,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                 progress(f"search sample: screening on {len(engine.sample.ids(fit_ids))} of "
                          f"{len(fit_ids)} fit volume(s) ({engine.sample.describe()}); the "
                          "held-back volumes are scored whole")
-            engine.plan(_planned_with_holdout(engine, fit_ids, held_ids, grid or RULE_GRID,
-                                              options, top_k, len(whole)))
+            engine.plan(*_planned_with_holdout(engine, fit_ids, held_ids, grid or RULE_GRID,
+                                               options, top_k, len(whole)))
             engines.append(engine)
             return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
                                      options=options, top_k=top_k, progress=progress, engine=engine,
@@ -159,8 +159,10 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     return Calibrated(outcome, block, settings)
 
 
-def _planned_with_holdout(engine, fit_ids, held_ids, grid, options, top_k, whole: int) -> int:
-    """The masks one search from the teachers makes at most (the progress line's total): the
+def _planned_with_holdout(engine, fit_ids, held_ids, grid, options, top_k,
+                          whole: int) -> tuple[int, int]:
+    """The (screened, exact) masks one search from the teachers makes at most (the progress
+    line's totals): the
     staged search on the fit volumes (on the sample's crops where it samples; the ranked
     search's finalists and the best fixed threshold, with and without its chain, exact), then
     the held-back check on every held volume, whole: the winner, the best fixed threshold, and
@@ -172,7 +174,7 @@ def _planned_with_holdout(engine, fit_ids, held_ids, grid, options, top_k, whole
     exact = bound if engine.exhaustive or not engine.finalists else engine.finalists + 2
     searched = len(engine.sample.ids(fit_ids)) if engine.sample is not None else len(fit_ids)
     check = 2 + 2 * len(grid.get("fixed", []))
-    return searched * (screened + exact) + len(held_ids) * check
+    return searched * screened, searched * exact + len(held_ids) * check
 
 
 def engine_evidence(engine, exhaustive: bool, scheduler: str, workers: int) -> dict:
@@ -319,7 +321,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
             screened = len(engine.sample.ids(v.volume_id for v in prepared))
             progress(f"search sample: screening on {screened} of {len(prepared)} volume(s) "
                      f"({engine.sample.describe()}); folds judged on the whole volumes")
-        engine.plan(planned(len(prepared)))
+        engine.plan(*planned(len(prepared)))
         oof = out_of_fold(prepared, folds, grid, options, top_k, progress, engine=engine,
                           whole=whole)
     oof.budget = budget
@@ -340,7 +342,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
 
 def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists, budget_hours,
                    workers, progress, whole: int = 0, sample=None, rules=()):
-    """(budget record or None, volumes to search, masks planned for n volumes).
+    """(budget record or None, volumes to search, (screened, exact) masks planned for n volumes).
 
     Masks per searched volume are bounded by the staged search's candidates
     (:func:`~vesukit.calibrate.oof.masks_per_volume_bound`), each screened unless
@@ -369,8 +371,8 @@ def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists,
     def sampled(n: int) -> int:
         return len(sample.ids(v.volume_id for v in prepared[:n])) if sampling else n
 
-    def planned(n: int) -> int:
-        return sampled(n) * (screened + exact) + (n * judged if sampling else 0)
+    def planned(n: int) -> tuple[int, int]:  # (screened, exact) masks for n volumes
+        return sampled(n) * screened, sampled(n) * exact + (n * judged if sampling else 0)
 
     if budget_hours is None:
         return None, len(prepared), planned
