@@ -72,6 +72,25 @@ def test_winner_beats_the_best_fixed_threshold_on_held_back_volumes(outcome):
     assert held["winner_holds_up"] is True
 
 
+def test_the_held_back_check_scores_each_held_volume_once_per_candidate(outcome, volumes):
+    """The check is whole-volume work with the full scorer (at 100 x 320^3 most of a run from
+    teachers): the winner, the fit's best fixed threshold, and each fixed threshold with the
+    winner's chain, once per held volume; the oracle is the best of the fixed ones there."""
+    from vesukit.calibrate.search import RULE_GRID, check_held_back
+
+    held = [v for v in volumes if v.volume_id in outcome.held_ids]
+    evaluator = Evaluator(held)
+    grid = {"fixed": RULE_GRID["fixed"]}
+    check = check_held_back(outcome.search, held, grid, evaluator)
+    assert evaluator.masks_scored <= len(held) * (2 + len(grid["fixed"]))
+    chain = outcome.search.winner.candidate.postprocess
+    fixed_there = [check["best_fixed_on_fit"]["mean"]]
+    for params in grid["fixed"]:
+        candidate = Candidate(ThresholdRule("fixed", dict(params)), chain)
+        fixed_there.append(Evaluator(held).score(candidate).mean)
+    assert check["best_fixed_on_held_back"]["mean"] == max(fixed_there)
+
+
 def test_the_winner_is_the_best_scored_candidate(outcome):
     result = outcome.search
     assert result.winner.mean == max(c.mean for c in result.evaluated)

@@ -166,14 +166,14 @@ def _planned_with_holdout(engine, fit_ids, held_ids, grid, options, top_k,
     staged search on the fit volumes (on the sample's crops where it samples; the ranked
     search's finalists and the best fixed threshold, with and without its chain, exact), then
     the held-back check on every held volume, whole: the winner, the best fixed threshold, and
-    every fixed threshold with either chain."""
+    every fixed threshold with the winner's chain."""
     from vesukit.calibrate.oof import masks_per_volume_bound
 
     bound = masks_per_volume_bound(grid, options, top_k, 1, whole=whole)
     screened = 0 if engine.exhaustive else bound
     exact = bound if engine.exhaustive or not engine.finalists else engine.finalists + 2
     searched = len(engine.sample.ids(fit_ids)) if engine.sample is not None else len(fit_ids)
-    check = 2 + 2 * len(grid.get("fixed", []))
+    check = 2 + len(grid.get("fixed", []))
     return searched * screened, searched * exact + len(held_ids) * check
 
 
