@@ -247,3 +247,45 @@ def test_calibrate_rejects_a_root_without_labels(tmp_path, teachers, capsys):
                  str(tmp_path / "c.json"), "--rules", "fixed,median"])
     assert code == 2
     assert "median" in capsys.readouterr().err
+
+
+def test_budget_hours_bounds_the_volumes_the_teachers_run_on(root, teachers, tmp_path, capsys,
+                                                             monkeypatch):
+    """calibrate --teachers --budget-hours: the teachers run on the first volume, a mask of it
+    is timed, and only as many volumes as fit the budget are searched, so the teachers run on
+    those only. The plan it prices is the one the search's progress line counts, and bounds
+    what the search did."""
+    from vesukit.calibrate import engine as engine_module
+
+    out = tmp_path / "tight" / "calibration.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(out), "--device", "cpu", "--holdout", "0.5", "--steps", "basic",
+                 "--budget-hours", "0.00001", "--scheduler", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert "searched 2 of 3 volume(s)" in printed
+    data = json.loads(out.read_text())
+    budget, work = data["evidence"]["budget"], data["evidence"]["search_engine"]
+    ids = labelled_ids(root)
+    assert budget["volumes_searched"] == 2 and budget["volumes_available"] == 3
+    assert data["evidence"]["fit_volumes"] + data["evidence"]["held_back_volumes"] == ids[:2]
+    # the teachers never ran on the third volume
+    assert MapCache(tmp_path / "tight" / "calibration-cache").volume_ids == tuple(ids[:2])
+    assert work["screened_masks"] <= budget["screened_volumes"] * budget["screened_masks_per_volume_bound"]
+    assert work["exact_masks"] <= (budget["screened_volumes"] * budget["exact_masks_per_volume_bound"]
+                                   + budget["judged_volumes"] * budget["whole_masks_per_judged_volume"])
+
+    # with a fixed timer the arithmetic is checked exactly: 2 s a mask, one worker
+    monkeypatch.setattr(engine_module, "time_one_mask", lambda volume, candidate, exact: 2.0)
+    out = tmp_path / "roomy" / "calibration.json"
+    assert main(["calibrate", "--data", str(root), "--teachers", str(teachers), "--out",
+                 str(out), "--device", "cpu", "--holdout", "0.5", "--steps", "basic",
+                 "--budget-hours", "10", "--scheduler", "none"]) == 0
+    budget = json.loads(out.read_text())["evidence"]["budget"]
+    assert budget["volumes_searched"] == 3 and budget["judged_volumes"] == 2  # 0.5 of 3, rounded
+    masks = (budget["screened_volumes"] * (budget["screened_masks_per_volume_bound"]
+                                           + budget["exact_masks_per_volume_bound"])
+             + budget["judged_volumes"] * budget["whole_masks_per_judged_volume"])
+    assert budget["estimated_hours_at_most"] * 3600 == pytest.approx(2.0 * masks)
+    # the held-back check: the winner, the best fixed threshold, every fixed one with its chain
+    from vesukit.calibrate.search import RULE_GRID
+    assert budget["whole_masks_per_judged_volume"] == 2 + len(RULE_GRID["fixed"])

@@ -190,10 +190,11 @@ def test_bad_sample_flags_are_usage_errors(saved, tmp_path, flag, capsys):
 
 
 def test_budget_hours_counts_the_sample_once_and_every_judged_volume(saved, tmp_path, monkeypatch):
-    """On a sample, the search's cost is the sample's screening plus each volume's judging:
-    the budget times a crop's masks and a whole volume's, and takes as many volumes as fit.
-    (The timer is fixed here so the arithmetic is checked exactly: 1 s per crop mask, 20 s
-    per whole-volume mask.)"""
+    """On a sample, the search's cost is the sample's search plus each volume's judging: the
+    budget times a crop's masks and a whole volume's, prices the ranked search's finalists
+    (scored on the sampled volumes whole) as whole-volume masks, and takes as many volumes as
+    fit. (The timer is fixed here so the arithmetic is checked exactly: 1 s per crop mask,
+    20 s per whole-volume mask.)"""
     from vesukit.calibrate import engine
     from vesukit.calibrate.runner import run_calibration_from_maps
 
@@ -210,7 +211,10 @@ def test_budget_hours_counts_the_sample_once_and_every_judged_volume(saved, tmp_
 
     budget, _ = run(100, "all.json")
     assert budget["volumes_searched"] == 6 and budget["screened_volumes"] == 3
-    per_sampled = budget["screened_masks_per_volume_bound"] + budget["exact_masks_per_volume_bound"]
+    whole = budget["exact_whole_masks_per_volume_bound"]
+    assert whole == 3 * (3 + 2)  # each fold's and the final search's finalists and best fixed
+    per_sampled = (budget["screened_masks_per_volume_bound"]
+                   + budget["exact_masks_per_volume_bound"] - whole + 20 * whole)
     assert budget["estimated_hours_at_most"] * 3600 == pytest.approx(3 * per_sampled + 6 * 2 * 20)
     # 4 volumes: 3 of them sampled, 4 judged; a fifth would need 40 s more
     hours = (3 * per_sampled + 4 * 2 * 20 + 1) / 3600

@@ -55,7 +55,8 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                     grid=None, winners: bool = False, fusion: bool = False,
                     progress: Callable[[str], None] | None = None,
                     exhaustive: bool = False, scheduler: str = "local",
-                    workers: int | None = None, finalists: int | None = None, sample=None):
+                    workers: int | None = None, finalists: int | None = None, sample=None,
+                    budget_hours: float | None = None):
     """Build (or reuse) the cache, search, write ``out``; returns what was chosen (Calibrated).
 
     With ``fusion``, the teachers' weights and mode are fitted (with the first search's rule),
@@ -64,67 +65,59 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
     :class:`~vesukit.calibrate.engine.SearchEngine` (ranked with ``finalists``, default
     :data:`~vesukit.calibrate.engine.FINALISTS`; screened with 0; every mask exact if
     ``exhaustive``; on Dask unless ``scheduler`` is "none").
+
+    With ``budget_hours``, the teachers run on the first volume, one mask of it is timed, and
+    the search (and so the teachers) takes only as many of the first volumes, in id order, as
+    the upper bound on its masks allows within the budget. The teachers' own time is not
+    counted in it (the cache keeps their maps; the progress lines show it).
     """
-    from vesukit.calibrate.labels import LabelFile
-    from vesukit.calibrate.maps import CachedEnsemble
-    from vesukit.calibrate.search import (
-        RULE_GRID,
-        LabelledVolume,
-        calibrate_volumes,
-        postprocess_options,
-        whole_chains,
-    )
-    from vesukit.data import volume_path
+    from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client, worker_count
+    from vesukit.calibrate.sample import SearchSample
+    from vesukit.calibrate.search import calibrate_volumes, split_volumes
     from vesukit.run_settings import fitted_on
 
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / "calibration-cache"
-    run = cached_ensemble_pass(data, teachers, cache_dir, volumes, device, tta, overlap, dtype,
-                               progress)
-    # maps and labels are made where they are scored (and a judged volume released after):
-    # a hundred 320^3 ensembles and prepared labels would not fit in memory at once
-    labels = {i: LabelFile(volume_path(run.root, i, "train_labels"), i) for i in run.ids}
-    prepared = [LabelledVolume(i, CachedEnsemble(run.cache.folder, i), labels[i])
-                for i in run.ids]
-    # one teacher has no disagreement: a rule or step reading it would silently do nothing
-    disagreement = len(run.settings.teachers) > 1
-    voxels = _median_voxels(prepared)
-    options = postprocess_options(voxels, winners=winners, disagreement=disagreement)
-    whole = whole_chains(voxels, winners=winners)
-    grid = without_disagreement(grid or RULE_GRID, progress) if not disagreement else grid
-
-    from vesukit.calibrate.engine import FINALISTS, SearchEngine, dask_client, worker_count
-    from vesukit.calibrate.sample import SearchSample
-    from vesukit.calibrate.search import rule_candidates, split_volumes
-
+    finalists = FINALISTS if finalists is None else finalists
     sample = SearchSample() if sample is None else sample
-    rules = rule_candidates(grid or RULE_GRID) + list(whole)
-    settings, block, engines = run.settings, None, []
+    passes = dict(device=device, tta=tta, overlap=overlap, dtype=dtype)
+    setup = dict(grid=grid, top_k=top_k, winners=winners, holdout=holdout,
+                 exhaustive=exhaustive, finalists=finalists, sample=sample)
+    settings, block, engines, budget = None, None, [], None
     with dask_client(scheduler, workers, progress) as client:
         n_workers = worker_count(client)
+        if budget_hours is not None:
+            budget, volumes = _teachers_within_budget(
+                budget_hours, data, teachers, cache_dir, volumes, passes, setup, n_workers,
+                progress)
+        run = cached_ensemble_pass(data, teachers, cache_dir, volumes, progress=progress,
+                                   **passes)
+        settings = run.settings
+        search = _TeacherSearch.of(run, progress=progress, **setup)
 
-        def searched(volumes):
+        def searched(prepared):
             # the sample is spread over the fit volumes, the ones the search runs on
-            fit_ids, held_ids = split_volumes([v.volume_id for v in volumes], holdout)
-            engine = SearchEngine(volumes, exhaustive=exhaustive, client=client, progress=progress,
-                                  finalists=FINALISTS if finalists is None else finalists,
-                                  sample=sample, rules=rules, sample_among=fit_ids)
+            fit_ids, _ = split_volumes([v.volume_id for v in prepared], holdout)
+            engine = SearchEngine(prepared, exhaustive=exhaustive, client=client,
+                                  progress=progress, finalists=finalists, sample=sample,
+                                  rules=search.rules, sample_among=fit_ids)
             if engine.sample is not None and progress:
                 progress(f"search sample: screening on {len(engine.sample.ids(fit_ids))} of "
                          f"{len(fit_ids)} fit volume(s) ({engine.sample.describe()}); the "
                          "held-back volumes are scored whole")
-            engine.plan(*_planned_with_holdout(engine, fit_ids, held_ids, grid or RULE_GRID,
-                                               options, top_k, len(whole)))
+            engine.plan(*search.plan.masks(len(prepared)))
             engines.append(engine)
-            return calibrate_volumes(volumes, holdout=holdout, grid=grid or RULE_GRID,
-                                     options=options, top_k=top_k, progress=progress, engine=engine,
-                                     whole=whole)
+            return calibrate_volumes(prepared, holdout=holdout, grid=search.grid,
+                                     options=search.options, top_k=top_k, progress=progress,
+                                     engine=engine, whole=search.whole)
 
-        outcome = searched(prepared)
+        outcome = searched(search.volumes)
         if fusion:
             from vesukit.calibrate.fusion import fit_fusion, fuse_weights
+            from vesukit.calibrate.maps import CachedEnsemble
+            from vesukit.calibrate.search import LabelledVolume
 
-            block = fit_fusion(run.cache, labels, outcome.fit_ids,
+            block = fit_fusion(run.cache, search.labels, outcome.fit_ids,
                                outcome.search.winner.candidate.rule, progress)
             weights = fuse_weights(run.cache, block)
             if progress:
@@ -132,7 +125,7 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
             first = outcome.search.winner
             outcome = searched([LabelledVolume(i, CachedEnsemble(run.cache.folder, i, weights,
                                                                  block["mode"]),
-                                               labels[i]) for i in run.ids])
+                                               search.labels[i]) for i in run.ids])
             # the first search only chose the rule the fusion was fitted with; the file's
             # decision is the second search's, on the fused maps
             block["evidence"]["rule_and_chain_before_fusion"] = {
@@ -141,6 +134,7 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
                                weights={n: w for n, w in block["weights"].items() if w > 0})
     data_out = outcome.to_json()
     data_out["evidence"]["cache"] = str(cache_dir)
+    data_out["evidence"]["budget"] = budget
     engine = engines[-1]  # the search that chose the decision written
     data_out["evidence"]["search_engine"] = engine_evidence(engine, exhaustive, scheduler,
                                                             n_workers)
@@ -156,25 +150,80 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
         block["manifest"] = str(write_fused_manifest(run.manifest, block, out))
         data_out["fusion"] = block
     atomic_write_bytes(out, json.dumps(data_out, indent=1).encode())
-    return Calibrated(outcome, block, settings)
+    return Calibrated(outcome, block, settings, budget)
 
 
-def _planned_with_holdout(engine, fit_ids, held_ids, grid, options, top_k,
-                          whole: int) -> tuple[int, int]:
-    """The (screened, exact) masks one search from the teachers makes at most (the progress
-    line's totals): the
-    staged search on the fit volumes (on the sample's crops where it samples; the ranked
-    search's finalists and the best fixed threshold, with and without its chain, exact), then
-    the held-back check on every held volume, whole: the winner, the best fixed threshold, and
-    every fixed threshold with the winner's chain."""
+@dataclass
+class _TeacherSearch:
+    """What a search from the teachers' cached maps runs on: the volumes (maps and labels made
+    where they are scored, and a judged volume released after: a hundred 320^3 ensembles and
+    prepared labels would not fit in memory at once), the rules, the chains' options sized to
+    the volumes, and its plan of masks."""
+
+    volumes: list
+    labels: dict
+    grid: dict
+    options: dict
+    whole: list
+    rules: list
+    plan: object               # vesukit.calibrate.budget.SearchPlan
+
+    @classmethod
+    def of(cls, run: EnsemblePass, *, grid, top_k, winners, holdout, exhaustive, finalists,
+           sample, progress=None, planned_ids=None, planned_shapes=None) -> _TeacherSearch:
+        """The search on ``run``'s volumes; its plan (and the chains' sizes) for
+        ``planned_ids`` of ``planned_shapes`` where given (a budget plans the volumes the
+        teachers have not run on yet), else for ``run``'s."""
+        import numpy as np
+
+        from vesukit.calibrate.budget import held_back_plan
+        from vesukit.calibrate.labels import LabelFile
+        from vesukit.calibrate.maps import CachedEnsemble
+        from vesukit.calibrate.search import (
+            RULE_GRID,
+            LabelledVolume,
+            postprocess_options,
+            rule_candidates,
+            whole_chains,
+        )
+        from vesukit.data import volume_path
+
+        labels = {i: LabelFile(volume_path(run.root, i, "train_labels"), i) for i in run.ids}
+        volumes = [LabelledVolume(i, CachedEnsemble(run.cache.folder, i), labels[i])
+                   for i in run.ids]
+        ids = list(run.ids) if planned_ids is None else list(planned_ids)
+        shapes = [v.maps.shape for v in volumes] if planned_shapes is None else planned_shapes
+        # one teacher has no disagreement: a rule or step reading it would silently do nothing
+        disagreement = len(run.settings.teachers) > 1
+        # a chain's sizes are scaled to the whole volumes (also when the search screens crops)
+        voxels = int(np.median([np.prod(shape) for shape in shapes]))
+        options = postprocess_options(voxels, winners=winners, disagreement=disagreement)
+        whole = whole_chains(voxels, winners=winners)
+        grid = grid or RULE_GRID
+        grid = grid if disagreement else without_disagreement(grid, progress)
+        plan = held_back_plan(ids, shapes, grid, options, top_k, len(whole), holdout,
+                              exhaustive, finalists, sample)
+        return cls(volumes, labels, grid, options, whole, rule_candidates(grid) + list(whole),
+                   plan)
+
+
+def _teachers_within_budget(hours, data, teachers, cache_dir, volumes, passes, setup, workers,
+                            progress) -> tuple[dict, int]:
+    """(budget record, volumes to search): the teachers run on the first volume, whose mask
+    is timed; the search's masks are counted for every labelled volume's shape (read from its
+    header: the teachers have not run on it yet)."""
     from vesukit.calibrate.oof import masks_per_volume_bound
+    from vesukit.data import find_competition_root, read_volume_shape, volume_path
 
-    bound = masks_per_volume_bound(grid, options, top_k, 1, whole=whole)
-    screened = 0 if engine.exhaustive else bound
-    exact = bound if engine.exhaustive or not engine.finalists else engine.finalists + 2
-    searched = len(engine.sample.ids(fit_ids)) if engine.sample is not None else len(fit_ids)
-    check = 2 + len(grid.get("fixed", []))
-    return searched * screened, searched * exact + len(held_ids) * check
+    root = find_competition_root(data)
+    ids = labelled_ids(root, volumes)
+    shapes = [read_volume_shape(volume_path(root, i, "train_images")) for i in ids]
+    first = _TeacherSearch.of(cached_ensemble_pass(data, teachers, cache_dir, 1, **passes),
+                              planned_ids=ids, planned_shapes=shapes, **setup)
+    bound = masks_per_volume_bound(first.grid, first.options, setup["top_k"], 1,
+                                   whole=len(first.whole))
+    return _within_budget(hours, first.volumes[0], len(ids), first.plan, first.options,
+                          setup["exhaustive"], first.rules, workers, progress, bound=bound)
 
 
 def engine_evidence(engine, exhaustive: bool, scheduler: str, workers: int) -> dict:
@@ -195,6 +244,7 @@ class Calibrated:
     outcome: object            # vesukit.calibrate.search.CalibrationOutcome
     fusion: dict | None
     settings: object           # vesukit.run_settings.RunSettings
+    budget: dict | None = None  # what --budget-hours planned (None: no budget)
 
 
 def run_ablation(data, teachers, *, volumes: int | None = None, cache_dir=None,
@@ -311,7 +361,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     rules = rule_candidates(grid) + list(whole)
     with dask_client(scheduler, workers, progress) as client:
         n_workers = worker_count(client)
-        budget, take, planned = _search_budget(prepared, grid, options, top_k, folds, exhaustive,
+        budget, take, plan = _search_budget(prepared, grid, options, top_k, folds, exhaustive,
                                                finalists, budget_hours, n_workers, progress,
                                                whole=len(whole), sample=sample, rules=rules)
         prepared = prepared[:take]
@@ -321,7 +371,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
             screened = len(engine.sample.ids(v.volume_id for v in prepared))
             progress(f"search sample: screening on {screened} of {len(prepared)} volume(s) "
                      f"({engine.sample.describe()}); folds judged on the whole volumes")
-        engine.plan(*planned(len(prepared)))
+        engine.plan(*plan.masks(len(prepared)))
         oof = out_of_fold(prepared, folds, grid, options, top_k, progress, engine=engine,
                           whole=whole)
     oof.budget = budget
@@ -342,73 +392,34 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
 
 def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists, budget_hours,
                    workers, progress, whole: int = 0, sample=None, rules=()):
-    """(budget record or None, volumes to search, (screened, exact) masks planned for n volumes).
+    """(budget record or None, volumes to search, the plan) of the out-of-fold search
+    (:func:`~vesukit.calibrate.budget.out_of_fold_plan`)."""
+    from vesukit.calibrate.budget import out_of_fold_plan
+    from vesukit.calibrate.oof import masks_per_volume_bound
 
-    Masks per searched volume are bounded by the staged search's candidates
-    (:func:`~vesukit.calibrate.oof.masks_per_volume_bound`), each screened unless
-    ``exhaustive``; then the full scorer runs on every one of them (exhaustive, and at most so
-    when screening with ``finalists`` 0) or on the finalists and what judges the folds
-    (:func:`~vesukit.calibrate.oof.exact_masks_per_volume_bound`). On a ``sample`` the searches
-    screen on the sampled volumes' crops only, and every volume costs its judging: two exact
-    masks (its fold's winner and baseline) on the whole volume. Volumes are spread over the
-    workers.
-    """
-    from vesukit.calibrate.engine import time_one_mask
-    from vesukit.calibrate.oof import budget_volumes, exact_masks_per_volume_bound, masks_per_volume_bound
-    from vesukit.calibrate.sample import CropOf, make_crop
-    from vesukit.calibrate.search import Candidate
-    from vesukit.decide import ThresholdRule
-
-    bound = masks_per_volume_bound(grid, options, top_k, folds, whole=whole)
-    screened = 0 if exhaustive else bound
-    exact = bound if exhaustive or not finalists else \
-        exact_masks_per_volume_bound(options, folds, finalists)
     shapes = [tuple(v.maps.shape) if hasattr(v.maps, "shape") else v.maps.mean.shape
               for v in prepared]
-    sampling = sample is not None and not exhaustive and sample.active_for(shapes)
-    judged = 2  # per volume on a sample: its fold's winner and baseline, whole
-
-    def sampled(n: int) -> int:
-        return len(sample.ids(v.volume_id for v in prepared[:n])) if sampling else n
-
-    def planned(n: int) -> tuple[int, int]:  # (screened, exact) masks for n volumes
-        return sampled(n) * screened, sampled(n) * exact + (n * judged if sampling else 0)
-
+    plan = out_of_fold_plan([v.volume_id for v in prepared], shapes, grid, options, top_k,
+                            folds, whole, exhaustive, finalists, sample)
     if budget_hours is None:
-        return None, len(prepared), planned
-    longest = tuple({"step": slot, **next(o for o in reversed(opts) if o is not None)}
-                    for slot, opts in options.items() if any(o is not None for o in opts))
-    candidate = Candidate(ThresholdRule(), longest)
-    judge_s = time_one_mask(prepared[0], candidate, exact=True) if sampling else 0.0
-    searched_on = make_crop(CropOf(prepared[0], sample.crop), list(rules) + [candidate]) \
-        if sampling and sample.crop > 0 else prepared[0]
-    exact_s = time_one_mask(searched_on, candidate, exact=True)
-    screen_s = 0.0 if exhaustive else time_one_mask(searched_on, candidate, exact=False)
-    prepared[0].release()  # timed here; searched and judged where the engine runs it
+        return None, len(prepared), plan
+    budget, take = _within_budget(budget_hours, prepared[0], len(prepared), plan, options,
+                                  exhaustive, rules, workers, progress,
+                                  bound=masks_per_volume_bound(grid, options, top_k, folds,
+                                                               whole=whole))
+    return budget, take, plan
 
-    def seconds(n: int) -> float:  # at most, spread over the workers
-        return (sampled(n) * (screened * screen_s + exact * exact_s)
-                + (n * judged * judge_s if sampling else 0.0)) / workers
 
-    if sampling:  # a constant (the sample's screening) plus each volume's judging
-        take = len(prepared)
-        while take > 2 and seconds(take) > budget_hours * 3600:
-            take -= 1
-    else:
-        take = budget_volumes(len(prepared), seconds(1), budget_hours * 3600)
-    per_volume = seconds(len(prepared)) / max(len(prepared), 1)
-    budget = {"hours": budget_hours, "seconds_per_volume_at_most": per_volume,
-              "seconds_per_exact_mask": exact_s, "seconds_per_screened_mask": screen_s,
-              "seconds_per_judged_whole_mask": judge_s,
-              "workers": workers, "masks_per_volume_bound": bound,
-              "screened_masks_per_volume_bound": screened, "exact_masks_per_volume_bound": exact,
-              "volumes_available": len(prepared), "volumes_searched": take,
-              "screened_volumes": sampled(take),
-              "estimated_hours_at_most": seconds(take) / 3600}
+def _within_budget(hours, first, available, plan, options, exhaustive, rules, workers,
+                   progress, bound: int):
+    """(budget record, volumes to take): one mask of the longest chain timed on ``first``
+    (and on its crop where the plan samples), then as many of the first volumes as fit
+    ``hours`` on ``workers``."""
+    from vesukit.calibrate.budget import budget_line, budget_record, time_masks, volumes_within
+
+    rates = time_masks(first, options, exhaustive, plan.sample, rules)
+    take = volumes_within(hours, available, lambda n: plan.seconds(n, rates, workers))
+    budget = budget_record(hours, plan, rates, workers, available, take, bound)
     if progress:
-        progress(f"budget {budget_hours} h: at most {screened} screened masks ({screen_s:.2f} s "
-                 f"each) and {exact} exact ({exact_s:.2f} s) per searched volume"
-                 + (f", {judged} whole-volume masks ({judge_s:.2f} s) per judged volume"
-                    if sampling else "")
-                 + f" on {workers} worker(s) -> searching {take} of {len(prepared)} volume(s)")
-    return budget, take, planned
+        progress(budget_line(budget))
+    return budget, take

@@ -469,6 +469,13 @@ def split_volumes(volume_ids: Sequence[str], holdout: float) -> tuple[list[str],
     return [i for i in ids if i not in held], [i for i in ids if i in held]
 
 
+def held_back_masks_per_volume(grid: Mapping[str, Sequence[Mapping]] = RULE_GRID) -> int:
+    """The masks :func:`check_held_back` scores on each held volume at most: the winner, the
+    fit's best fixed threshold, and every fixed threshold of ``grid`` with the winner's chain
+    (what the progress line and ``--budget-hours`` count)."""
+    return 2 + len(grid.get("fixed", []))
+
+
 def check_held_back(result: SearchResult, held: Sequence[LabelledVolume],
                     grid: Mapping[str, Sequence[Mapping]] = RULE_GRID,
                     evaluator: Evaluator | None = None) -> dict:

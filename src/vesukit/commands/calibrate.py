@@ -46,8 +46,9 @@ def register(subparsers) -> None:
     parser.add_argument("--folds", type=int, default=3,
                         help="with --maps: out-of-fold folds (3)")
     parser.add_argument("--budget-hours", type=float, default=None, metavar="H",
-                        help="with --maps: time one mask, then search only as many volumes as "
-                        "fit H hours (e.g. 8 for a working day); default: all volumes")
+                        help="time one mask, then search only as many volumes as fit H hours "
+                        "(e.g. 8 for a working day; with --teachers they then run on those "
+                        "volumes only, their time not counted); default: all volumes")
     parser.add_argument("--steps", default="winners", choices=["basic", "winners"],
                         help="post-processing steps searched: basic (border, dust, closing, "
                         "cavities) or winners (plus per-sheet closing, patching, plugging, median; "
@@ -140,8 +141,11 @@ def run(args: argparse.Namespace) -> int:
                                  winners=args.steps == "winners", fusion=args.fusion,
                                  progress=progress_line, exhaustive=args.exhaustive,
                                  scheduler=args.scheduler, workers=args.workers,
-                                 finalists=args.finalists, sample=_sample(args))
+                                 finalists=args.finalists, sample=_sample(args),
+                                 budget_hours=args.budget_hours)
     outcome, fusion = calibrated.outcome, calibrated.fusion
+    if calibrated.budget:
+        print(budget_summary(calibrated.budget))
     if fusion is not None:
         oof = fusion["evidence"]["out_of_fold"]
         weights = ", ".join(f"{n}={w:g}" for n, w in fusion["weights"].items())
@@ -174,6 +178,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def budget_summary(b: dict) -> str:
+    """What --budget-hours allowed, as printed after the search."""
+    return (f"budget {b['hours']} h: at most {b['seconds_per_volume_at_most']:.1f} s per volume "
+            f"({b['screened_masks_per_volume_bound']} screened + "
+            f"{b['exact_masks_per_volume_bound']} exact masks per searched volume, "
+            f"{b['whole_masks_per_judged_volume']} whole per judged volume): searched "
+            f"{b['volumes_searched']} of {b['volumes_available']} volume(s) "
+            f"(at most {b['estimated_hours_at_most']:.2f} h)")
+
+
 def measured_on(scores, fit: bool = False) -> str:
     from vesukit.calibrate.sample import measured_on as words
 
@@ -198,11 +212,7 @@ def _run_from_maps(args: argparse.Namespace, grid) -> int:
                                     workers=args.workers, finalists=args.finalists,
                                     sample=_sample(args))
     if oof.budget:
-        b = oof.budget
-        print(f"budget {b['hours']} h: at most {b['seconds_per_volume_at_most']:.1f} s per volume "
-              f"({b['screened_masks_per_volume_bound']} screened + {b['exact_masks_per_volume_bound']} "
-              f"exact masks): searched {b['volumes_searched']} of {b['volumes_available']} volume(s) "
-              f"(at most {b['estimated_hours_at_most']:.2f} h)")
+        print(budget_summary(oof.budget))
     print(f"out-of-fold ({len(oof.folds)} fold(s), {sum(map(len, oof.folds))} volume(s), "
           f"{oof.masks_scored} masks scored in {oof.seconds:.1f} s, "
           f"{oof.seconds / max(oof.masks_scored, 1):.2f} s/mask):")
