@@ -273,6 +273,7 @@ def test_budget_hours_bounds_the_volumes_the_teachers_run_on(root, teachers, tmp
     assert work["screened_masks"] <= budget["screened_volumes"] * budget["screened_masks_per_volume_bound"]
     assert work["exact_masks"] <= (budget["screened_volumes"] * budget["exact_masks_per_volume_bound"]
                                    + budget["judged_volumes"] * budget["whole_masks_per_judged_volume"])
+    assert work["screened_masks"] + work["exact_masks"] <= work["masks_planned"]
 
     # with a fixed timer the arithmetic is checked exactly: 2 s a mask, one worker
     monkeypatch.setattr(engine_module, "time_one_mask", lambda volume, candidate, exact: 2.0)
@@ -284,8 +285,11 @@ def test_budget_hours_bounds_the_volumes_the_teachers_run_on(root, teachers, tmp
     assert budget["volumes_searched"] == 3 and budget["judged_volumes"] == 2  # 0.5 of 3, rounded
     masks = (budget["screened_volumes"] * (budget["screened_masks_per_volume_bound"]
                                            + budget["exact_masks_per_volume_bound"])
-             + budget["judged_volumes"] * budget["whole_masks_per_judged_volume"])
+             + budget["judged_volumes"] * (budget["whole_masks_per_judged_volume"]
+                                           + budget["whole_bounds_per_judged_volume"]))
     assert budget["estimated_hours_at_most"] * 3600 == pytest.approx(2.0 * masks)
-    # the held-back check: the winner, the best fixed threshold, every fixed one with its chain
+    # the held-back check: the winner and the best fixed threshold exactly, every fixed
+    # threshold with the winner's chain bounded, and at most all of them exactly
     from vesukit.calibrate.search import RULE_GRID
     assert budget["whole_masks_per_judged_volume"] == 2 + len(RULE_GRID["fixed"])
+    assert budget["whole_bounds_per_judged_volume"] == len(RULE_GRID["fixed"])

@@ -169,6 +169,35 @@ def test_whole_volumes_judged_on_dask_are_counted_as_each_finishes(saved, monkey
     assert done == [2, 4, 6]  # one line per volume, two candidates each
 
 
+def test_a_judged_volume_gives_its_exact_scores_and_bounds_in_one_pass(saved, monkeypatch):
+    """The held-back check wants two exact scores and a bound per fixed threshold of each
+    whole held volume: one batch per volume reads and prepares it once for all of them."""
+    from vesukit.calibrate import engine as engine_module
+    from vesukit.calibrate.search import Evaluator
+
+    root, maps = saved
+    volumes = map_volumes(maps, root)[:3]
+    passes = []
+    real = engine_module.evaluate_batch
+
+    def counted(volume, items, exact, token):
+        passes.append(volume.volume_id)
+        return real(volume, items, exact, token)
+
+    monkeypatch.setattr(engine_module, "evaluate_batch", counted)
+    candidates = rule_candidates({"fixed": RULE_GRID["fixed"][:4]})
+    engine = SearchEngine(volumes, sample=SearchSample(volumes=2, crop=24), rules=candidates)
+    judged = engine.for_volumes(volumes, exact=True).score_many(candidates[:2], "held_back",
+                                                                bounds=candidates[2:])
+    assert sorted(passes) == sorted(v.volume_id for v in volumes)  # one pass per volume
+    exact = [Evaluator(volumes).score(candidate) for candidate in candidates]
+    assert [j.scores for j in judged[:2]] == [e.scores for e in exact[:2]]
+    assert all(j.exact for j in judged[:2])
+    for bound, score in zip(judged[2:], exact[2:]):
+        assert not bound.exact
+        assert all(bound.scores[i] >= score.scores[i] for i in score.scores)
+
+
 def test_the_sample_is_off_where_it_would_leave_nothing_out(saved):
     root, maps = saved
     volumes = map_volumes(maps, root)

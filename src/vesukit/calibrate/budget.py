@@ -26,34 +26,36 @@ class MaskCounts:
     Per searched volume (each sampled one, on a sample): ``screened`` bounds and ``exact`` full
     scores where the search runs (the volume's crop on a sample), and ``exact_whole`` full
     scores on the whole volume (a ranked sample's finalists). Per judged volume: ``judged``
-    full scores on the whole volume.
+    full scores and ``judged_bounds`` bounds on the whole volume.
     """
 
     screened: int
     exact: int
     exact_whole: int = 0
     judged: int = 0
+    judged_bounds: int = 0
 
     def totals(self, searched: int, judged: int) -> tuple[int, int]:
         """(screened, exact) masks of ``searched`` searched and ``judged`` judged volumes."""
-        return (searched * self.screened,
+        return (searched * self.screened + judged * self.judged_bounds,
                 searched * (self.exact + self.exact_whole) + judged * self.judged)
 
     def seconds(self, searched: int, judged: int, rates: MaskSeconds) -> float:
         """Worker-seconds at most, at ``rates``."""
         return (searched * (self.screened * rates.screened + self.exact * rates.exact
                             + self.exact_whole * rates.whole)
-                + judged * self.judged * rates.whole)
+                + judged * (self.judged * rates.whole + self.judged_bounds * rates.whole_bound))
 
 
 @dataclass(frozen=True)
 class MaskSeconds:
     """Seconds of one mask of the longest chain: screened and exact where the search runs
-    (a crop on a sample), and exact on a whole volume."""
+    (a crop on a sample), and exact and bounded on a whole volume."""
 
     screened: float
     exact: float
     whole: float
+    whole_bound: float = 0.0
 
 
 def out_of_fold_masks(grid: Mapping[str, Sequence[Mapping]], options: Mapping[str, list],
@@ -87,12 +89,12 @@ def held_back_masks(grid: Mapping[str, Sequence[Mapping]], options: Mapping[str,
     from vesukit.calibrate.search import held_back_masks_per_volume
 
     bound = masks_per_volume_bound(grid, options, top_k, 1, whole=whole)
-    judged = held_back_masks_per_volume(grid)
+    judged, judged_bounds = held_back_masks_per_volume(grid)
     if exhaustive or not finalists:
-        return MaskCounts(0 if exhaustive else bound, bound, 0, judged)
+        return MaskCounts(0 if exhaustive else bound, bound, 0, judged, judged_bounds)
     if sampled and crop > 0:
-        return MaskCounts(bound, 0, finalists + 2, judged)
-    return MaskCounts(bound, finalists + 2, 0, judged)
+        return MaskCounts(bound, 0, finalists + 2, judged, judged_bounds)
+    return MaskCounts(bound, finalists + 2, 0, judged, judged_bounds)
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,10 @@ def held_back_plan(ids: Sequence[str], shapes: Sequence[Sequence[int]], grid, op
 
 
 def time_masks(volume, options: Mapping[str, list], exhaustive: bool, sample,
-               rules: Sequence = ()) -> MaskSeconds:
+               rules: Sequence = (), whole_bounds: bool = False) -> MaskSeconds:
     """Time one mask of the longest chain on ``volume`` from scratch: screened and exact on
-    its crop when ``sample`` cuts crops, and exact whole. The volume is released after."""
+    its crop when ``sample`` cuts crops, exact whole and (``whole_bounds``) bounded whole.
+    The volume is released after."""
     from vesukit.calibrate.engine import time_one_mask
     from vesukit.calibrate.sample import CropOf, make_crop
     from vesukit.calibrate.search import Candidate
@@ -162,13 +165,14 @@ def time_masks(volume, options: Mapping[str, list], exhaustive: bool, sample,
                     for slot, opts in options.items() if any(o is not None for o in opts))
     candidate = Candidate(ThresholdRule(), longest)
     whole = time_one_mask(volume, candidate, exact=True)
+    whole_bound = time_one_mask(volume, candidate, exact=False) if whole_bounds else 0.0
     searched_on = volume
     if sample is not None and sample.crop > 0:
         searched_on = make_crop(CropOf(volume, sample.crop), list(rules) + [candidate])
     exact = whole if searched_on is volume else time_one_mask(searched_on, candidate, exact=True)
     screened = 0.0 if exhaustive else time_one_mask(searched_on, candidate, exact=False)
     volume.release()  # timed here; searched and judged where the engine runs it
-    return MaskSeconds(screened, exact, whole)
+    return MaskSeconds(screened, exact, whole, whole_bound)
 
 
 def volumes_within(hours: float, available: int, cost: Callable[[int], float],
@@ -187,12 +191,14 @@ def budget_record(hours: float, plan: SearchPlan, rates: MaskSeconds, workers: i
     counts, wall = plan.counts, plan.seconds(take, rates, workers)
     return {"hours": hours, "seconds_per_volume_at_most": wall / max(take, 1),
             "seconds_per_exact_mask": rates.exact, "seconds_per_screened_mask": rates.screened,
-            "seconds_per_judged_whole_mask": rates.whole, "workers": workers,
+            "seconds_per_judged_whole_mask": rates.whole,
+            "seconds_per_judged_whole_bound": rates.whole_bound, "workers": workers,
             "masks_per_volume_bound": bound,
             "screened_masks_per_volume_bound": counts.screened,
             "exact_masks_per_volume_bound": counts.exact + counts.exact_whole,
             "exact_whole_masks_per_volume_bound": counts.exact_whole,
             "whole_masks_per_judged_volume": counts.judged,
+            "whole_bounds_per_judged_volume": counts.judged_bounds,
             "volumes_available": available, "volumes_searched": take,
             "screened_volumes": plan.searched(take), "judged_volumes": plan.judged(take),
             "estimated_hours_at_most": wall / 3600}

@@ -136,12 +136,15 @@ def evaluate_volume(volume: LabelledVolume, candidate: Candidate, threshold: flo
 
 
 def evaluate_batch(volume: LabelledVolume, items: Sequence[tuple[Candidate, float | None]],
-                   exact: bool, token: str = "") -> list[tuple[float, float, float, float]]:
+                   exact: bool | Sequence[bool], token: str = ""
+                   ) -> list[tuple[float, float, float, float]]:
     """:func:`evaluate_volume` for several candidates on one volume, which is then released:
-    a streamed volume is read and prepared once per batch, and not kept."""
+    a streamed volume is read and prepared once per batch, and not kept. ``exact``: one flag
+    for every item, or one per item (exact scores and bounds in one pass)."""
+    flags = [exact] * len(items) if isinstance(exact, bool) else list(exact)
     try:
-        return [evaluate_volume(volume, candidate, threshold, exact, token)
-                for candidate, threshold in items]
+        return [evaluate_volume(volume, candidate, threshold, flag, token)
+                for (candidate, threshold), flag in zip(items, flags)]
     finally:
         volume.release()
 
@@ -351,36 +354,47 @@ class SearchEngine(Evaluator):
         rescored = iter(self.score_many([r.candidate for r in todo], todo[0].stage if todo else ""))
         return [r if r.exact else next(rescored) for r in results]
 
-    def score_many(self, candidates: Sequence[Candidate], stage: str = "") -> list[CandidateScore]:
-        """Exact scores of ``candidates``. On whole volumes of a sample (judging, or a ranked
-        search's finalists), one task per volume scores all of them: each volume is read and
-        prepared once, then released."""
+    def score_many(self, candidates: Sequence[Candidate], stage: str = "",
+                   bounds: Sequence[Candidate] = ()) -> list[CandidateScore]:
+        """Exact scores of ``candidates``, then upper bounds of ``bounds``' scores. On whole
+        volumes of a sample (judging, or a ranked search's finalists), one task per volume
+        scores all of them: each volume is read and prepared once, then released."""
         if self.sample is None or (self.screen and self.exact_volumes is None):
-            return super().score_many(candidates, stage)
+            return super().score_many(candidates, stage) + [
+                self.score(candidate, stage, exact=False) for candidate in bounds]
         volumes = self._scored_on(True)
         per_volume: dict[str, list] = {}
-        for candidate in candidates:
-            for volume, threshold in self._todo(candidate, True, volumes):
+        wanted = [(c, True) for c in candidates] + [(c, False) for c in bounds]
+        for candidate, exact in wanted:
+            for volume, threshold in self._todo(candidate, exact, volumes):
                 items = per_volume.setdefault(volume.volume_id, [volume])
-                if all(c.key != candidate.key for c, _ in items[1:]):
-                    items.append((candidate, threshold))
+                if all((c.key, e) != (candidate.key, exact) for c, _, e in items[1:]):
+                    items.append((candidate, threshold, exact))
         batches = list(per_volume.values())
         for volume, items, outcomes in self._batches_as_done(batches):
-            for (candidate, _), result in zip(items, outcomes):
-                self._record(volume, candidate, True, result)
-            self._progress.add(len(items), True)  # per volume: a whole-volume batch takes minutes
-        return [self._known_score(candidate, stage, True, volumes) for candidate in candidates]
+            for (candidate, _, exact), result in zip(items, outcomes):
+                self._record(volume, candidate, exact, result)
+            for exact in (True, False):  # per volume: a whole-volume batch takes minutes
+                count = sum(e == exact for *_, e in items)
+                if count:
+                    self._progress.add(count, exact)
+        return [self._known_score(candidate, stage, exact, volumes)
+                for candidate, exact in wanted]
 
     def _batches_as_done(self, batches):
-        """(volume, items, outcomes) of each ``[volume, *items]`` batch, scored exactly, as
-        each finishes: the progress line moves while a batch of whole volumes is scored."""
+        """(volume, items, outcomes) of each ``[volume, *(candidate, threshold, exact)]``
+        batch, as each finishes: the progress line moves while a batch of whole volumes is
+        scored."""
+        def split(items):  # evaluate_batch's (candidate, threshold) items and exact flags
+            return [(c, t) for c, t, _ in items], [e for *_, e in items]
+
         if self.client is None:
             for volume, *items in batches:
-                yield volume, items, evaluate_batch(volume, items, True, self.token)
+                yield volume, items, evaluate_batch(volume, *split(items), self.token)
             return
         from distributed import as_completed
 
-        submitted = {self.client.submit(evaluate_batch, volume, items, True, self.token,
+        submitted = {self.client.submit(evaluate_batch, volume, *split(items), self.token,
                                         pure=False): (volume, items)
                      for volume, *items in batches}
         for future in as_completed(list(submitted)):

@@ -417,7 +417,8 @@ def _within_budget(hours, first, available, plan, options, exhaustive, rules, wo
     ``hours`` on ``workers``."""
     from vesukit.calibrate.budget import budget_line, budget_record, time_masks, volumes_within
 
-    rates = time_masks(first, options, exhaustive, plan.sample, rules)
+    rates = time_masks(first, options, exhaustive, plan.sample, rules,
+                       whole_bounds=plan.counts.judged_bounds > 0)
     take = volumes_within(hours, available, lambda n: plan.seconds(n, rates, workers))
     budget = budget_record(hours, plan, rates, workers, available, take, bound)
     if progress:
