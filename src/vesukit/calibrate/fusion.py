@@ -4,9 +4,15 @@ probabilities or of logits) chosen from the cached per-teacher maps, out-of-fold
 Candidates: equal weights, the manifest's, weights growing with each teacher's own score
 (linear and sharpened), each teacher favoured x2, and each one left out; each in both modes.
 Every candidate is scored with the exact local metric after the same threshold rule. The
-choice is made on all volumes; the *procedure* is checked out-of-fold (leave one volume out:
-choose on the others, score on it), next to equal-weight probability fusion on the same
-volumes, so the evidence says whether fitting helped at all.
+choice is made on all the volumes given; the *procedure* is checked out-of-fold (at most
+:data:`FUSION_FOLDS` folds, leave one volume out when there are that few: choose on the others,
+score on the held ones), next to equal-weight probability fusion on the same volumes, so the
+evidence says whether fitting helped at all. The weights growing with the teachers' scores are
+new vectors in every fold, so leaving each of n volumes out costs about n^2 masks: at 75
+volumes of 320^3 that was some 20,000 whole-volume masks; five folds cost about 5n.
+
+Each volume's candidates are scored in one task (its teacher maps and label read once, the
+label released after); with a Dask client the volumes are scored in parallel.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 MODES = ("probability", "logit")
+FUSION_FOLDS = 5  # out-of-fold folds of the fusion's procedure check (fewer volumes: one each)
 
 
 @dataclass(frozen=True)
@@ -71,32 +78,56 @@ def candidates(names: Sequence[str], manifest_weights: Sequence[float],
     return out
 
 
-def fit_fusion(cache, labels: Mapping[str, object], volume_ids: Sequence[str], rule,
-               progress: Callable[[str], None] | None = None) -> dict:
-    """Choose weights and mode for ``rule`` (a ThresholdRule) on ``volume_ids``; returns the
-    JSON block written into the calibration (chosen, every candidate's scores, out-of-fold)."""
+def score_fusions(cache_folder, label, volume_id: str, keys, rule) -> list[float]:
+    """Exact scores of one volume for each (weights, mode) of ``keys`` after ``rule``; the
+    label (a LabelFile, or a prepared label) is released after. Runs here or on a worker."""
+    from vesukit.calibrate.cache import MapCache
     from vesukit.decide import binarize
+
+    cache = MapCache(cache_folder)
+    try:
+        scores = []
+        for weights, mode in keys:
+            maps = fuse(cache, volume_id, weights, mode)
+            scores.append(float(label.score(binarize(maps.mean, rule(maps))).score))
+        return scores
+    finally:
+        release = getattr(label, "release", None)
+        if release is not None:
+            release()
+
+
+def fit_fusion(cache, labels: Mapping[str, object], volume_ids: Sequence[str], rule,
+               progress: Callable[[str], None] | None = None, client=None,
+               folds: int = FUSION_FOLDS) -> dict:
+    """Choose weights and mode for ``rule`` (a ThresholdRule) on ``volume_ids``; returns the
+    JSON block written into the calibration (chosen, every candidate's scores, out-of-fold).
+    ``client``: a Dask client scoring the volumes in parallel (None: here, one by one)."""
+    from vesukit.calibrate.oof import deal_folds
 
     names = cache.teacher_names
     ids = list(volume_ids)
     memo: dict[tuple, float] = {}
 
     def score(weights: tuple[float, ...], mode: str, volume_id: str) -> float:
-        key = (weights, mode, volume_id)
-        if key not in memo:
-            maps = fuse(cache, volume_id, weights, mode)
-            memo[key] = labels[volume_id].score(binarize(maps.mean, rule(maps))).score
-        return memo[key]
+        return memo[(weights, mode, volume_id)]
 
     def score_all(keys: Sequence[tuple[tuple[float, ...], str]], on: Sequence[str]) -> None:
-        # volume by volume: the cache keeps one volume's maps in memory, and a label read from
-        # its file is released after (a hundred prepared 320^3 labels would not fit)
-        for volume_id in on:
-            for weights, mode in keys:
-                score(weights, mode, volume_id)
-            release = getattr(labels[volume_id], "release", None)
-            if release is not None:
-                release()
+        # one task per volume: its maps are read once for all its candidates, and a label
+        # read from its file is released after (a hundred prepared 320^3 labels would not fit)
+        todo = {v: [k for k in dict.fromkeys(keys) if (*k, v) not in memo] for v in on}
+        todo = {v: k for v, k in todo.items() if k}
+        if client is None:
+            done = ((v, score_fusions(cache.folder, labels[v], v, k, rule)) for v, k in todo.items())
+        else:
+            from distributed import as_completed
+
+            futures = {client.submit(score_fusions, cache.folder, labels[v], v, k, rule,
+                                     pure=False): v for v, k in todo.items()}
+            done = ((futures[f], f.result()) for f in as_completed(list(futures)))
+        for volume_id, scores in done:
+            memo.update({(*key, volume_id): value
+                         for key, value in zip(todo[volume_id], scores)})
 
     def solo_scores(on: Sequence[str]) -> dict[str, float]:
         alone = {name: tuple(1.0 if m == name else 0.0 for m in names) for name in names}
@@ -118,17 +149,26 @@ def fit_fusion(cache, labels: Mapping[str, object], volume_ids: Sequence[str], r
     if progress:
         progress(f"fusion: weights and mode over {len(names)} teachers on {len(ids)} volume(s)")
     chosen, table = best(ids)
-    evidence: dict = {"rule": rule.describe(), "candidates": sorted(table, key=lambda c: -c["mean"])}
+    evidence: dict = {"rule": rule.describe(), "volumes": ids,
+                      "candidates": sorted(table, key=lambda c: -c["mean"])}
     if len(ids) > 1:
-        folds, oof, equal = [], [], []
-        for held in ids:
-            fold_choice, _ = best([v for v in ids if v != held])
-            oof.append(score(fold_choice.weights, fold_choice.mode, held))
-            equal.append(score((1.0,) * len(names), "probability", held))
-            folds.append({"held_out": held, "chosen": fold_choice.to_json(names),
-                          "score": oof[-1], "equal_probability": equal[-1]})
-        evidence["out_of_fold"] = {"score": float(np.mean(oof)),
-                                   "equal_probability": float(np.mean(equal)), "folds": folds}
+        equal = ((1.0,) * len(names), "probability")
+        dealt, checked, oof, equal_scores = deal_folds(ids, folds), [], {}, {}
+        for index, held in enumerate(dealt):
+            if progress:
+                progress(f"fusion: out-of-fold {index + 1}/{len(dealt)}, {len(held)} held")
+            fold_choice, _ = best([v for v in ids if v not in held])
+            score_all([(fold_choice.weights, fold_choice.mode), equal], held)
+            scores = {v: score(fold_choice.weights, fold_choice.mode, v) for v in held}
+            equals = {v: score(*equal, v) for v in held}
+            oof.update(scores)
+            equal_scores.update(equals)
+            checked.append({"held_out": held, "chosen": fold_choice.to_json(names),
+                            "score": float(np.mean(list(scores.values()))),
+                            "equal_probability": float(np.mean(list(equals.values())))})
+        evidence["out_of_fold"] = {"score": float(np.mean(list(oof.values()))),
+                                   "equal_probability": float(np.mean(list(equal_scores.values()))),
+                                   "per_volume": oof, "folds": checked}
     else:
         evidence["out_of_fold"] = None  # one volume: nothing to hold out
     # predict --calibration (and the notebook) apply mode and weights from this block

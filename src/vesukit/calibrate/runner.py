@@ -117,8 +117,11 @@ def run_calibration(data, teachers, out, *, volumes: int | None = None, cache_di
             from vesukit.calibrate.maps import CachedEnsemble
             from vesukit.calibrate.search import LabelledVolume
 
-            block = fit_fusion(run.cache, search.labels, outcome.fit_ids,
-                               outcome.search.winner.candidate.rule, progress)
+            # on the sampled fit volumes, whole, where the search sampled (a fusion fit on
+            # every fit volume scores each weight candidate on each, exactly)
+            block = fit_fusion(run.cache, search.labels,
+                               engines[0].screened_ids or outcome.fit_ids,
+                               outcome.search.winner.candidate.rule, progress, client=client)
             weights = fuse_weights(run.cache, block)
             if progress:
                 progress(f"rule and chain searched again on the fused maps ({block['mode']} mean)")
