@@ -126,7 +126,7 @@ def one_run(name: str, root: Path, maps: Path, out: Path, steps: str, folds: int
 
 
 def teacher_run(name: str, root: Path, teachers: Path, cache: Path, out: Path, steps: str,
-                take: int | None, tta: str, overlap: float) -> dict:
+                take: int | None, tta: str, overlap: float, holdout: float = 0.25) -> dict:
     """`vesukit calibrate --teachers` (the library call): the teachers' maps are made once into
     ``cache`` (timed apart: inference, which a GPU does in a Kaggle session), then the command
     runs as a user's second call does, reusing the cache, so its wall time is the search's."""
@@ -143,7 +143,7 @@ def teacher_run(name: str, root: Path, teachers: Path, cache: Path, out: Path, s
     start = time.perf_counter()
     chosen = run_calibration(root, teachers, out, volumes=take, cache_dir=cache, device="cpu",
                              tta=tta, overlap=overlap, winners=steps == "winners", progress=say,
-                             **settings)
+                             holdout=holdout, **settings)
     wall = time.perf_counter() - start
     written = json.loads(out.read_text())
     winner = chosen.outcome.search.winner
@@ -260,6 +260,8 @@ def main() -> int:
                         "(its maps cached once under --data, then the search timed)")
     parser.add_argument("--tta", default="none", help="with --teachers (none)")
     parser.add_argument("--overlap", type=float, default=0.5, help="with --teachers (0.5)")
+    parser.add_argument("--holdout", type=float, default=0.25,
+                        help="with --teachers: share of the volumes held back (0.25)")
     parser.add_argument("--profile", type=int, default=None, metavar="SIZE",
                         help="instead: where one candidate's time goes on one SIZE^3 volume")
     parser.add_argument("--median", type=int, default=None, metavar="SIZE",
@@ -294,7 +296,8 @@ def main() -> int:
             if args.teachers is not None:
                 cache = (args.data or Path(tmp)) / f"teacher-cache-{args.tta}-{args.overlap:g}"
                 record = teacher_run(name, root, args.teachers, cache, Path(tmp) / f"{name}.json",
-                                     args.steps, args.take, args.tta, args.overlap)
+                                     args.steps, args.take, args.tta, args.overlap,
+                                     args.holdout)
                 held = record["held_back"]
                 print(f"  inference (made the cache once, not counted): {record['inference_s']} s;"
                       f" held-back check on {len(held.get('volumes', []))} volumes: winner "
@@ -318,7 +321,7 @@ def main() -> int:
                   + (f"\n    on the whole volumes {record['whole_mean']:.6f}"
                      if record["whole_mean"] is not None else ""),
                   flush=True)
-    by_name = {r["run"]: r for r in records}
+    by_name = {r["run"].removeprefix("teachers-"): r for r in records}
     if "exhaustive" in by_name:
         reference = by_name["exhaustive"]
         for r in records:
@@ -332,8 +335,13 @@ def main() -> int:
                   f"volumes {mine:.6f} vs {reference['exact_mean']:.6f} "
                   f"(difference {reference['exact_mean'] - mine:+.6f}); wall "
                   f"{reference['wall_s'] / r['wall_s']:.1f}x faster")
+            if r.get("held_back") and reference.get("held_back"):
+                held, theirs = r["held_back"]["winner"]["mean"], reference["held_back"]["winner"]["mean"]
+                print(f"  on the held-back volumes, whole: {held:.6f} vs {theirs:.6f} "
+                      f"(difference {theirs - held:+.6f})")
     for r in records[1:]:
-        if r["run"] != "exhaustive" and records[0]["run"] != "exhaustive":
+        if "exhaustive" not in (r["run"].removeprefix("teachers-"),
+                                records[0]["run"].removeprefix("teachers-")):
             print(f"{r['run']} identical to {records[0]['run']}: "
                   f"{r['candidates'] == records[0]['candidates'] and r['decision_key'] == records[0]['decision_key']}")
     if args.json:
