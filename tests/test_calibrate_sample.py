@@ -196,6 +196,13 @@ def test_a_judged_volume_gives_its_exact_scores_and_bounds_in_one_pass(saved, mo
     for bound, score in zip(judged[2:], exact[2:]):
         assert not bound.exact
         assert all(bound.scores[i] >= score.scores[i] for i in score.scores)
+    # a candidate asked for exactly is not bounded too (the held-back check's winner is often
+    # one of the fixed thresholds it bounds): its exact score stands for its bound
+    fresh = SearchEngine(volumes, sample=SearchSample(volumes=2, crop=24), rules=candidates)
+    again = fresh.for_volumes(volumes, exact=True).score_many(
+        candidates[:1], "held_back", bounds=candidates[:2])
+    assert again[1].scores == again[0].scores == exact[0].scores and again[1].exact
+    assert (fresh.work["exact_masks"], fresh.work["screened_masks"]) == (3, 3)
 
 
 def test_the_sample_is_off_where_it_would_leave_nothing_out(saved):

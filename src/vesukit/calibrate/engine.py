@@ -364,7 +364,9 @@ class SearchEngine(Evaluator):
                 self.score(candidate, stage, exact=False) for candidate in bounds]
         volumes = self._scored_on(True)
         per_volume: dict[str, list] = {}
-        wanted = [(c, True) for c in candidates] + [(c, False) for c in bounds]
+        exactly = {c.key for c in candidates}  # a mask scored exactly needs no bound
+        wanted = [(c, True) for c in candidates] + [(c, False) for c in bounds
+                                                    if c.key not in exactly]
         for candidate, exact in wanted:
             for volume, threshold in self._todo(candidate, exact, volumes):
                 items = per_volume.setdefault(volume.volume_id, [volume])
@@ -378,8 +380,9 @@ class SearchEngine(Evaluator):
                 count = sum(e == exact for *_, e in items)
                 if count:
                     self._progress.add(count, exact)
-        return [self._known_score(candidate, stage, exact, volumes)
-                for candidate, exact in wanted]
+        scored = {c.key: self._known_score(c, stage, True, volumes) for c in candidates}
+        return [scored[c.key] for c in candidates] + [
+            scored.get(c.key) or self._known_score(c, stage, False, volumes) for c in bounds]
 
     def _batches_as_done(self, batches):
         """(volume, items, outcomes) of each ``[volume, *(candidate, threshold, exact)]``
