@@ -86,7 +86,8 @@ def test_calibrate_needs_exactly_one_source(saved, tmp_path, capsys):
 
 
 def test_budget_bounds_the_volumes_searched(saved, tmp_path, capsys):
-    from vesukit.calibrate.oof import budget_volumes, exact_masks_per_volume_bound, masks_per_volume_bound
+    from vesukit.calibrate.budget import volumes_within
+    from vesukit.calibrate.oof import exact_masks_per_volume_bound, masks_per_volume_bound
     from vesukit.calibrate.search import RULE_GRID, postprocess_options
 
     options = postprocess_options(320 ** 3, winners=True, disagreement=False)
@@ -97,7 +98,7 @@ def test_budget_bounds_the_volumes_searched(saved, tmp_path, capsys):
     # 100 volumes of 320^3 (3 s per screened mask, 26 s per exact one) cannot all be
     # searched in 8 hours
     per_volume = bound * 3.0 + exact * 26.0
-    take = budget_volumes(100, per_volume, 8 * 3600)
+    take = volumes_within(8, 100, lambda n: n * per_volume)
     assert 2 <= take < 100 and take * per_volume <= 8 * 3600 or take == 2
     root, maps = saved
     out = tmp_path / "c.json"

@@ -122,8 +122,7 @@ def out_of_fold_plan(ids: Sequence[str], shapes: Sequence[Sequence[int]], grid, 
                      sample) -> SearchPlan:
     """From saved maps: on a sample the searches run on the sampled volumes, and every volume
     is judged whole; unsampled, each volume's judging is inside its own bounds."""
-    sample = sample if sample is not None and not exhaustive and sample.active_for(shapes) \
-        else None
+    sample = sample.used_for(shapes, exhaustive) if sample is not None else None
     counts = out_of_fold_masks(grid, options, top_k, folds, whole, exhaustive, finalists,
                                sample is not None, sample.crop if sample is not None else 0)
     if sample is None:
@@ -138,8 +137,7 @@ def held_back_plan(ids: Sequence[str], shapes: Sequence[Sequence[int]], grid, op
     sample), then the held-back check on every held volume, whole."""
     from vesukit.calibrate.search import split_volumes
 
-    sample = sample if sample is not None and not exhaustive and sample.active_for(shapes) \
-        else None
+    sample = sample.used_for(shapes, exhaustive) if sample is not None else None
     counts = held_back_masks(grid, options, top_k, whole, exhaustive, finalists,
                              sample is not None, sample.crop if sample is not None else 0)
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from vesukit.calibrate.sample import CropOf, SearchSample, make_crop
+from vesukit.calibrate.sample import CropOf, SearchSample, make_crop, volume_shape
 from vesukit.calibrate.search import Candidate, CandidateScore, Evaluator, LabelledVolume
 from vesukit.decide import binarize
 from vesukit.decide.steps import STEPS
@@ -221,12 +221,9 @@ class SearchEngine(Evaluator):
             self.sample = shared.sample
         else:
             # the search screens on crops of a sample of the volumes when that leaves anything
-            # out; the exhaustive search never does (it is the reference the sample is checked
-            # against)
-            shapes = [tuple(np.shape(v.maps.mean)) if not hasattr(v.maps, "shape") else
-                      tuple(v.maps.shape) for v in self.volumes]
-            self.sample = sample if (sample is not None and not exhaustive
-                                     and sample.active_for(shapes)) else None
+            # out
+            shapes = [volume_shape(v) for v in self.volumes]
+            self.sample = sample.used_for(shapes, exhaustive) if sample is not None else None
             # spread over ``sample_among`` where only those are searched (the fit volumes of a
             # held-back split): a sampled held volume would be a crop nobody screens on
             among = [v.volume_id for v in self.volumes] if sample_among is None else sample_among
@@ -359,14 +356,15 @@ class SearchEngine(Evaluator):
         """Exact scores of ``candidates``, then upper bounds of ``bounds``' scores. On whole
         volumes of a sample (judging, or a ranked search's finalists), one task per volume
         scores all of them: each volume is read and prepared once, then released."""
+        exactly = {c.key for c in candidates}  # a mask scored exactly needs no bound
+        bounded = [c for c in bounds if c.key not in exactly]
         if self.sample is None or (self.screen and self.exact_volumes is None):
-            return super().score_many(candidates, stage) + [
-                self.score(candidate, stage, exact=False) for candidate in bounds]
+            scored = {c.key: s for c, s in zip(candidates, super().score_many(candidates, stage))}
+            scored.update({c.key: self.score(c, stage, exact=False) for c in bounded})
+            return [scored[c.key] for c in [*candidates, *bounds]]
         volumes = self._scored_on(True)
         per_volume: dict[str, list] = {}
-        exactly = {c.key for c in candidates}  # a mask scored exactly needs no bound
-        wanted = [(c, True) for c in candidates] + [(c, False) for c in bounds
-                                                    if c.key not in exactly]
+        wanted = [(c, True) for c in candidates] + [(c, False) for c in bounded]
         for candidate, exact in wanted:
             for volume, threshold in self._todo(candidate, exact, volumes):
                 items = per_volume.setdefault(volume.volume_id, [volume])
@@ -381,8 +379,8 @@ class SearchEngine(Evaluator):
                 if count:
                     self._progress.add(count, exact)
         scored = {c.key: self._known_score(c, stage, True, volumes) for c in candidates}
-        return [scored[c.key] for c in candidates] + [
-            scored.get(c.key) or self._known_score(c, stage, False, volumes) for c in bounds]
+        scored.update({c.key: self._known_score(c, stage, False, volumes) for c in bounded})
+        return [scored[c.key] for c in [*candidates, *bounds]]
 
     def _batches_as_done(self, batches):
         """(volume, items, outcomes) of each ``[volume, *(candidate, threshold, exact)]``

@@ -173,9 +173,3 @@ def exact_masks_per_volume_bound(options: Mapping[str, list], folds: int, finali
     judged = 2 + len(options) + 1
     return max(folds, 1) * per_search + judged
 
-
-def budget_volumes(available: int, seconds_per_volume: float, budget_seconds: float,
-                   minimum: int = 2) -> int:
-    """How many volumes the out-of-fold search can take within ``budget_seconds``."""
-    cost = max(seconds_per_volume, 1e-9)
-    return int(min(available, max(minimum, budget_seconds // cost)))

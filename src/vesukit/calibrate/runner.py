@@ -177,11 +177,10 @@ class _TeacherSearch:
         """The search on ``run``'s volumes; its plan (and the chains' sizes) for
         ``planned_ids`` of ``planned_shapes`` where given (a budget plans the volumes the
         teachers have not run on yet), else for ``run``'s."""
-        import numpy as np
-
         from vesukit.calibrate.budget import held_back_plan
         from vesukit.calibrate.labels import LabelFile
         from vesukit.calibrate.maps import CachedEnsemble
+        from vesukit.calibrate.sample import volume_shape
         from vesukit.calibrate.search import (
             RULE_GRID,
             LabelledVolume,
@@ -195,11 +194,11 @@ class _TeacherSearch:
         volumes = [LabelledVolume(i, CachedEnsemble(run.cache.folder, i), labels[i])
                    for i in run.ids]
         ids = list(run.ids) if planned_ids is None else list(planned_ids)
-        shapes = [v.maps.shape for v in volumes] if planned_shapes is None else planned_shapes
+        shapes = [volume_shape(v) for v in volumes] if planned_shapes is None else planned_shapes
         # one teacher has no disagreement: a rule or step reading it would silently do nothing
         disagreement = len(run.settings.teachers) > 1
         # a chain's sizes are scaled to the whole volumes (also when the search screens crops)
-        voxels = int(np.median([np.prod(shape) for shape in shapes]))
+        voxels = _median_voxels(shapes)
         options = postprocess_options(voxels, winners=winners, disagreement=disagreement)
         whole = whole_chains(voxels, winners=winners)
         grid = grid or RULE_GRID
@@ -310,13 +309,12 @@ def maps_settings(made: dict | None, maps_dir) -> dict:
     return out
 
 
-def _median_voxels(volumes) -> int:
-    """The median voxels of the whole volumes (a chain's sizes are scaled to them, also when
-    the search screens on crops)."""
+def _median_voxels(shapes) -> int:
+    """The median voxels of the whole volumes' ``shapes`` (a chain's sizes are scaled to them,
+    also when the search screens on crops)."""
     import numpy as np
 
-    return int(np.median([np.prod(getattr(v.maps, "shape", None) or np.shape(v.maps.mean))
-                          for v in volumes]))
+    return int(np.median([np.prod(shape) for shape in shapes]))
 
 
 def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None, folds: int = 3,
@@ -345,7 +343,7 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     from vesukit.calibrate.engine import SearchEngine, dask_client, worker_count
     from vesukit.calibrate.maps import map_volumes
     from vesukit.calibrate.oof import out_of_fold
-    from vesukit.calibrate.sample import SearchSample
+    from vesukit.calibrate.sample import SearchSample, volume_shape
     from vesukit.calibrate.search import RULE_GRID, postprocess_options, rule_candidates, whole_chains
     from vesukit.data import find_competition_root
     from vesukit.run_settings import MADE_OTHERWISE, read_maps_provenance
@@ -355,7 +353,8 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     made = read_maps_provenance(maps_dir)
     made_otherwise = dict((made or {}).pop(MADE_OTHERWISE, None) or {})
     prepared = map_volumes(maps_dir, root, volumes, progress, left_out=made_otherwise)
-    voxels = _median_voxels(prepared)
+    shapes = [volume_shape(v) for v in prepared]
+    voxels = _median_voxels(shapes)
     options = postprocess_options(voxels, winners=winners, disagreement=False)
     whole = whole_chains(voxels, winners=winners)
     # saved maps carry only the mean: rules that read the disagreement have nothing to use
@@ -364,9 +363,10 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     rules = rule_candidates(grid) + list(whole)
     with dask_client(scheduler, workers, progress) as client:
         n_workers = worker_count(client)
-        budget, take, plan = _search_budget(prepared, grid, options, top_k, folds, exhaustive,
-                                               finalists, budget_hours, n_workers, progress,
-                                               whole=len(whole), sample=sample, rules=rules)
+        budget, take, plan = _search_budget(prepared, shapes, grid, options, top_k, folds,
+                                            exhaustive, finalists, budget_hours, n_workers,
+                                            progress, whole=len(whole), sample=sample,
+                                            rules=rules)
         prepared = prepared[:take]
         engine = SearchEngine(prepared, exhaustive=exhaustive, client=client, progress=progress,
                               finalists=finalists, sample=sample, rules=rules)
@@ -393,15 +393,13 @@ def run_calibration_from_maps(maps_dir, data, out, *, volumes: int | None = None
     return oof
 
 
-def _search_budget(prepared, grid, options, top_k, folds, exhaustive, finalists, budget_hours,
-                   workers, progress, whole: int = 0, sample=None, rules=()):
+def _search_budget(prepared, shapes, grid, options, top_k, folds, exhaustive, finalists,
+                   budget_hours, workers, progress, whole: int = 0, sample=None, rules=()):
     """(budget record or None, volumes to search, the plan) of the out-of-fold search
     (:func:`~vesukit.calibrate.budget.out_of_fold_plan`)."""
     from vesukit.calibrate.budget import out_of_fold_plan
     from vesukit.calibrate.oof import masks_per_volume_bound
 
-    shapes = [tuple(v.maps.shape) if hasattr(v.maps, "shape") else v.maps.mean.shape
-              for v in prepared]
     plan = out_of_fold_plan([v.volume_id for v in prepared], shapes, grid, options, top_k,
                             folds, whole, exhaustive, finalists, sample)
     if budget_hours is None:

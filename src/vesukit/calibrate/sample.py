@@ -45,6 +45,12 @@ class SearchSample:
         return (0 < self.volumes < len(shapes)) or \
             (self.crop > 0 and any(max(shape) > self.crop for shape in shapes))
 
+    def used_for(self, shapes: Sequence[Sequence[int]], exhaustive: bool) -> SearchSample | None:
+        """This sample where a search of volumes of these shapes uses it, else None: when it
+        leaves anything out, and never for the exhaustive search (the reference the sample is
+        checked against)."""
+        return self if not exhaustive and self.active_for(shapes) else None
+
     def ids(self, volume_ids: Iterable[str]) -> list[str]:
         """The sampled ids: evenly spread over the sorted ids (all of them when few)."""
         ids = sorted(volume_ids)
@@ -57,6 +63,12 @@ class SearchSample:
         volumes = "every volume" if self.volumes <= 0 else f"at most {self.volumes} volumes"
         crop = "whole" if self.crop <= 0 else f"centre {self.crop}^3 crops"
         return f"{volumes}, {crop}"
+
+
+def volume_shape(volume: LabelledVolume) -> tuple[int, ...]:
+    """The whole shape of a volume's maps, without making them where they are made lazily."""
+    maps = volume.maps
+    return tuple(maps.shape) if hasattr(maps, "shape") else tuple(np.shape(maps.mean))
 
 
 def centre_box(shape: Sequence[int], edge: int) -> tuple[slice, ...]:
